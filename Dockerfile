@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1.7
+# CPU image by default. For a CUDA image build with:
+#   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 \
+#                --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 \
+#                --build-arg FAISS_PACKAGE=faiss-gpu-cu12 .
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS runtime
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG FAISS_PACKAGE=faiss-cpu
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    DATA_DIR=/data \
+    PORT=8000
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 productmatch
+
+WORKDIR /app
+# torch first and pinned, from the CPU (or CUDA) wheel index, so the project's range never pulls another build.
+RUN python -m pip install --upgrade pip \
+    && python -m pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
+
+COPY pyproject.toml README.md alembic.ini ./
+COPY app ./app
+COPY models ./models
+COPY training ./training
+COPY migrations ./migrations
+RUN python -m pip install . "${FAISS_PACKAGE}" \
+    && mkdir -p /data && chown productmatch:productmatch /data
+
+USER productmatch
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD curl -fsS "http://127.0.0.1:${PORT}/healthz" || exit 1
+CMD ["sh", "-c", "productmatch serve --host 0.0.0.0 --port ${PORT}"]

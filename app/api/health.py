@@ -1,0 +1,43 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.deps import ServicesDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: touches neither the database nor the models."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Readiness: 200 once the encoder, the index and the database are available."""
+    checks = {
+        "models": services.encoder is not None,
+        "index": services.index is not None and services.ready.is_set(),
+        "database": await run_in_threadpool(services.database_ok),
+        "queue": await run_in_threadpool(services.queue.ping),
+    }
+    ready = checks["models"] and checks["index"] and checks["database"]
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    if services.load_error:
+        body["error"] = services.load_error
+    if services.index is not None:
+        body["index"] = {"version": services.index.index.version, "size": len(services.index.index)}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics_registry
+    data = await run_in_threadpool(generate_latest, registry)
+    return Response(data, media_type=CONTENT_TYPE_LATEST)

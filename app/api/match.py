@@ -1,0 +1,72 @@
+"""POST /v1/match and /v1/match/batch."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import PipelineDep, ServicesDep
+from app.pipeline.match import MatchQuery, MatchResult
+from app.pipeline.scoring import MATCH
+from app.schemas.match import CandidateOut, MatchBatchRequest, MatchBatchResponse, MatchRequest, MatchResponse
+
+router = APIRouter(prefix="/v1/match", tags=["match"])
+
+
+def _query(req: MatchRequest) -> MatchQuery:
+    filters = req.filters
+    return MatchQuery(
+        offer=req.offer.model_dump(),
+        k=req.top_k,
+        brand=filters.brand if filters else None,
+        category=filters.category if filters else None,
+    )
+
+
+def _response(result: MatchResult, thresholds: dict[str, float]) -> MatchResponse:
+    candidates = [
+        CandidateOut(
+            external_id=c.external_id,
+            title=c.title,
+            brand=c.brand,
+            category=c.category,
+            price=c.price,
+            currency=c.currency,
+            score=c.score,
+            retrieval_score=c.retrieval_score,
+            lexical_score=c.lexical_score,
+        )
+        for c in result.candidates
+    ]
+    return MatchResponse(
+        decision=result.decision,
+        match=candidates[0] if result.decision == MATCH and candidates else None,
+        candidates=candidates,
+        index_version=result.index_version,
+        model_versions=result.model_versions,
+        thresholds=thresholds,
+        timings_ms=result.timings_ms,
+    )
+
+
+def _thresholds(services) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    return {"match": services.settings.match_threshold, "review": services.settings.review_threshold}
+
+
+@router.post("", response_model=MatchResponse)
+async def match(body: MatchRequest, pipeline: PipelineDep, services: ServicesDep):
+    """Top-k catalogue candidates for one offer, each scored, and a decision."""
+    results = await run_in_threadpool(pipeline.match, [_query(body)])
+    return _response(results[0], _thresholds(services))
+
+
+@router.post("/batch", response_model=MatchBatchResponse)
+async def match_batch(body: MatchBatchRequest, pipeline: PipelineDep, services: ServicesDep):
+    cap = services.settings.max_batch_items
+    if len(body.items) > cap:
+        raise HTTPException(
+            422, f"items: at most {cap} offers per batch, got {len(body.items)}"
+        )
+    results = await run_in_threadpool(pipeline.match, [_query(item) for item in body.items])
+    thresholds = _thresholds(services)
+    return MatchBatchResponse(results=[_response(r, thresholds) for r in results])

@@ -1,0 +1,199 @@
+"""`productmatch` command line: serve, migrate, worker, ingest, index, and (later) train/eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+from app.core.config import Settings, get_settings
+from app.core.logging import configure_logging
+
+logger = logging.getLogger("productmatch")
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from app.db.migrate import upgrade
+
+    settings.ensure_dirs()
+    upgrade(settings.database_url)
+    logger.info("database at head: %s", settings.database_url.split("@")[-1])
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    cmd_migrate(settings, args)
+    uvicorn.run("app.main:app_factory", factory=True, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _services(settings: Settings):  # type: ignore[no-untyped-def]
+    from app.services import Services
+
+    return Services.create(settings)
+
+
+def _encoder(settings: Settings):  # type: ignore[no-untyped-def]
+    from app.pipeline.encoder import Encoder
+
+    return Encoder.load(
+        settings.encoder, settings.encoder_max_length, settings.encoder_batch_size, settings.torch_threads
+    )
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from app.jobs.context import JobContext
+    from app.jobs.queue import RedisQueue
+    from app.jobs.worker import Worker
+
+    if not settings.redis_url:
+        logger.error("REDIS_URL is not set: without Redis the API runs jobs in-process")
+        return 2
+    services = _services(settings)
+    encoder = _encoder(settings)
+    worker = Worker(JobContext(settings, services.factory, lambda: encoder), RedisQueue(settings.redis_url))
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run_forever()
+    return 0
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from app.jobs import store
+    from app.jobs.context import JobContext
+    from app.jobs.ingest_files import UnreadableFile, check_upload, detect_format
+    from app.jobs.runner import run_job
+
+    source = Path(args.file)
+    if not source.is_file():
+        logger.error("no such file: %s", source)
+        return 2
+    settings.ensure_dirs()
+    try:
+        fmt = detect_format(source.name, args.format)
+        check_upload(source, fmt)
+    except UnreadableFile as exc:
+        logger.error("%s: %s", source, exc)
+        return 2
+    services = _services(settings)
+    job_id = str(uuid.uuid4())
+    stored = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
+    shutil.copyfile(source, stored)
+    job, _ = store.create_job(
+        services.factory, "ingest", {"path": str(stored), "format": fmt, "filename": source.name}, job_id=job_id
+    )
+    encoder = _encoder(settings)
+    bar = tqdm(total=None, unit="row", desc=f"ingest {source.name}")
+
+    def progress(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    ctx = JobContext(settings, services.factory, lambda: encoder, on_progress=progress)
+    state = run_job(ctx, job.id, f"cli-{job.id[:8]}")
+    bar.close()
+    final = store.get_job(services.factory, job.id)
+    errors = store.row_errors(services.factory, job.id, 20)
+    summary = {
+        "job_id": job.id,
+        "state": state,
+        "rows_total": final.rows_total if final else None,
+        "rows_ok": final.rows_ok if final else None,
+        "rows_unchanged": final.rows_unchanged if final else None,
+        "rows_failed": final.rows_failed if final else None,
+        "errors": [{"row": e.row, "field": e.field, "message": e.message} for e in errors],
+        "message": final.message if final else None,
+    }
+    print(json.dumps(summary, indent=2))  # noqa: T201 - the CLI's result
+    return 0 if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) else 1
+
+
+def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
+    from app.search.params import IndexParams
+    from app.search.sync import IndexService
+
+    services = _services(settings)
+    encoder = _encoder(settings)
+    index = IndexService(
+        services.factory, encoder.model_id, encoder.dim, IndexParams(kind=args.kind or settings.index_kind),
+        settings.index_dir, settings.index_snapshot_every,  # type: ignore[arg-type]
+    )
+    if args.action == "rebuild":
+        if args.reembed:
+            from app.jobs.reembed import reembed_all
+
+            reembed_all(services.factory, encoder)
+        index.rebuild()
+        index.snapshot()
+        result = {"action": "rebuild", "stats": index.index.stats(), "snapshot": str(index.snapshot_path)}
+    else:
+        index.open() if args.action == "repair" else index._load_snapshot() or index.rebuild()
+        index.catch_up()
+        report = index.verify(repair=args.action == "repair")
+        if args.action == "repair":
+            index.snapshot()
+        result = {
+            "action": args.action,
+            "consistent": report.consistent,
+            "missing": report.missing[:50],
+            "orphans": report.orphans[:50],
+            "stats": index.index.stats(),
+        }
+    print(json.dumps(result, indent=2, default=str))  # noqa: T201 - the CLI's result
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="productmatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="apply migrations and serve the API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("worker", help="run jobs from the Redis queue (REDIS_URL)").set_defaults(func=cmd_worker)
+
+    ingest = sub.add_parser("ingest", help="ingest a CSV or JSON Lines catalogue file, with a progress bar")
+    ingest.add_argument("file")
+    ingest.add_argument("--format", choices=["csv", "jsonl"], default=None)
+    ingest.set_defaults(func=cmd_ingest)
+
+    index = sub.add_parser("index", help="rebuild, check or repair the FAISS index from the database")
+    index.add_argument("action", choices=["rebuild", "check", "repair"])
+    index.add_argument("--kind", choices=["flat", "hnsw", "ivfpq"], default=None)
+    index.add_argument("--reembed", action="store_true", help="embed products that lack a vector for the model")
+    index.set_defaults(func=cmd_index)
+
+    try:
+        from training.cli import add_subcommands
+    except ImportError:
+        pass
+    else:
+        add_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if getattr(args, "needs_settings", True):
+        return int(args.func(settings, args) or 0)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Service settings, read from the environment and `.env` (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ADMIN_TOKEN = "changethis"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Storage. The database is the source of truth; the index is derived from it.
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    index_dir: Path | None = None
+    model_dir: Path | None = None
+    upload_dir: Path | None = None
+    ingest_allowed_dir: Path | None = Field(
+        default=None, description="server-side files may be ingested only from below this folder"
+    )
+
+    # Queue: Redis when set, else an in-process worker thread.
+    redis_url: str | None = None
+    queue_name: str = "productmatch"
+    job_lease_seconds: float = 30.0
+
+    # Models and index.
+    encoder: str = "minilm"
+    encoder_max_length: int = 64
+    encoder_batch_size: int = 64
+    torch_threads: int | None = None
+    index_kind: Literal["flat", "hnsw", "ivfpq"] = "flat"
+    index_sync_interval: float = 0.5
+    index_snapshot_every: int = 5000
+
+    # Zero-shot scorer: cosine blended with a rapidfuzz lexical score.
+    lexical_weight: float = Field(default=0.3, ge=0.0, le=1.0)
+    match_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
+    review_threshold: float = Field(default=0.65, ge=0.0, le=1.0)
+
+    # Limits: every request size is bounded.
+    max_body_bytes: int = 1_000_000
+    max_upload_bytes: int = 100_000_000
+    max_batch_items: int = 100
+    max_top_k: int = 100
+    default_top_k: int = 10
+    max_text_chars: int = 2_000
+    max_description_chars: int = 20_000
+    max_row_errors: int = 1_000
+    ingest_chunk_rows: int = 500
+
+    admin_token: str = DEFAULT_ADMIN_TOKEN
+    load_demo_catalogue: bool = True
+    log_level: str = "INFO"
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _fill_paths_and_check(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'productmatch.db').as_posix()}"
+        if self.database_url.startswith("postgresql://"):
+            # Use psycopg 3, the driver we install.
+            self.database_url = "postgresql+psycopg://" + self.database_url.removeprefix("postgresql://")
+        self.index_dir = self.index_dir or self.data_dir / "index"
+        self.model_dir = self.model_dir or self.data_dir / "models"
+        self.upload_dir = self.upload_dir or self.data_dir / "uploads"
+        self.ingest_allowed_dir = self.ingest_allowed_dir or self.data_dir / "import"
+        if self.review_threshold > self.match_threshold:
+            raise ValueError("REVIEW_THRESHOLD must not exceed MATCH_THRESHOLD")
+        if self.environment != "development" and self.environment != "test":
+            if self.admin_token == DEFAULT_ADMIN_TOKEN or len(self.admin_token) < 16:
+                raise ValueError(
+                    "ADMIN_TOKEN must be set to a secret of at least 16 characters outside development"
+                )
+        return self
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.data_dir, self.index_dir, self.model_dir, self.upload_dir):
+            Path(folder).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

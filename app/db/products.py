@@ -1,0 +1,149 @@
+"""Product repository: reads, keyset pagination and change-logged writes."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, defer
+
+from app.db.base import serialise_writers
+from app.db.models import IndexChange, Product
+
+
+@dataclass(frozen=True)
+class ExistingState:
+    id: int
+    content_hash: str
+    text_hash: str
+    embedding_model: str | None
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"p:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """Raise ValueError on anything that is not a cursor this service issued."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.urlsafe_b64decode(padded.encode()).decode()
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the same user error
+        raise ValueError("cursor is not valid") from exc
+    if not raw.startswith("p:") or not raw[2:].isdigit():
+        raise ValueError("cursor is not valid")
+    return int(raw[2:])
+
+
+def get_by_external_id(session: Session, external_id: str) -> Product | None:
+    return session.scalar(select(Product).where(Product.external_id == external_id))
+
+
+def existing_states(session: Session, external_ids: Sequence[str]) -> dict[str, ExistingState]:
+    found: dict[str, ExistingState] = {}
+    for start in range(0, len(external_ids), 500):
+        chunk = list(external_ids[start : start + 500])
+        rows = session.execute(
+            select(
+                Product.external_id, Product.id, Product.content_hash, Product.text_hash, Product.embedding_model
+            ).where(Product.external_id.in_(chunk))
+        )
+        for ext, pid, chash, thash, model in rows:
+            found[ext] = ExistingState(pid, chash, thash, model)
+    return found
+
+
+def list_products(
+    session: Session, query: str | None, brand_norm: str | None, limit: int, after_id: int | None
+) -> list[Product]:
+    stmt = select(Product).options(defer(Product.embedding)).order_by(Product.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Product.id > after_id)
+    if brand_norm:
+        stmt = stmt.where(Product.brand_norm == brand_norm)
+    if query:
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Product.title.ilike(f"%{escaped}%", escape="\\"))
+    return list(session.scalars(stmt))
+
+
+def log_changes(session: Session, product_ids: Iterable[int], op: str) -> None:
+    session.add_all(IndexChange(product_id=int(pid), op=op) for pid in product_ids)
+
+
+def delete_product(session: Session, external_id: str) -> int | None:
+    serialise_writers(session)
+    pid = session.scalar(select(Product.id).where(Product.external_id == external_id))
+    if pid is None:
+        return None
+    session.execute(delete(Product).where(Product.id == pid))
+    log_changes(session, [pid], "d")
+    return int(pid)
+
+
+def count_products(session: Session) -> int:
+    return int(session.scalar(select(func.count(Product.id))) or 0)
+
+
+def max_change_seq(session: Session) -> int:
+    return int(session.scalar(select(func.max(IndexChange.seq))) or 0)
+
+
+def changes_since(session: Session, seq: int, limit: int) -> list[tuple[int, int, str]]:
+    rows = session.execute(
+        select(IndexChange.seq, IndexChange.product_id, IndexChange.op)
+        .where(IndexChange.seq > seq)
+        .order_by(IndexChange.seq)
+        .limit(limit)
+    )
+    return [(int(s), int(p), str(o)) for s, p, o in rows]
+
+
+def vectors_for(
+    session: Session, product_ids: Sequence[int], model_id: str
+) -> dict[int, tuple[np.ndarray, str | None, str | None]]:
+    """Stored embeddings (made by `model_id`) with brand/category keys, by product id."""
+    out: dict[int, tuple[np.ndarray, str | None, str | None]] = {}
+    for start in range(0, len(product_ids), 1000):
+        chunk = [int(p) for p in product_ids[start : start + 1000]]
+        rows = session.execute(
+            select(Product.id, Product.embedding, Product.brand_norm, Product.category_norm).where(
+                Product.id.in_(chunk), Product.embedding_model == model_id, Product.embedding.is_not(None)
+            )
+        )
+        for pid, blob, brand, category in rows:
+            out[int(pid)] = (np.frombuffer(blob, dtype=np.float32), brand, category)
+    return out
+
+
+def iter_all_vectors(
+    session: Session, model_id: str, batch: int = 5000
+) -> Iterable[tuple[np.ndarray, np.ndarray, list[str | None], list[str | None]]]:
+    """Every embedded product in id order, in batches: (ids, vectors, brands, categories)."""
+    last = 0
+    while True:
+        rows = session.execute(
+            select(Product.id, Product.embedding, Product.brand_norm, Product.category_norm)
+            .where(Product.id > last, Product.embedding_model == model_id, Product.embedding.is_not(None))
+            .order_by(Product.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        yield ids, vecs, [r[2] for r in rows], [r[3] for r in rows]
+        last = int(ids[-1])
+
+
+def ids_needing_embedding(session: Session, model_id: str, limit: int) -> list[tuple[int, str, str | None]]:
+    rows = session.execute(
+        select(Product.id, Product.title, Product.brand)
+        .where((Product.embedding_model != model_id) | Product.embedding.is_(None))
+        .order_by(Product.id)
+        .limit(limit)
+    )
+    return [(int(i), t, b) for i, t, b in rows]

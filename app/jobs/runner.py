@@ -1,0 +1,76 @@
+"""Run one job under a lease with a heartbeat; dispatch on its kind."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from app.db.models import Job
+from app.jobs import store
+from app.jobs.context import JobContext, JobFailed
+from app.jobs.ingest import run_ingest
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+
+Handler = Callable[[JobContext, Job], str]
+HANDLERS: dict[str, Handler] = {"ingest": run_ingest}
+
+
+def register_handler(kind: str, handler: Handler) -> None:
+    HANDLERS[kind] = handler
+
+
+class _Heartbeat:
+    def __init__(self, ctx: JobContext, job_id: str, owner: str) -> None:
+        self.ctx, self.job_id, self.owner = ctx, job_id, owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id[:8]}", daemon=True)
+
+    def _run(self) -> None:
+        lease = self.ctx.settings.job_lease_seconds
+        while not self._stop.wait(max(0.2, lease / 3)):
+            try:
+                store.heartbeat(self.ctx.factory, self.job_id, self.owner, lease)
+            except Exception:  # noqa: BLE001 - a missed beat only risks a redelivery
+                logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_job(ctx: JobContext, job_id: str, owner: str) -> str | None:
+    """Claim and run a job. Returns its final state, or None when someone else holds it."""
+    if not store.claim(ctx.factory, job_id, owner, ctx.settings.job_lease_seconds):
+        return None
+    job = store.get_job(ctx.factory, job_id)
+    if job is None:
+        return None
+    handler = HANDLERS.get(job.kind)
+    if handler is None:
+        store.finish(ctx.factory, job_id, owner, store.FAILED, f"unknown job kind {job.kind!r}")
+        return store.FAILED
+    logger.info("job %s (%s) started by %s, attempt %d", job_id, job.kind, owner, job.attempts)
+    try:
+        with _Heartbeat(ctx, job_id, owner):
+            state = handler(ctx, job)
+    except JobFailed as exc:
+        store.finish(ctx.factory, job_id, owner, store.FAILED, str(exc))
+        return store.FAILED
+    except Exception as exc:  # noqa: BLE001 - retried, then reported on the job
+        logger.exception("job %s raised", job_id)
+        if job.attempts >= MAX_ATTEMPTS:
+            store.finish(ctx.factory, job_id, owner, store.FAILED, f"failed after {job.attempts} attempts: {exc}")
+            return store.FAILED
+        store.release(ctx.factory, job_id, owner, f"attempt {job.attempts} failed: {exc}; will retry")
+        return None
+    store.finish(ctx.factory, job_id, owner, state)
+    logger.info("job %s finished: %s", job_id, state)
+    return state

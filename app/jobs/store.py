@@ -1,0 +1,151 @@
+"""Job rows: creation, leases (at-least-once execution), progress and row errors."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Job, JobRowError
+
+QUEUED, RUNNING = "queued", "running"
+COMPLETED, COMPLETED_WITH_ERRORS, FAILED = "completed", "completed_with_errors", "failed"
+ACTIVE_STATES = (QUEUED, RUNNING)
+FINAL_STATES = (COMPLETED, COMPLETED_WITH_ERRORS, FAILED)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_job(
+    factory: sessionmaker[Session], kind: str, payload: dict[str, Any], dedupe_key: str | None = None,
+    job_id: str | None = None,
+) -> tuple[Job, bool]:
+    """Create a queued job; with a dedupe key an active duplicate is returned instead (created=False)."""
+    with factory() as session:
+        if dedupe_key:
+            existing = session.scalar(select(Job).where(Job.dedupe_key == dedupe_key))
+            if existing is not None:
+                if existing.state in ACTIVE_STATES:
+                    return existing, False
+                # A finished job frees its key for a new run.
+                existing.dedupe_key = None
+                session.commit()
+        job = Job(
+            id=job_id or str(uuid.uuid4()), kind=kind, state=QUEUED, payload=payload, dedupe_key=dedupe_key,
+            rows_done=0, rows_ok=0, rows_unchanged=0, rows_failed=0, checkpoint=0, timings={}, attempts=0,
+        )
+        session.add(job)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            existing = session.scalar(select(Job).where(Job.dedupe_key == dedupe_key))
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+
+def get_job(factory: sessionmaker[Session], job_id: str) -> Job | None:
+    with factory() as session:
+        return session.get(Job, job_id)
+
+
+def claim(factory: sessionmaker[Session], job_id: str, owner: str, lease_seconds: float) -> bool:
+    """Take the job's lease if it is free or expired. Atomic: one claimant wins."""
+    now = _now()
+    with factory() as session, session.begin():
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.state.in_(ACTIVE_STATES),
+                or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now, Job.lease_owner == owner),
+            )
+            .values(
+                state=RUNNING,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=Job.attempts + 1,
+                started_at=func.coalesce(Job.started_at, now),
+            )
+        )
+        return result.rowcount == 1
+
+
+def heartbeat(factory: sessionmaker[Session], job_id: str, owner: str, lease_seconds: float) -> bool:
+    with factory() as session, session.begin():
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
+            .values(lease_expires_at=_now() + timedelta(seconds=lease_seconds))
+        )
+        return result.rowcount == 1
+
+
+def release(factory: sessionmaker[Session], job_id: str, owner: str, message: str | None = None) -> None:
+    """Give the lease back without finishing, so another worker retries the job."""
+    with factory() as session, session.begin():
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None, message=message)
+        )
+
+
+def finish(
+    factory: sessionmaker[Session], job_id: str, owner: str | None, state: str, message: str | None = None,
+    timings: dict[str, Any] | None = None,
+) -> None:
+    with factory() as session, session.begin():
+        stmt = update(Job).where(Job.id == job_id)
+        if owner is not None:
+            stmt = stmt.where(Job.lease_owner == owner)
+        values: dict[str, Any] = {
+            "state": state, "message": message, "finished_at": _now(), "lease_owner": None, "lease_expires_at": None,
+        }
+        if timings is not None:
+            values["timings"] = timings
+        session.execute(stmt.values(**values))
+
+
+def orphaned_jobs(factory: sessionmaker[Session], queued_grace_seconds: float = 30.0) -> list[str]:
+    """Running jobs whose lease expired (their worker died) and long-queued jobs (lost pushes)."""
+    now = _now()
+    with factory() as session:
+        rows = session.scalars(
+            select(Job.id).where(
+                or_(
+                    (Job.state == RUNNING) & or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+                    (Job.state == QUEUED) & (Job.created_at < now - timedelta(seconds=queued_grace_seconds)),
+                )
+            )
+        )
+        return list(rows)
+
+
+def active_jobs(factory: sessionmaker[Session]) -> list[str]:
+    with factory() as session:
+        return list(session.scalars(select(Job.id).where(Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at)))
+
+
+def add_row_errors(session: Session, job_id: str, errors: list[tuple[int, str | None, str]], cap: int) -> None:
+    """Store row errors up to `cap` per job; the total is counted on the job regardless."""
+    stored = session.scalar(select(func.count(JobRowError.id)).where(JobRowError.job_id == job_id)) or 0
+    room = max(0, cap - stored)
+    session.add_all(JobRowError(job_id=job_id, row=r, field=f, message=m) for r, f, m in errors[:room])
+
+
+def row_errors(factory: sessionmaker[Session], job_id: str, limit: int) -> list[JobRowError]:
+    with factory() as session:
+        return list(
+            session.scalars(
+                select(JobRowError).where(JobRowError.job_id == job_id).order_by(JobRowError.row).limit(limit)
+            )
+        )

@@ -1,0 +1,65 @@
+"""The worker loop: pop, run, ack; and a reaper that re-queues jobs of dead workers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from app.jobs import store
+from app.jobs.context import JobContext
+from app.jobs.queue import JobQueue, QueueUnavailable, worker_name
+from app.jobs.runner import run_job
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, ctx: JobContext, queue: JobQueue, owner: str | None = None) -> None:
+        self.ctx = ctx
+        self.queue = queue
+        self.owner = owner or worker_name()
+        self._stop = threading.Event()
+        self._last_reap = 0.0
+
+    def reap(self) -> int:
+        """Push every orphaned job again; the lease decides who actually runs it."""
+        ids = store.orphaned_jobs(self.ctx.factory, queued_grace_seconds=self.ctx.settings.job_lease_seconds)
+        for job_id in ids:
+            self.queue.push(job_id)
+        if ids:
+            logger.info("re-queued %d orphaned job(s)", len(ids))
+        return len(ids)
+
+    def run_once(self, timeout: float = 1.0) -> str | None:
+        now = time.monotonic()
+        if now - self._last_reap >= max(0.5, self.ctx.settings.job_lease_seconds / 2):
+            self._last_reap = now
+            self.reap()
+        job_id = self.queue.pop(timeout)
+        if job_id is None:
+            return None
+        try:
+            return run_job(self.ctx, job_id, self.owner)
+        finally:
+            self.queue.ack(job_id)
+
+    def run_forever(self) -> None:
+        logger.info("worker %s started", self.owner)
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except QueueUnavailable as exc:
+                logger.warning("%s; retrying in 2 s", exc)
+                self._stop.wait(2.0)
+            except Exception:  # noqa: BLE001 - the loop must survive anything a job does
+                logger.exception("worker loop error")
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="job-worker", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,103 @@
+"""Application factory: create_app(settings) -> FastAPI."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from app.api import admin, health, ingest, jobs, match, products
+from app.api.errors import install_error_handlers
+from app.api.metrics_collector import ServiceCollector
+from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.core.config import Settings, get_settings
+from app.core.logging import configure_logging
+from app.db import products as product_repo
+from app.demo import write_demo_file
+from app.jobs import store
+from app.pipeline.encoder import Encoder
+from app.services import Services
+
+logger = logging.getLogger(__name__)
+
+DEMO_JOB_KEY = "demo-catalogue"
+
+
+def load_demo_catalogue(services: Services) -> str | None:
+    """Queue the demo catalogue on first start (empty catalogue, never loaded before)."""
+    with services.factory() as session:
+        if product_repo.count_products(session) > 0:
+            return None
+    path = write_demo_file(Path(services.settings.upload_dir) / "demo-catalogue.jsonl")  # type: ignore[arg-type]
+    job, created = store.create_job(
+        services.factory, "ingest", {"path": str(path), "format": "jsonl", "filename": "demo"}, DEMO_JOB_KEY
+    )
+    if created:
+        services.queue.push(job.id)
+        logger.info("demo catalogue queued as job %s", job.id)
+    return job.id
+
+
+def _start(services: Services, background: bool, encoder: Encoder | None) -> None:
+    def run() -> None:
+        services.load(encoder)
+        if services.ready.is_set() and services.settings.load_demo_catalogue:
+            try:
+                load_demo_catalogue(services)
+            except Exception:  # noqa: BLE001 - the demo is a convenience, never fatal
+                logger.exception("could not queue the demo catalogue")
+
+    if background:
+        threading.Thread(target=run, name="startup", daemon=True).start()
+    else:
+        run()
+
+
+def create_app(
+    settings: Settings | None = None, encoder: Encoder | None = None, background_load: bool = True
+) -> FastAPI:
+    """Build the app; `encoder` overrides the configured one (tests pass a tiny model)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = Services.create(settings)
+        app.state.services = svc
+        registry.register(ServiceCollector(svc))
+        _start(svc, background_load, encoder)
+        try:
+            yield
+        finally:
+            svc.close()
+
+    app = FastAPI(
+        title="productmatch",
+        version="0.1.0",
+        description="Which catalogue product is this offer? Blocking with FAISS, scoring, calibrated decisions.",
+        lifespan=lifespan,
+    )
+    app.state.metrics_registry = registry
+    app.state.unhandled_errors = 0
+    for router in (health.router, products.router, ingest.router, jobs.router, match.router, admin.router):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_body_bytes,
+        upload_limit=settings.max_upload_bytes,
+        upload_paths=("/v1/ingest",),
+    )
+    app.add_middleware(MetricsMiddleware, registry=registry)  # outermost: counts 413s too
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory app.main:app_factory`."""
+    return create_app()

@@ -1,0 +1,52 @@
+"""The serving-side wrapper around the bi-encoder: one model id, thread-safe encode."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from models.bi_encoder import BiEncoder
+
+logger = logging.getLogger(__name__)
+
+
+class Encoder:
+    """Embeds offers and products; `model_id` tags every stored vector.
+
+    Calls are serialised: on a small CPU box two concurrent forward passes only fight over
+    the same cores, and one at a time keeps latency predictable.
+    """
+
+    def __init__(self, model: BiEncoder, model_id: str, batch_size: int = 64) -> None:
+        self.model = model
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        max_length: int = 64,
+        batch_size: int = 64,
+        threads: int | None = None,
+        model_id: str | None = None,
+    ) -> Encoder:
+        if threads:
+            torch.set_num_threads(threads)
+        model = BiEncoder.from_pretrained(name_or_path, max_length=max_length)
+        ident = model_id or ("minilm-l6-v2-zero-shot" if name_or_path == "minilm" else str(name_or_path))
+        logger.info("loaded encoder %s (dim %d)", ident, model.dim)
+        return cls(model, ident, batch_size)
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return self.model.encode(list(texts), batch_size=self.batch_size)

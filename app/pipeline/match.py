@@ -1,0 +1,144 @@
+"""The match pipeline: embed -> retrieve -> load candidates -> score -> decide.
+
+Each stage is a separate object so the trained LEA reranker can replace the zero-shot scorer
+without touching retrieval or the decision rule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, defer, sessionmaker
+
+from app.db.models import Product
+from app.pipeline.encoder import Encoder
+from app.pipeline.scoring import Decider, Scorer
+from app.pipeline.text import embed_text, norm_key
+from app.search.sync import IndexService
+
+
+@dataclass
+class Candidate:
+    product_id: int
+    external_id: str
+    title: str
+    brand: str | None
+    category: str | None
+    price: float | None
+    currency: str | None
+    retrieval_score: float
+    score: float
+    lexical_score: float | None = None
+
+
+@dataclass
+class MatchResult:
+    decision: str
+    candidates: list[Candidate]
+    index_version: int
+    model_versions: dict[str, str]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+@dataclass(frozen=True)
+class MatchQuery:
+    offer: dict[str, Any]
+    k: int
+    brand: str | None = None
+    category: str | None = None
+
+
+class MatchPipeline:
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: IndexService,
+        factory: sessionmaker[Session],
+        scorer: Scorer,
+        decider: Decider,
+    ) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.factory = factory
+        self.scorer = scorer
+        self.decider = decider
+
+    def model_versions(self) -> dict[str, str]:
+        return {"encoder": self.encoder.model_id, "scorer": self.scorer.name}
+
+    def match(self, queries: Sequence[MatchQuery]) -> list[MatchResult]:
+        t0 = time.perf_counter()
+        texts = [embed_text(q.offer) for q in queries]
+        vectors = self.encoder.encode(texts)
+        t1 = time.perf_counter()
+
+        # One consistent index state per call: queries sharing a filter share one search.
+        hits: list[tuple[list[int], list[float]]] = [([], [])] * len(queries)
+        version = self.index.index.version
+        groups: dict[tuple[str | None, str | None, int], list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault((norm_key(q.brand), norm_key(q.category), q.k), []).append(i)
+        for (brand, category, k), members in groups.items():
+            result = self.index.index.search(vectors[np.asarray(members)], k, brand=brand, category=category)
+            version = result.version
+            for j, i in enumerate(members):
+                hits[i] = (result.ids[j], result.scores[j])
+        t2 = time.perf_counter()
+
+        wanted = sorted({pid for ids, _ in hits for pid in ids})
+        rows = self._load(wanted)
+        t3 = time.perf_counter()
+
+        results: list[MatchResult] = []
+        for text, (ids, cosines) in zip(texts, hits):
+            present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in rows]
+            cand_texts = [embed_text({"title": rows[pid].title, "brand": rows[pid].brand}) for pid, _ in present]
+            scored = self.scorer.score(text, cand_texts, [c for _, c in present])
+            candidates = [
+                Candidate(
+                    product_id=pid,
+                    external_id=rows[pid].external_id,
+                    title=rows[pid].title,
+                    brand=rows[pid].brand,
+                    category=rows[pid].category,
+                    price=rows[pid].price,
+                    currency=rows[pid].currency,
+                    retrieval_score=round(float(cos), 6),
+                    score=s.score,
+                    lexical_score=s.lexical,
+                )
+                for (pid, cos), s in zip(present, scored)
+            ]
+            candidates.sort(key=lambda c: (-c.score, -c.retrieval_score, c.product_id))
+            decision = self.decider.decide(candidates[0].score if candidates else None)
+            results.append(MatchResult(decision, candidates, version, self.model_versions()))
+        t4 = time.perf_counter()
+        timings = {
+            "embed": (t1 - t0) * 1000,
+            "retrieve": (t2 - t1) * 1000,
+            "load": (t3 - t2) * 1000,
+            "score": (t4 - t3) * 1000,
+        }
+        for r in results:
+            r.timings_ms = {k: round(v, 3) for k, v in timings.items()}
+        return results
+
+    def _load(self, ids: list[int]) -> dict[int, Product]:
+        if not ids:
+            return {}
+        with self.factory() as session:
+            rows = session.scalars(
+                select(Product)
+                .options(defer(Product.embedding), defer(Product.description), defer(Product.attributes))
+                .where(Product.id.in_(ids))
+            )
+            return {int(p.id): p for p in rows}

@@ -1,0 +1,57 @@
+"""Match request and response payloads."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.product import MAX_SHORT_CHARS, OfferIn
+
+MAX_TOP_K = 100
+MAX_BATCH_SCHEMA = 1000
+
+
+class MatchFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    brand: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+    category: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+
+
+class MatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    offer: OfferIn
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K, description="candidates to return (1-100)")
+    filters: MatchFilters | None = None
+
+
+class MatchBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[MatchRequest] = Field(..., min_length=1, max_length=MAX_BATCH_SCHEMA)
+
+
+class CandidateOut(BaseModel):
+    external_id: str
+    title: str
+    brand: str | None = None
+    category: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    score: float = Field(description="the scorer's score; the decision compares it with the thresholds")
+    retrieval_score: float = Field(description="cosine similarity from the blocking stage")
+    lexical_score: float | None = None
+
+
+class MatchResponse(BaseModel):
+    decision: str = Field(description="match | review | no_match")
+    match: CandidateOut | None = Field(default=None, description="the matched product when decision is match")
+    candidates: list[CandidateOut]
+    index_version: int
+    model_versions: dict[str, str]
+    thresholds: dict[str, float]
+    timings_ms: dict[str, float]
+
+
+class MatchBatchResponse(BaseModel):
+    results: list[MatchResponse]

@@ -1,0 +1,128 @@
+"""Product and offer payloads: validation shared by the API and batch ingestion."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# Limits are static so the OpenAPI schema states them; settings may only tighten body size.
+MAX_ID_CHARS = 255
+MAX_TITLE_CHARS = 2_000
+MAX_SHORT_CHARS = 255
+MAX_DESCRIPTION_CHARS = 20_000
+MAX_IMAGES = 20
+MAX_URL_CHARS = 2_048
+MAX_ATTRIBUTES = 200
+MAX_ATTRIBUTES_JSON_CHARS = 20_000
+
+ExternalId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\s/?#][^/?#]*$")
+]
+_HAS_WORD = re.compile(r"\w", re.UNICODE)
+
+
+def _clean_optional(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+class OfferIn(BaseModel):
+    """An incoming offer: the product as one shop describes it. Only the title is required."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    title: str = Field(..., min_length=1, max_length=MAX_TITLE_CHARS)
+    brand: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+    category: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+    price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
+    image_urls: list[Annotated[str, StringConstraints(max_length=MAX_URL_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_IMAGES
+    )
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+
+    @field_validator("title")
+    @classmethod
+    def _title_has_text(cls, value: str) -> str:
+        # Blank or punctuation-only titles would all embed alike and form one giant block.
+        if not _HAS_WORD.search(value):
+            raise ValueError("title must contain at least one letter or digit")
+        return value
+
+    @field_validator("brand", "category", "description", "source")
+    @classmethod
+    def _blank_to_none(cls, value: str | None) -> str | None:
+        return _clean_optional(value, "")
+
+    @field_validator("currency")
+    @classmethod
+    def _upper_currency(cls, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+    @field_validator("attributes")
+    @classmethod
+    def _bounded_attributes(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > MAX_ATTRIBUTES:
+            raise ValueError(f"at most {MAX_ATTRIBUTES} attributes")
+        import json
+
+        try:
+            encoded = json.dumps(value, allow_nan=False)
+        except ValueError as exc:
+            raise ValueError("attributes must be JSON without NaN or Infinity") from exc
+        if len(encoded) > MAX_ATTRIBUTES_JSON_CHARS:
+            raise ValueError(f"attributes must serialise to at most {MAX_ATTRIBUTES_JSON_CHARS} characters")
+        return value
+
+    @field_validator("price")
+    @classmethod
+    def _finite_price(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("price must be a finite number")
+        return value
+
+
+class ProductIn(OfferIn):
+    """A catalogue product as written by PUT /v1/products/{external_id}."""
+
+
+class ProductRow(ProductIn):
+    """A product with its key, as ingestion files carry it."""
+
+    external_id: ExternalId
+
+
+class ProductOut(BaseModel):
+    external_id: str
+    title: str
+    brand: str | None = None
+    category: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    description: str | None = None
+    image_urls: list[str] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None
+    content_hash: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductPage(BaseModel):
+    items: list[ProductOut]
+    next_cursor: str | None = None
+
+
+class ProductWriteResult(BaseModel):
+    product: ProductOut
+    created: bool
+    changed: bool
+    index_version: int

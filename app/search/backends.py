@@ -1,0 +1,258 @@
+"""The FAISS index of each kind, and how to add to, search and size it.
+
+Keys are what FAISS stores: product ids for "flat" (IndexIDMap2 can delete), sequential slot
+labels for the others. HNSW cannot `remove_ids` (faiss#3339) and IndexRefineFlat requires
+sequential ids, so those kinds never delete: the catalog tombstones the slot and searches pass
+an IDSelector that hides tombstones. Per-query settings always travel in SearchParameters
+and are never written into the shared index (faiss#2204).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faiss
+import numpy as np
+
+from app.search.params import MIN_POINTS_PER_CENTROID, IndexParams
+
+logger = logging.getLogger(__name__)
+
+
+class Backend:
+    """Base class: one FAISS index plus the rules for using it. The owner does the locking."""
+
+    name = "base"
+    uses_labels = True  # keys are sequential catalog slots (else product ids)
+    exact_vectors = True  # reconstruct() returns the stored float vectors
+
+    def __init__(self, index: faiss.Index, params: IndexParams) -> None:
+        self.index = index
+        self.params = params
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Append vectors; label kinds get the next labels, which must equal `keys`."""
+        if len(keys) and (keys[0] != self.ntotal or keys[-1] != self.ntotal + len(keys) - 1):
+            raise RuntimeError(f"label kinds need sequential keys from {self.ntotal}, got {keys[:3]}...")
+        self.index.add(vectors)
+
+    def delete(self, keys: np.ndarray) -> None:
+        """Label kinds keep dead vectors in place; the catalog tombstones them."""
+
+    def search(
+        self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None, exhaustive: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k keys by inner product; `exhaustive` widens approximate kinds to all candidates."""
+        params = self.search_params(k, sel, exhaustive)
+        return self.index.search(queries, k, params=params)
+
+    def search_params(self, k: int, sel: faiss.IDSelector | None, exhaustive: bool) -> Any:
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+    def reconstruct(self, keys: np.ndarray) -> np.ndarray:
+        return self.index.reconstruct_batch(np.ascontiguousarray(keys, dtype=np.int64))
+
+    def nbytes(self) -> int:
+        return self.ntotal * self.dim * 4
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name}
+
+
+class FlatBackend(Backend):
+    """Exact inner product; keys are product ids, so updates are remove_ids + add_with_ids."""
+
+    name = "flat"
+    uses_labels = False
+
+    @classmethod
+    def empty(cls, dim: int, params: IndexParams) -> FlatBackend:
+        return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), params)
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        self.index.add_with_ids(vectors, np.ascontiguousarray(keys, dtype=np.int64))
+
+    def delete(self, keys: np.ndarray) -> None:
+        if len(keys):
+            self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(keys, dtype=np.int64)))
+
+    def nbytes(self) -> int:
+        # vectors + id_map (8 B) + rev_map hash node (~40 B)
+        return self.ntotal * (self.dim * 4 + 48)
+
+
+class ExactSideBackend(Backend):
+    """Flat IndexFlatIP with sequential labels: what "ivfpq" serves before it can be trained."""
+
+    name = "exact_side"
+
+    @classmethod
+    def empty(cls, dim: int, params: IndexParams) -> ExactSideBackend:
+        return cls(faiss.IndexFlatIP(dim), params)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "trained": False}
+
+
+class HNSWBackend(Backend):
+    """IndexHNSWFlat with inner product; efSearch is pinned per query, raised to k if needed."""
+
+    name = "hnsw"
+
+    @classmethod
+    def empty(cls, dim: int, params: IndexParams) -> HNSWBackend:
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.hnsw_ef_construction  # build-time field, set before any add
+        return cls(index, params)
+
+    def search_params(self, k: int, sel: faiss.IDSelector | None, exhaustive: bool) -> Any:
+        ef = max(self.params.hnsw_ef_search, k)
+        if sel is None:
+            return faiss.SearchParametersHNSW(efSearch=ef)
+        return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
+
+    def nbytes(self) -> int:
+        hnsw = self.index.hnsw
+        graph = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4
+        return super().nbytes() + int(graph)
+
+
+class IVFPQBackend(Backend):
+    """Trained IVF-PQ (inner product), optionally wrapped in IndexRefineFlat for exact re-ranking.
+
+    Without refine there are no exact vectors to reconstruct, so tombstones cannot be compacted
+    in place: the index logs that it needs a rebuild from the database instead.
+    """
+
+    name = "ivfpq"
+
+    def __init__(self, index: faiss.Index, params: IndexParams) -> None:
+        super().__init__(index, params)
+        self.refine = isinstance(index, faiss.IndexRefine)
+        self.exact_vectors = self.refine
+        self.ivf = faiss.extract_index_ivf(index)
+
+    @classmethod
+    def train(cls, dim: int, params: IndexParams, vectors: np.ndarray) -> IVFPQBackend:
+        """Train on a seeded sample of `vectors` (capped at ivf_max_train) and return it empty."""
+        n = len(vectors)
+        nlist = params.resolved_nlist(n)
+        pq_m = params.resolved_pq_m(dim)
+        # "np": skip polysemous training, which we never search with and which dominates train time.
+        desc = f"IVF{nlist},PQ{pq_m}x{params.pq_nbits}np" + (",RFlat" if params.ivf_refine else "")
+        index = faiss.index_factory(dim, desc, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors
+        if n > params.ivf_max_train:
+            rows = np.sort(np.random.default_rng(params.seed).choice(n, params.ivf_max_train, replace=False))
+            sample = vectors[rows]
+        backend = cls(index, params)
+        backend._quiet_clustering(len(sample))
+        index.train(np.ascontiguousarray(sample))
+        logger.info("trained %s on %d of %d vectors", desc, len(sample), n)
+        return backend
+
+    def _quiet_clustering(self, n_train: int) -> None:
+        """faiss prints a stderr warning below 39 points per centroid; we log it once instead."""
+        ivfpq = faiss.downcast_index(self.ivf)
+        for what, cp, k in (("coarse", ivfpq.cp, ivfpq.nlist), ("pq", ivfpq.pq.cp, 1 << ivfpq.pq.nbits)):
+            per = n_train // k
+            if per < MIN_POINTS_PER_CENTROID:
+                logger.info("%s quantiser: %d training points for %d centroids", what, n_train, k)
+                cp.min_points_per_centroid = max(1, per)
+
+    def search_params(self, k: int, sel: faiss.IDSelector | None, exhaustive: bool) -> Any:
+        nlist = int(self.ivf.nlist)
+        nprobe = nlist if exhaustive else min(self.params.ivf_nprobe, nlist)
+        ivf_params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if sel is not None:
+            ivf_params.sel = sel
+        if not self.refine:
+            return ivf_params
+        return faiss.IndexRefineSearchParameters(
+            k_factor=float(self.params.ivf_refine_k_factor), base_index_params=ivf_params
+        )
+
+    def reconstruct(self, keys: np.ndarray) -> np.ndarray:
+        if not self.refine:
+            raise RuntimeError("IVF-PQ without refine keeps no exact vectors")
+        return super().reconstruct(keys)
+
+    def nbytes(self) -> int:
+        ivf = faiss.downcast_index(self.ivf)
+        codes = self.ntotal * (int(ivf.code_size) + 8)
+        centroids = int(ivf.nlist) * self.dim * 4
+        pq_tables = self.dim * (1 << int(ivf.pq.nbits)) * 4
+        refine = self.ntotal * self.dim * 4 if self.refine else 0
+        return codes + centroids + pq_tables + refine
+
+    def describe(self) -> dict[str, Any]:
+        ivf = faiss.downcast_index(self.ivf)
+        return {
+            "backend": self.name,
+            "trained": True,
+            "nlist": int(ivf.nlist),
+            "pq_m": int(ivf.pq.M),
+            "refine": self.refine,
+        }
+
+
+_BY_NAME: dict[str, type[Backend]] = {
+    b.name: b for b in (FlatBackend, ExactSideBackend, HNSWBackend, IVFPQBackend)
+}
+_FAISS_TYPES: dict[str, tuple[type, ...]] = {
+    "flat": (faiss.IndexIDMap2,),
+    "exact_side": (faiss.IndexFlatIP,),
+    "hnsw": (faiss.IndexHNSWFlat,),
+    "ivfpq": (faiss.IndexRefineFlat, faiss.IndexIVFPQ),
+}
+_KIND_BACKENDS = {"flat": ("flat",), "hnsw": ("hnsw",), "ivfpq": ("ivfpq", "exact_side")}
+
+
+def empty_backend(kind: str, dim: int, params: IndexParams) -> Backend:
+    """The backend a fresh index starts with (ivfpq starts exact until it can train)."""
+    if kind == "flat":
+        return FlatBackend.empty(dim, params)
+    if kind == "hnsw":
+        return HNSWBackend.empty(dim, params)
+    return ExactSideBackend.empty(dim, params)
+
+
+def build_backend(dim: int, params: IndexParams, keys: np.ndarray, vectors: np.ndarray) -> Backend:
+    """A filled backend for a full rebuild; ivfpq trains when it has ivf_min_train vectors."""
+    if params.kind == "ivfpq" and len(vectors) >= params.ivf_min_train:
+        backend: Backend = IVFPQBackend.train(dim, params, vectors)
+    else:
+        if params.kind == "ivfpq":
+            logger.info(
+                "ivfpq: %d vectors < ivf_min_train=%d; serving exact search until trained",
+                len(vectors),
+                params.ivf_min_train,
+            )
+        backend = empty_backend(params.kind, dim, params)
+    if len(vectors):
+        backend.add(keys, vectors)
+    return backend
+
+
+def backend_from_index(name: str, index: faiss.Index, params: IndexParams) -> Backend:
+    """Wrap a deserialised index, refusing one whose type does not match the recorded backend."""
+    if name not in _KIND_BACKENDS.get(params.kind, ()):
+        raise ValueError(f"backend {name!r} does not belong to kind {params.kind!r}")
+    # deserialize_index already returns the concrete class; faiss.downcast_index here would
+    # return a non-owning wrapper whose index dies with the original Python object.
+    if not isinstance(index, _FAISS_TYPES[name]) or (
+        name == "exact_side" and type(index) is not faiss.IndexFlatIP
+    ):
+        raise ValueError(f"stored faiss index is {type(index).__name__}, expected {name}")
+    if int(index.metric_type) != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError("stored faiss index does not use inner product")
+    return _BY_NAME[name](index, params)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from tests.helpers import product
+
+
+def _load(client, n: int = 12) -> None:
+    for i in range(1, n + 1):
+        body = product(i)
+        client.put(f"/v1/products/{body.pop('external_id')}", json=body)
+
+
+def test_match_returns_candidates_decision_and_versions(client):
+    _load(client)
+    res = client.post("/v1/match", json={"offer": {"title": product(4)["title"]}})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["decision"] == "match"
+    assert body["match"]["external_id"] == "p-00004"
+    assert len(body["candidates"]) == 10  # default k
+    scores = [c["score"] for c in body["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert body["model_versions"]["encoder"] == "tiny-test"
+    assert body["index_version"] > 0
+    assert set(body["thresholds"]) == {"match", "review"}
+    for c in body["candidates"]:
+        assert 0.0 <= c["score"] <= 1.0 and c["lexical_score"] is not None
+
+
+def test_no_match_for_unrelated_offer(client, settings):
+    _load(client)
+    body = client.post("/v1/match", json={"offer": {"title": "zzqx"}, "top_k": 3}).json()
+    assert body["decision"] in ("no_match", "review")
+    assert body["match"] is None
+
+
+def test_filters(client):
+    _load(client)
+    res = client.post(
+        "/v1/match", json={"offer": {"title": "Acme Widget"}, "top_k": 50, "filters": {"brand": "globex"}}
+    ).json()
+    assert res["candidates"] and {c["brand"] for c in res["candidates"]} == {"Globex"}
+    res = client.post(
+        "/v1/match",
+        json={"offer": {"title": "Acme Widget"}, "top_k": 50, "filters": {"brand": "Globex", "category": "toys"}},
+    ).json()
+    assert {(c["brand"], c["category"]) for c in res["candidates"]} == {("Globex", "toys")}
+    res = client.post(
+        "/v1/match", json={"offer": {"title": "Acme Widget"}, "filters": {"brand": "no such brand"}}
+    ).json()
+    assert res["candidates"] == [] and res["decision"] == "no_match"
+
+
+def test_empty_catalogue_is_no_match(client):
+    body = client.post("/v1/match", json={"offer": {"title": "anything"}}).json()
+    assert body["decision"] == "no_match" and body["candidates"] == []
+
+
+def test_batch(client):
+    _load(client)
+    items = [{"offer": {"title": product(i)["title"]}, "top_k": 12} for i in (1, 2, 3)]
+    res = client.post("/v1/match/batch", json={"items": items})
+    assert res.status_code == 200
+    tops = [r["candidates"][0]["external_id"] for r in res.json()["results"]]
+    assert tops == ["p-00001", "p-00002", "p-00003"]
+
+
+def test_bad_match_requests(client):
+    cases = [
+        ({"offer": {"title": "x"}, "top_k": 0}, "top_k"),
+        ({"offer": {"title": "x"}, "top_k": 101}, "top_k"),
+        ({"offer": {"title": ""}}, "title"),
+        ({"offer": {"brand": "x"}}, "title"),
+        ({"offer": {"title": "x"}, "filters": {"colour": "red"}}, "colour"),
+        ({"title": "x"}, "offer"),
+        ({"offer": {"title": "ok", "price": "abc"}}, "price"),
+    ]
+    for body, word in cases:
+        res = client.post("/v1/match", json=body)
+        assert res.status_code == 422, (body, res.text)
+        assert word in res.text, (body, res.text)
+    res = client.post("/v1/match/batch", json={"items": [{"offer": {"title": "x"}}] * 101})
+    assert res.status_code == 422 and "at most 100" in res.text
+    assert client.post("/v1/match/batch", json={"items": []}).status_code == 422
+    assert client.get("/v1/match").status_code == 405
+    res = client.post("/v1/match", content=b"\xff\xfe", headers={"content-type": "application/json"})
+    assert res.status_code in (400, 422)

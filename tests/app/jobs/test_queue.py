@@ -1,0 +1,107 @@
+"""Queues and at-least-once execution, on the in-process queue and on the real Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import update
+
+from app.db.base import make_engine, make_session_factory
+from app.db.models import Job
+from app.jobs import store
+from app.jobs.context import JobContext
+from app.jobs.queue import InProcessQueue, RedisQueue
+from app.jobs.runner import run_job
+from app.jobs.worker import Worker
+from tests.conftest import make_settings
+from tests.helpers import product
+
+
+def _feed(path, n):
+    path.write_text("\n".join(json.dumps(product(i)) for i in range(1, n + 1)))
+    return path
+
+
+def _ctx(settings, encoder):
+    return JobContext(settings, make_session_factory(make_engine(settings.database_url)), lambda: encoder)
+
+
+def _signature(factory):
+    from sqlalchemy import select
+
+    from app.db.models import Product
+
+    with factory() as s:
+        return sorted(s.execute(select(Product.external_id, Product.content_hash)).all())
+
+
+def test_in_process_job_runs_once_and_rerun_is_idempotent(tmp_path, sqlite_url, tiny_encoder):
+    settings = make_settings(tmp_path / "var", sqlite_url)
+    ctx = _ctx(settings, tiny_encoder)
+    feed = _feed(tmp_path / "f.jsonl", 120)
+    job, _ = store.create_job(ctx.factory, "ingest", {"path": str(feed), "format": "jsonl"})
+    queue = InProcessQueue()
+    worker = Worker(ctx, queue)
+    queue.push(job.id)
+    queue.push(job.id)  # a duplicate push is absorbed
+    assert worker.run_once(timeout=1) == "completed"
+    assert queue.pop(0.05) is None
+    first = _signature(ctx.factory)
+    # Running a finished job again does nothing; a new job over the same file changes nothing.
+    assert run_job(ctx, job.id, "other") is None
+    again, _ = store.create_job(ctx.factory, "ingest", {"path": str(feed), "format": "jsonl"})
+    assert run_job(ctx, again.id, "w2") == "completed"
+    assert _signature(ctx.factory) == first
+    final = store.get_job(ctx.factory, again.id)
+    assert final.rows_unchanged == 120 and final.rows_ok == 0
+
+
+def test_lease_excludes_a_second_claimant(tmp_path, sqlite_url):
+    settings = make_settings(tmp_path / "var", sqlite_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    job, _ = store.create_job(factory, "ingest", {})
+    assert store.claim(factory, job.id, "a", 30)
+    assert not store.claim(factory, job.id, "b", 30)
+    with factory() as s, s.begin():
+        s.execute(
+            update(Job).where(Job.id == job.id).values(lease_expires_at=datetime.now(timezone.utc) - timedelta(1))
+        )
+    assert job.id in store.orphaned_jobs(factory)
+    assert store.claim(factory, job.id, "b", 30)
+
+
+def test_dedupe_key_returns_the_active_job(tmp_path, sqlite_url):
+    factory = make_session_factory(make_engine(sqlite_url))
+    a, created_a = store.create_job(factory, "retrain", {}, dedupe_key="same")
+    b, created_b = store.create_job(factory, "retrain", {}, dedupe_key="same")
+    assert created_a and not created_b and a.id == b.id
+    store.finish(factory, a.id, None, store.COMPLETED)
+    c, created_c = store.create_job(factory, "retrain", {}, dedupe_key="same")
+    assert created_c and c.id != a.id
+
+
+def test_redis_queue_roundtrip_and_reaper(tmp_path, redis_url, sqlite_url, tiny_encoder):
+    name = f"pmtest-{uuid.uuid4().hex[:8]}"
+    queue = RedisQueue(redis_url, name)
+    assert queue.ping()
+    queue.push("j1")
+    queue.push("j1")  # marker: one entry while it waits
+    assert queue.length() == 1
+    assert queue.pop(1) == "j1"
+    queue.ack("j1")
+    assert queue.pop(0.1) is None
+
+    settings = make_settings(tmp_path / "var", sqlite_url, redis_url=redis_url, queue_name=name, job_lease_seconds=1)
+    ctx = _ctx(settings, tiny_encoder)
+    feed = _feed(tmp_path / "f.jsonl", 30)
+    job, _ = store.create_job(ctx.factory, "ingest", {"path": str(feed), "format": "jsonl"})
+    # A worker took the job and died: the lease is held but expires.
+    assert store.claim(ctx.factory, job.id, "dead-worker", 0.5)
+    time.sleep(0.7)
+    worker = Worker(ctx, RedisQueue(redis_url, name))
+    assert worker.reap() == 1
+    assert worker.run_once(timeout=2) == "completed"
+    assert store.get_job(ctx.factory, job.id).attempts == 2

@@ -1,0 +1,53 @@
+"""Benchmark data for training: typed records, format readers, serialisation and typo noise."""
+
+from __future__ import annotations
+
+from training.data.readers import (
+    FORMATS,
+    data_root,
+    load_dataset,
+    read_deepmatcher,
+    read_ditto,
+    read_wdc_block,
+    read_wdc_products,
+)
+from training.data.records import Pair, PairDataset, Record
+from training.data.serialize import parse_ditto, serialize, serialize_product
+from training.data.typos import (
+    KBD,
+    P_KBD,
+    P_SIDE,
+    P_WORD,
+    TYPO_VERSION,
+    TypoAugmenter,
+    noisy_copy,
+    typo,
+    typo_serialized,
+    typo_word,
+)
+
+__all__ = [
+    "FORMATS",
+    "KBD",
+    "P_KBD",
+    "P_SIDE",
+    "P_WORD",
+    "TYPO_VERSION",
+    "Pair",
+    "PairDataset",
+    "Record",
+    "TypoAugmenter",
+    "data_root",
+    "load_dataset",
+    "noisy_copy",
+    "parse_ditto",
+    "read_deepmatcher",
+    "read_ditto",
+    "read_wdc_block",
+    "read_wdc_products",
+    "serialize",
+    "serialize_product",
+    "typo",
+    "typo_serialized",
+    "typo_word",
+]
