@@ -89,7 +89,10 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     stored = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
     shutil.copyfile(source, stored)
     job, _ = store.create_job(
-        services.factory, "ingest", {"path": str(stored), "format": fmt, "filename": source.name}, job_id=job_id
+        services.factory,
+        "ingest",
+        {"path": str(stored), "format": fmt, "filename": source.name},
+        job_id=job_id,
     )
     encoder = _encoder(settings)
     bar = tqdm(total=None, unit="row", desc=f"ingest {source.name}")
@@ -125,8 +128,12 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
     services = _services(settings)
     encoder = _encoder(settings)
     index = IndexService(
-        services.factory, encoder.model_id, encoder.dim, IndexParams(kind=args.kind or settings.index_kind),
-        settings.index_dir, settings.index_snapshot_every,  # type: ignore[arg-type]
+        services.factory,
+        encoder.model_id,
+        encoder.dim,
+        IndexParams(kind=args.kind or settings.index_kind),
+        settings.index_dir,
+        settings.index_snapshot_every,  # type: ignore[arg-type]
     )
     if args.action == "rebuild":
         if args.reembed:
@@ -173,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="rebuild, check or repair the FAISS index from the database")
     index.add_argument("action", choices=["rebuild", "check", "repair"])
     index.add_argument("--kind", choices=["flat", "hnsw", "ivfpq"], default=None)
-    index.add_argument("--reembed", action="store_true", help="embed products that lack a vector for the model")
+    index.add_argument(
+        "--reembed", action="store_true", help="embed products that lack a vector for the model"
+    )
     index.set_defaults(func=cmd_index)
 
     try:

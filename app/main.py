@@ -80,7 +80,7 @@ def create_app(
     app = FastAPI(
         title="productmatch",
         version="0.1.0",
-        description="Which catalogue product is this offer? Blocking with FAISS, scoring, calibrated decisions.",
+        description="Which catalogue product is this offer? FAISS blocking, scoring, calibrated decisions.",
         lifespan=lifespan,
     )
     app.state.metrics_registry = registry

@@ -48,7 +48,12 @@ class Services:
     def create(cls, settings: Settings) -> Services:
         settings.ensure_dirs()
         engine = make_engine(settings.database_url)
-        return cls(settings, engine, make_session_factory(engine), make_queue(settings.redis_url, settings.queue_name))
+        return cls(
+            settings,
+            engine,
+            make_session_factory(engine),
+            make_queue(settings.redis_url, settings.queue_name),
+        )
 
     def require_pipeline(self) -> MatchPipeline:
         if self.pipeline is None:
@@ -71,16 +76,26 @@ class Services:
         try:
             s = self.settings
             self.encoder = encoder or Encoder.load(
-                s.encoder, max_length=s.encoder_max_length, batch_size=s.encoder_batch_size, threads=s.torch_threads
+                s.encoder,
+                max_length=s.encoder_max_length,
+                batch_size=s.encoder_batch_size,
+                threads=s.torch_threads,
             )
             index = IndexService(
-                self.factory, self.encoder.model_id, self.encoder.dim, IndexParams(kind=s.index_kind),
-                s.index_dir, snapshot_every=s.index_snapshot_every,  # type: ignore[arg-type]
+                self.factory,
+                self.encoder.model_id,
+                self.encoder.dim,
+                IndexParams(kind=s.index_kind),
+                s.index_dir,
+                snapshot_every=s.index_snapshot_every,  # type: ignore[arg-type]
             )
             index.open()
             self.index = index
             self.pipeline = MatchPipeline(
-                self.encoder, index, self.factory, ZeroShotScorer(s.lexical_weight),
+                self.encoder,
+                index,
+                self.factory,
+                ZeroShotScorer(s.lexical_weight),
                 Decider(s.match_threshold, s.review_threshold),
             )
             index.start_follower(s.index_sync_interval)

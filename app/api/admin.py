@@ -6,9 +6,12 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, ServicesDep
+from app.api.responses import COMMON, errors
 from app.services import NotReady
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep], responses={**COMMON, **errors(401, 403)}
+)
 
 
 def _index(services):  # type: ignore[no-untyped-def]

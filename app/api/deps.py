@@ -33,7 +33,9 @@ def require_admin(
 ) -> None:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "admin bearer token required", headers={"WWW-Authenticate": "Bearer"}
+            status.HTTP_401_UNAUTHORIZED,
+            "admin bearer token required",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     if not token_matches(credentials.credentials, services.settings.admin_token):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the token is not an admin token")

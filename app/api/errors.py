@@ -45,7 +45,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         logger.warning("database unavailable: %s", exc.orig)
         return JSONResponse(
-            {"detail": "the database is unavailable, try again later"}, status_code=503, headers={"Retry-After": "5"}
+            {"detail": "the database is unavailable, try again later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(Exception)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import ServicesDep
+from app.api.responses import errors
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=errors(413))
 
 
 @router.get("/healthz")
@@ -18,7 +19,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "not ready"}})
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Readiness: 200 once the encoder, the index and the database are available."""
     checks = {
@@ -36,7 +37,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics_registry
     data = await run_in_threadpool(generate_latest, registry)

@@ -11,11 +11,12 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
+from app.api.responses import COMMON, errors
 from app.jobs import store
 from app.jobs.ingest_files import UnreadableFile, check_upload, detect_format
 from app.schemas.job import JobAccepted
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+router = APIRouter(prefix="/v1", tags=["ingest"], responses=COMMON)
 
 
 def _confined(base: Path, requested: str) -> Path:
@@ -35,11 +36,18 @@ def _confined(base: Path, requested: str) -> Path:
     return target
 
 
-@router.post("/ingest", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
+@router.post(
+    "/ingest",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    responses=errors(403, 404, 415),
+)
 async def ingest(
     services: ServicesDep,
     file: Annotated[UploadFile | None, File(description="CSV with a header, or JSON Lines")] = None,
-    format: Annotated[str | None, Form(max_length=16, description="csv or jsonl; else taken from the name")] = None,
+    format: Annotated[
+        str | None, Form(max_length=16, description="csv or jsonl; else taken from the name")
+    ] = None,
     path: Annotated[str | None, Form(max_length=1024, description="a file below INGEST_ALLOWED_DIR")] = None,
 ):
     settings = services.settings
@@ -77,7 +85,12 @@ async def ingest(
 
     await run_in_threadpool(save)
     job, _ = await run_in_threadpool(
-        store.create_job, services.factory, "ingest", {"path": str(target), "format": fmt, "filename": name}, None, job_id
+        store.create_job,
+        services.factory,
+        "ingest",
+        {"path": str(target), "format": fmt, "filename": name},
+        None,
+        job_id,
     )
     await run_in_threadpool(services.queue.push, job.id)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")

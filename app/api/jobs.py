@@ -8,10 +8,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
+from app.api.responses import COMMON, errors
 from app.jobs import store
 from app.schemas.job import JobOut, JobProgress, RowErrorOut
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
 
 def job_out(services, job_id: str, error_limit: int) -> JobOut | None:  # type: ignore[no-untyped-def]
@@ -43,7 +44,7 @@ def job_out(services, job_id: str, error_limit: int) -> JobOut | None:  # type: 
     )
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=errors(404))
 async def get_job(
     services: ServicesDep,
     job_id: Annotated[str, Path(max_length=36)],

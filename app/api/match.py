@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import PipelineDep, ServicesDep
+from app.api.responses import COMMON
 from app.pipeline.match import MatchQuery, MatchResult
 from app.pipeline.scoring import MATCH
 from app.schemas.match import CandidateOut, MatchBatchRequest, MatchBatchResponse, MatchRequest, MatchResponse
 
-router = APIRouter(prefix="/v1/match", tags=["match"])
+router = APIRouter(prefix="/v1/match", tags=["match"], responses=COMMON)
 
 
 def _query(req: MatchRequest) -> MatchQuery:
@@ -64,9 +65,7 @@ async def match(body: MatchRequest, pipeline: PipelineDep, services: ServicesDep
 async def match_batch(body: MatchBatchRequest, pipeline: PipelineDep, services: ServicesDep):
     cap = services.settings.max_batch_items
     if len(body.items) > cap:
-        raise HTTPException(
-            422, f"items: at most {cap} offers per batch, got {len(body.items)}"
-        )
+        raise HTTPException(422, f"items: at most {cap} offers per batch, got {len(body.items)}")
     results = await run_in_threadpool(pipeline.match, [_query(item) for item in body.items])
     thresholds = _thresholds(services)
     return MatchBatchResponse(results=[_response(r, thresholds) for r in results])

@@ -34,7 +34,9 @@ async def _send_413(send: Send, limit: int) -> None:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, default_limit: int, upload_limit: int, upload_paths: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: ASGIApp, default_limit: int, upload_limit: int, upload_paths: tuple[str, ...]
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.upload_limit = upload_limit
@@ -99,7 +101,10 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
         self.app = app
         self.requests = Counter(
-            "productmatch_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry
+            "productmatch_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=registry,
         )
         self.latency = Histogram(
             "productmatch_http_request_duration_seconds",

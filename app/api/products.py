@@ -8,13 +8,21 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
+from app.api.responses import COMMON, errors
 from app.db import products as repo
 from app.db.models import Product
 from app.pipeline.catalogue import upsert_batch
 from app.pipeline.text import norm_key
-from app.schemas.product import MAX_ID_CHARS, ProductIn, ProductOut, ProductPage, ProductRow, ProductWriteResult
+from app.schemas.product import (
+    MAX_ID_CHARS,
+    ProductIn,
+    ProductOut,
+    ProductPage,
+    ProductRow,
+    ProductWriteResult,
+)
 
-router = APIRouter(prefix="/v1/products", tags=["products"])
+router = APIRouter(prefix="/v1/products", tags=["products"], responses=COMMON)
 
 ExternalIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="your product id")]
 
@@ -37,8 +45,14 @@ def to_out(product: Product) -> ProductOut:
     )
 
 
-@router.put("/{external_id}", response_model=ProductWriteResult)
-async def put_product(external_id: ExternalIdPath, body: ProductIn, services: ServicesDep, response: Response):
+@router.put(
+    "/{external_id}",
+    response_model=ProductWriteResult,
+    responses={201: {"model": ProductWriteResult, "description": "created"}},
+)
+async def put_product(
+    external_id: ExternalIdPath, body: ProductIn, services: ServicesDep, response: Response
+):
     """Create or replace a product. Idempotent: the same body twice changes nothing."""
     try:
         row = ProductRow(external_id=external_id, **body.model_dump())
@@ -60,10 +74,12 @@ async def put_product(external_id: ExternalIdPath, body: ProductIn, services: Se
 
     product, created, changed, version = await run_in_threadpool(write)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return ProductWriteResult(product=to_out(product), created=created, changed=changed, index_version=version)
+    return ProductWriteResult(
+        product=to_out(product), created=created, changed=changed, index_version=version
+    )
 
 
-@router.get("/{external_id}", response_model=ProductOut)
+@router.get("/{external_id}", response_model=ProductOut, responses=errors(404))
 async def get_product(external_id: ExternalIdPath, services: ServicesDep):
     def read() -> Product | None:
         with services.factory() as session:
@@ -75,7 +91,7 @@ async def get_product(external_id: ExternalIdPath, services: ServicesDep):
     return to_out(product)
 
 
-@router.delete("/{external_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{external_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def delete_product(external_id: ExternalIdPath, services: ServicesDep) -> Response:
     def remove() -> int | None:
         with services.factory() as session, session.begin():
@@ -109,5 +125,6 @@ async def list_products(
     rows = await run_in_threadpool(read)
     page, more = rows[:limit], len(rows) > limit
     return ProductPage(
-        items=[to_out(p) for p in page], next_cursor=repo.encode_cursor(page[-1].id) if more and page else None
+        items=[to_out(p) for p in page],
+        next_cursor=repo.encode_cursor(page[-1].id) if more and page else None,
     )

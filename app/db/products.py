@@ -48,7 +48,11 @@ def existing_states(session: Session, external_ids: Sequence[str]) -> dict[str, 
         chunk = list(external_ids[start : start + 500])
         rows = session.execute(
             select(
-                Product.external_id, Product.id, Product.content_hash, Product.text_hash, Product.embedding_model
+                Product.external_id,
+                Product.id,
+                Product.content_hash,
+                Product.text_hash,
+                Product.embedding_model,
             ).where(Product.external_id.in_(chunk))
         )
         for ext, pid, chash, thash, model in rows:

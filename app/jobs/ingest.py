@@ -55,8 +55,14 @@ def run_ingest(ctx: JobContext, job: Job) -> str:
             first = seen.get(result.row.external_id)
             if first is not None:
                 result = RowResult(
-                    raw.number, None,
-                    [("external_id", f"duplicate external_id {result.row.external_id!r} (first at row {first})")],
+                    raw.number,
+                    None,
+                    [
+                        (
+                            "external_id",
+                            f"duplicate external_id {result.row.external_id!r} (first at row {first})",
+                        )
+                    ],
                 )
             else:
                 seen[result.row.external_id] = raw.number

@@ -59,7 +59,9 @@ def detect_format(filename: str | None, declared: str | None = None) -> str:
         return CSV
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return JSONL
-    raise UnreadableFile("cannot tell the file format: name the file .csv or .jsonl, or pass format=csv|jsonl")
+    raise UnreadableFile(
+        "cannot tell the file format: name the file .csv or .jsonl, or pass format=csv|jsonl"
+    )
 
 
 def check_upload(path: Path, fmt: str) -> None:
@@ -72,11 +74,15 @@ def check_upload(path: Path, fmt: str) -> None:
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             if b"\x00" in chunk:
-                raise UnreadableFile("the file looks binary (it contains NUL bytes); send UTF-8 CSV or JSON Lines")
+                raise UnreadableFile(
+                    "the file looks binary (it contains NUL bytes); send UTF-8 CSV or JSON Lines"
+                )
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                raise UnreadableFile(f"the file is not valid UTF-8 (byte offset {offset + exc.start})") from exc
+                raise UnreadableFile(
+                    f"the file is not valid UTF-8 (byte offset {offset + exc.start})"
+                ) from exc
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)

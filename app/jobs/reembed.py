@@ -33,7 +33,10 @@ def reembed_all(factory: sessionmaker[Session], encoder: Encoder, batch: int = 5
                     session.execute(
                         update(Product)
                         .where(Product.id == pid)
-                        .values(embedding=np.asarray(vec, dtype=np.float32).tobytes(), embedding_model=encoder.model_id)
+                        .values(
+                            embedding=np.asarray(vec, dtype=np.float32).tobytes(),
+                            embedding_model=encoder.model_id,
+                        )
                     )
                 repo.log_changes(session, [pid for pid, _, _ in rows], "u")
             done += len(rows)

@@ -23,7 +23,10 @@ def _now() -> datetime:
 
 
 def create_job(
-    factory: sessionmaker[Session], kind: str, payload: dict[str, Any], dedupe_key: str | None = None,
+    factory: sessionmaker[Session],
+    kind: str,
+    payload: dict[str, Any],
+    dedupe_key: str | None = None,
     job_id: str | None = None,
 ) -> tuple[Job, bool]:
     """Create a queued job; with a dedupe key an active duplicate is returned instead (created=False)."""
@@ -37,8 +40,18 @@ def create_job(
                 existing.dedupe_key = None
                 session.commit()
         job = Job(
-            id=job_id or str(uuid.uuid4()), kind=kind, state=QUEUED, payload=payload, dedupe_key=dedupe_key,
-            rows_done=0, rows_ok=0, rows_unchanged=0, rows_failed=0, checkpoint=0, timings={}, attempts=0,
+            id=job_id or str(uuid.uuid4()),
+            kind=kind,
+            state=QUEUED,
+            payload=payload,
+            dedupe_key=dedupe_key,
+            rows_done=0,
+            rows_ok=0,
+            rows_unchanged=0,
+            rows_failed=0,
+            checkpoint=0,
+            timings={},
+            attempts=0,
         )
         session.add(job)
         try:
@@ -100,7 +113,11 @@ def release(factory: sessionmaker[Session], job_id: str, owner: str, message: st
 
 
 def finish(
-    factory: sessionmaker[Session], job_id: str, owner: str | None, state: str, message: str | None = None,
+    factory: sessionmaker[Session],
+    job_id: str,
+    owner: str | None,
+    state: str,
+    message: str | None = None,
     timings: dict[str, Any] | None = None,
 ) -> None:
     with factory() as session, session.begin():
@@ -108,7 +125,11 @@ def finish(
         if owner is not None:
             stmt = stmt.where(Job.lease_owner == owner)
         values: dict[str, Any] = {
-            "state": state, "message": message, "finished_at": _now(), "lease_owner": None, "lease_expires_at": None,
+            "state": state,
+            "message": message,
+            "finished_at": _now(),
+            "lease_owner": None,
+            "lease_expires_at": None,
         }
         if timings is not None:
             values["timings"] = timings
@@ -132,10 +153,14 @@ def orphaned_jobs(factory: sessionmaker[Session], queued_grace_seconds: float = 
 
 def active_jobs(factory: sessionmaker[Session]) -> list[str]:
     with factory() as session:
-        return list(session.scalars(select(Job.id).where(Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at)))
+        return list(
+            session.scalars(select(Job.id).where(Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at))
+        )
 
 
-def add_row_errors(session: Session, job_id: str, errors: list[tuple[int, str | None, str]], cap: int) -> None:
+def add_row_errors(
+    session: Session, job_id: str, errors: list[tuple[int, str | None, str]], cap: int
+) -> None:
     """Store row errors up to `cap` per job; the total is counted on the job regardless."""
     stored = session.scalar(select(func.count(JobRowError.id)).where(JobRowError.job_id == job_id)) or 0
     room = max(0, cap - stored)

@@ -101,7 +101,9 @@ class MatchPipeline:
         results: list[MatchResult] = []
         for text, (ids, cosines) in zip(texts, hits):
             present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in rows]
-            cand_texts = [embed_text({"title": rows[pid].title, "brand": rows[pid].brand}) for pid, _ in present]
+            cand_texts = [
+                embed_text({"title": rows[pid].title, "brand": rows[pid].brand}) for pid, _ in present
+            ]
             scored = self.scorer.score(text, cand_texts, [c for _, c in present])
             candidates = [
                 Candidate(

@@ -22,8 +22,9 @@ class Scorer(Protocol):
 
     name: str
 
-    def score(self, offer_text: str, candidate_texts: Sequence[str], cosines: Sequence[float]) -> list[ScoredCandidate]:
-        ...
+    def score(
+        self, offer_text: str, candidate_texts: Sequence[str], cosines: Sequence[float]
+    ) -> list[ScoredCandidate]: ...
 
 
 class ZeroShotScorer:
@@ -39,7 +40,9 @@ class ZeroShotScorer:
     def __init__(self, lexical_weight: float = 0.3) -> None:
         self.lexical_weight = lexical_weight
 
-    def score(self, offer_text: str, candidate_texts: Sequence[str], cosines: Sequence[float]) -> list[ScoredCandidate]:
+    def score(
+        self, offer_text: str, candidate_texts: Sequence[str], cosines: Sequence[float]
+    ) -> list[ScoredCandidate]:
         out: list[ScoredCandidate] = []
         w = self.lexical_weight
         for text, cos in zip(candidate_texts, cosines):

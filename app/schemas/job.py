@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+
+from app.schemas.common import UtcDatetime
 
 
 class RowErrorOut(BaseModel):
@@ -34,9 +35,9 @@ class JobOut(BaseModel):
     message: str | None = None
     attempts: int
     timings: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
 
 
 class JobAccepted(BaseModel):

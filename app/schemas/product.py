@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.schemas.common import UtcDatetime
 
 # Limits are static so the OpenAPI schema states them; settings may only tighten body size.
 MAX_ID_CHARS = 255
@@ -112,8 +113,8 @@ class ProductOut(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
     source: str | None = None
     content_hash: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class ProductPage(BaseModel):

@@ -10,6 +10,7 @@ and are never written into the shared index (faiss#2204).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import faiss
@@ -19,17 +20,25 @@ from app.search.params import MIN_POINTS_PER_CENTROID, IndexParams
 
 logger = logging.getLogger(__name__)
 
+_MIN_REFINE_CANDIDATES = 64
+
 
 class Backend:
     """Base class: one FAISS index plus the rules for using it. The owner does the locking."""
 
     name = "base"
     uses_labels = True  # keys are sequential catalog slots (else product ids)
-    exact_vectors = True  # reconstruct() returns the stored float vectors
 
     def __init__(self, index: faiss.Index, params: IndexParams) -> None:
         self.index = index
         self.params = params
+        # Flat index over the exact stored vectors (or None): searched with a selector for small
+        # filtered subsets, reconstructed from for compaction and training.
+        self.exact_index: faiss.Index | None = index
+
+    @property
+    def exact_vectors(self) -> bool:
+        return self.exact_index is not None
 
     @property
     def ntotal(self) -> int:
@@ -49,17 +58,31 @@ class Backend:
         """Label kinds keep dead vectors in place; the catalog tombstones them."""
 
     def search(
-        self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None, exhaustive: bool = False
+        self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None, widen: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k keys by inner product; `exhaustive` widens approximate kinds to all candidates."""
-        params = self.search_params(k, sel, exhaustive)
-        return self.index.search(queries, k, params=params)
+        """Top-k keys by inner product.
 
-    def search_params(self, k: int, sel: faiss.IDSelector | None, exhaustive: bool) -> Any:
+        `widen` (>= 1) scales the approximate search effort (efSearch, nprobe) when a selector
+        lets only a share 1/widen of the vectors through; infinity means exhaustive.
+        """
+        return self.index.search(queries, k, params=self.search_params(k, sel, widen))
+
+    def search_params(self, k: int, sel: faiss.IDSelector | None, widen: float) -> Any:
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
+    def exact_search(
+        self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the stored vectors that `sel` lets through."""
+        if self.exact_index is None:
+            raise RuntimeError(f"{self.name} keeps no exact vectors")
+        params = faiss.SearchParameters(sel=sel) if sel is not None else None
+        return self.exact_index.search(queries, k, params=params)
+
     def reconstruct(self, keys: np.ndarray) -> np.ndarray:
-        return self.index.reconstruct_batch(np.ascontiguousarray(keys, dtype=np.int64))
+        if self.exact_index is None:
+            raise RuntimeError(f"{self.name} keeps no exact vectors")
+        return self.exact_index.reconstruct_batch(np.ascontiguousarray(keys, dtype=np.int64))
 
     def nbytes(self) -> int:
         return self.ntotal * self.dim * 4
@@ -108,14 +131,19 @@ class HNSWBackend(Backend):
 
     name = "hnsw"
 
+    def __init__(self, index: faiss.Index, params: IndexParams) -> None:
+        super().__init__(index, params)
+        self.exact_index = faiss.downcast_index(index.storage)  # owned by `index`, which we keep
+
     @classmethod
     def empty(cls, dim: int, params: IndexParams) -> HNSWBackend:
         index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params.hnsw_ef_construction  # build-time field, set before any add
         return cls(index, params)
 
-    def search_params(self, k: int, sel: faiss.IDSelector | None, exhaustive: bool) -> Any:
+    def search_params(self, k: int, sel: faiss.IDSelector | None, widen: float) -> Any:
         ef = max(self.params.hnsw_ef_search, k)
+        ef = math.ceil(min(ef * widen, max(ef, self.ntotal)))
         if sel is None:
             return faiss.SearchParametersHNSW(efSearch=ef)
         return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
@@ -138,7 +166,7 @@ class IVFPQBackend(Backend):
     def __init__(self, index: faiss.Index, params: IndexParams) -> None:
         super().__init__(index, params)
         self.refine = isinstance(index, faiss.IndexRefine)
-        self.exact_vectors = self.refine
+        self.exact_index = faiss.downcast_index(index.refine_index) if self.refine else None
         self.ivf = faiss.extract_index_ivf(index)
 
     @classmethod
@@ -169,22 +197,17 @@ class IVFPQBackend(Backend):
                 logger.info("%s quantiser: %d training points for %d centroids", what, n_train, k)
                 cp.min_points_per_centroid = max(1, per)
 
-    def search_params(self, k: int, sel: faiss.IDSelector | None, exhaustive: bool) -> Any:
+    def search_params(self, k: int, sel: faiss.IDSelector | None, widen: float) -> Any:
         nlist = int(self.ivf.nlist)
-        nprobe = nlist if exhaustive else min(self.params.ivf_nprobe, nlist)
+        nprobe = math.ceil(min(self.params.ivf_nprobe * widen, nlist))
         ivf_params = faiss.SearchParametersIVF(nprobe=nprobe)
         if sel is not None:
             ivf_params.sel = sel
         if not self.refine:
             return ivf_params
-        return faiss.IndexRefineSearchParameters(
-            k_factor=float(self.params.ivf_refine_k_factor), base_index_params=ivf_params
-        )
-
-    def reconstruct(self, keys: np.ndarray) -> np.ndarray:
-        if not self.refine:
-            raise RuntimeError("IVF-PQ without refine keeps no exact vectors")
-        return super().reconstruct(keys)
+        # Small k would re-rank only a handful of PQ candidates; keep at least _MIN_REFINE_CANDIDATES.
+        k_factor = max(float(self.params.ivf_refine_k_factor), _MIN_REFINE_CANDIDATES / k)
+        return faiss.IndexRefineSearchParameters(k_factor=k_factor, base_index_params=ivf_params)
 
     def nbytes(self) -> int:
         ivf = faiss.downcast_index(self.ivf)

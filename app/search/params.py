@@ -40,13 +40,16 @@ class IndexParams:
         pq_nbits: bits per PQ code.
         ivf_refine: wrap IVF-PQ in IndexRefineFlat, which re-ranks the candidates with the exact
             vectors; this is what makes recall@20 >= 0.99 reachable, at 4*dim bytes per vector.
-        ivf_refine_k_factor: candidates fetched from IVF-PQ per result when refining.
+        ivf_refine_k_factor: candidates fetched from IVF-PQ per result when refining (at least
+            64 candidates in all, so that small k still re-ranks a useful pool).
         ivf_min_train: fewest live vectors needed to train IVF-PQ; below it the index answers
             exactly from a flat side index (and trains itself once enough vectors arrived).
         ivf_max_train: training sample cap; k-means cost grows with the sample, not with n.
         filter_exact_max: when a brand/category filter matches at most this many products the
-            index scores them exactly instead of walking the graph/lists, where a selective
-            filter would otherwise starve the approximate search of candidates.
+            index scores them exactly (flat scan of the stored vectors through a bitmap selector)
+            instead of walking the graph/lists, where a selective filter starves the approximate
+            search of candidates. Larger filtered sets use the ANN index with efSearch/nprobe
+            raised by the inverse share of matching products (at most 16x).
         compact_ratio: rebuild automatically once tombstoned slots exceed this share of the
             slots (hnsw, ivfpq), because dead vectors still cost memory and search time.
         seed: seed of the training sample, so that rebuilds are reproducible.
@@ -64,7 +67,7 @@ class IndexParams:
     ivf_refine_k_factor: float = 4.0
     ivf_min_train: int = 4096
     ivf_max_train: int = 262_144
-    filter_exact_max: int = 4096
+    filter_exact_max: int = 16_384
     compact_ratio: float = 0.3
     seed: int = 1234
 

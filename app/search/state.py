@@ -8,6 +8,7 @@ rebuild, so a search always sees ids, attributes and `version` from the same sta
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ from app.search.params import IndexParams
 logger = logging.getLogger(__name__)
 
 _FILTER_CACHE_MAX = 256
+_MAX_WIDEN = 16.0  # cap on the efSearch/nprobe boost for filtered searches
 
 
 @dataclass(frozen=True)
@@ -125,18 +127,29 @@ class IndexState:
         if flt is None or flt.count == 0:
             return SearchResult([[] for _ in range(nq)], [[] for _ in range(nq)], self.version)
         k_eff = min(k, flt.count)
-        small = flt.slots is not None and flt.count <= self.params.filter_exact_max
-        if small and self.backend.exact_vectors:
-            scores, pids = self._exact(queries, k_eff, flt.slots)
-            mask = np.ones(pids.shape, dtype=np.bool_)
-        else:
-            scores, keys = self.backend.search(queries, k_eff, flt.selector, exhaustive=small)
-            pids, mask = self._to_pids(keys)
+        scores, keys = self._search_keys(queries, k_eff, flt)
+        pids, mask = self._to_pids(keys)
         return SearchResult(
             [row[m].tolist() for row, m in zip(pids, mask, strict=True)],
             [row[m].tolist() for row, m in zip(scores, mask, strict=True)],
             self.version,
         )
+
+    def _search_keys(self, queries: np.ndarray, k: int, flt: _Filter) -> tuple[np.ndarray, np.ndarray]:
+        """Pick the search path for a filter.
+
+        A graph or inverted-list walk with a selective filter finds few matching candidates, so
+        small filtered subsets are scored exactly on the stored vectors, and larger ones widen
+        efSearch/nprobe by the inverse share of matching products (at most _MAX_WIDEN times).
+        """
+        backend = self.backend
+        if flt.slots is None:
+            return backend.search(queries, k, flt.selector)
+        small = flt.count <= self.params.filter_exact_max
+        if small and backend.exact_vectors:
+            return backend.exact_search(queries, k, flt.selector)
+        widen = math.inf if small else min(self.catalog.n_live / flt.count, _MAX_WIDEN)
+        return backend.search(queries, k, flt.selector, widen)
 
     def _to_pids(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map FAISS keys to product ids; -1 padding and (defensively) dead labels are masked."""
@@ -146,19 +159,6 @@ class IndexState:
         safe = np.where(mask, keys, 0)
         mask &= self.catalog.live[safe]
         return self.catalog.slot_pid[safe], mask
-
-    def _exact(self, queries: np.ndarray, k: int, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Brute-force top-k over a small filtered subset: exact, and cheaper than a starved ANN walk."""
-        vectors = self.backend.reconstruct(self._keys(slots))
-        scores = queries @ vectors.T
-        if k < len(slots):
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        else:
-            top = np.broadcast_to(np.arange(len(slots)), scores.shape).copy()
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        return np.take_along_axis(top_scores, order, axis=1), self.catalog.slot_pid[slots][top]
 
     def _filter(self, brand: str | None, category: str | None) -> _Filter | None:
         """Cached selector for a filter; None when a filter value is unknown (no product matches)."""

@@ -78,7 +78,9 @@ class IndexService:
         report = self.verify(repair=True)
         if not report.consistent:
             logger.warning(
-                "index repaired at start-up: %d missing, %d orphan entries", len(report.missing), len(report.orphans)
+                "index repaired at start-up: %d missing, %d orphan entries",
+                len(report.missing),
+                len(report.orphans),
             )
         return report
 

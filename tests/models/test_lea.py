@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import pickle
 
 import pytest
@@ -54,7 +55,7 @@ def vanilla_copy(model: LeaCrossEncoder) -> torch.nn.Module:
 
 def vanilla_logits(plain: torch.nn.Module, batch) -> torch.Tensor:
     kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-    if batch.token_type_ids is not None and "token_type_ids" in plain.forward.__code__.co_varnames:
+    if batch.token_type_ids is not None and "token_type_ids" in inspect.signature(plain.forward).parameters:
         kwargs["token_type_ids"] = batch.token_type_ids
     with torch.no_grad():
         return plain(**kwargs).logits.squeeze(-1)

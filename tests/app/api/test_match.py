@@ -41,7 +41,11 @@ def test_filters(client):
     assert res["candidates"] and {c["brand"] for c in res["candidates"]} == {"Globex"}
     res = client.post(
         "/v1/match",
-        json={"offer": {"title": "Acme Widget"}, "top_k": 50, "filters": {"brand": "Globex", "category": "toys"}},
+        json={
+            "offer": {"title": "Acme Widget"},
+            "top_k": 50,
+            "filters": {"brand": "Globex", "category": "toys"},
+        },
     ).json()
     assert {(c["brand"], c["category"]) for c in res["candidates"]} == {("Globex", "toys")}
     res = client.post(

@@ -49,7 +49,10 @@ def _signature(factory):
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker"],
-        cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 

@@ -1,0 +1,28 @@
+"""Documented error responses, so the OpenAPI schema states every status the API can return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[dict[str, Any]]
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        401: "missing bearer token",
+        403: "forbidden",
+        404: "not found",
+        405: "method not allowed",
+        413: "request body too large",
+        415: "unsupported media type",
+        422: "invalid request",
+        503: "not ready or a dependency is unavailable",
+    }
+    return {code: {"model": ErrorOut, "description": text[code]} for code in codes}
+
+
+COMMON = errors(413, 422, 503)
