@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from app.db.base import serialise_writers
-from app.db.models import IndexChange, Product
+from app.db.models import IndexChange, Product, ProductEmbedding
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class ExistingState:
     id: int
     content_hash: str
     text_hash: str
-    embedding_model: str | None
+    has_vector: bool  # a vector from the given model for the current text
 
 
 def encode_cursor(last_id: int) -> str:
@@ -42,7 +42,7 @@ def get_by_external_id(session: Session, external_id: str) -> Product | None:
     return session.scalar(select(Product).where(Product.external_id == external_id))
 
 
-def existing_states(session: Session, external_ids: Sequence[str]) -> dict[str, ExistingState]:
+def existing_states(session: Session, external_ids: Sequence[str], model_id: str) -> dict[str, ExistingState]:
     found: dict[str, ExistingState] = {}
     for start in range(0, len(external_ids), 500):
         chunk = list(external_ids[start : start + 500])
@@ -52,18 +52,48 @@ def existing_states(session: Session, external_ids: Sequence[str]) -> dict[str, 
                 Product.id,
                 Product.content_hash,
                 Product.text_hash,
-                Product.embedding_model,
-            ).where(Product.external_id.in_(chunk))
+                ProductEmbedding.text_hash,
+            )
+            .outerjoin(
+                ProductEmbedding,
+                (ProductEmbedding.product_id == Product.id) & (ProductEmbedding.model_id == model_id),
+            )
+            .where(Product.external_id.in_(chunk))
         )
-        for ext, pid, chash, thash, model in rows:
-            found[ext] = ExistingState(pid, chash, thash, model)
+        for ext, pid, chash, thash, vec_hash in rows:
+            found[ext] = ExistingState(int(pid), chash, thash, vec_hash is not None and vec_hash == thash)
     return found
+
+
+def store_vectors(
+    session: Session, model_id: str, items: Sequence[tuple[int, str, np.ndarray]], text_changed: set[int]
+) -> None:
+    """Write (product id, text hash, vector) for a model; drop stale vectors of other models."""
+    ids = [pid for pid, _, _ in items]
+    if not ids:
+        return
+    session.execute(
+        delete(ProductEmbedding).where(
+            ProductEmbedding.product_id.in_(ids), ProductEmbedding.model_id == model_id
+        )
+    )
+    if text_changed:
+        session.execute(delete(ProductEmbedding).where(ProductEmbedding.product_id.in_(sorted(text_changed))))
+    session.add_all(
+        ProductEmbedding(
+            product_id=pid,
+            model_id=model_id,
+            text_hash=thash,
+            vector=np.asarray(vec, dtype=np.float32).tobytes(),
+        )
+        for pid, thash, vec in items
+    )
 
 
 def list_products(
     session: Session, query: str | None, brand_norm: str | None, limit: int, after_id: int | None
 ) -> list[Product]:
-    stmt = select(Product).options(defer(Product.embedding)).order_by(Product.id).limit(limit)
+    stmt = select(Product).order_by(Product.id).limit(limit)
     if after_id is not None:
         stmt = stmt.where(Product.id > after_id)
     if brand_norm:
@@ -109,14 +139,14 @@ def changes_since(session: Session, seq: int, limit: int) -> list[tuple[int, int
 def vectors_for(
     session: Session, product_ids: Sequence[int], model_id: str
 ) -> dict[int, tuple[np.ndarray, str | None, str | None]]:
-    """Stored embeddings (made by `model_id`) with brand/category keys, by product id."""
+    """Stored vectors of `model_id` with brand/category keys, by product id."""
     out: dict[int, tuple[np.ndarray, str | None, str | None]] = {}
     for start in range(0, len(product_ids), 1000):
         chunk = [int(p) for p in product_ids[start : start + 1000]]
         rows = session.execute(
-            select(Product.id, Product.embedding, Product.brand_norm, Product.category_norm).where(
-                Product.id.in_(chunk), Product.embedding_model == model_id, Product.embedding.is_not(None)
-            )
+            select(Product.id, ProductEmbedding.vector, Product.brand_norm, Product.category_norm)
+            .join(ProductEmbedding, ProductEmbedding.product_id == Product.id)
+            .where(Product.id.in_(chunk), ProductEmbedding.model_id == model_id)
         )
         for pid, blob, brand, category in rows:
             out[int(pid)] = (np.frombuffer(blob, dtype=np.float32), brand, category)
@@ -126,12 +156,13 @@ def vectors_for(
 def iter_all_vectors(
     session: Session, model_id: str, batch: int = 5000
 ) -> Iterable[tuple[np.ndarray, np.ndarray, list[str | None], list[str | None]]]:
-    """Every embedded product in id order, in batches: (ids, vectors, brands, categories)."""
+    """Every product with a vector of `model_id`, in id order: (ids, vectors, brands, categories)."""
     last = 0
     while True:
         rows = session.execute(
-            select(Product.id, Product.embedding, Product.brand_norm, Product.category_norm)
-            .where(Product.id > last, Product.embedding_model == model_id, Product.embedding.is_not(None))
+            select(Product.id, ProductEmbedding.vector, Product.brand_norm, Product.category_norm)
+            .join(ProductEmbedding, ProductEmbedding.product_id == Product.id)
+            .where(Product.id > last, ProductEmbedding.model_id == model_id)
             .order_by(Product.id)
             .limit(batch)
         ).all()
@@ -143,11 +174,23 @@ def iter_all_vectors(
         last = int(ids[-1])
 
 
-def ids_needing_embedding(session: Session, model_id: str, limit: int) -> list[tuple[int, str, str | None]]:
+def embedded_ids(session: Session, model_id: str) -> np.ndarray:
+    rows = session.scalars(select(ProductEmbedding.product_id).where(ProductEmbedding.model_id == model_id))
+    return np.array(sorted(rows), dtype=np.int64)
+
+
+def ids_needing_embedding(
+    session: Session, model_id: str, limit: int
+) -> list[tuple[int, str, str | None, str]]:
+    """Products without a current vector from `model_id`: (id, title, brand, text hash)."""
     rows = session.execute(
-        select(Product.id, Product.title, Product.brand)
-        .where((Product.embedding_model != model_id) | Product.embedding.is_(None))
+        select(Product.id, Product.title, Product.brand, Product.text_hash)
+        .outerjoin(
+            ProductEmbedding,
+            (ProductEmbedding.product_id == Product.id) & (ProductEmbedding.model_id == model_id),
+        )
+        .where((ProductEmbedding.product_id.is_(None)) | (ProductEmbedding.text_hash != Product.text_hash))
         .order_by(Product.id)
         .limit(limit)
     )
-    return [(int(i), t, b) for i, t, b in rows]
+    return [(int(i), t, b, h) for i, t, b, h in rows]

@@ -62,7 +62,7 @@ def upsert_batch(
         latest[row.external_id] = row
     ids = list(latest)
     with factory() as session:
-        before = repo.existing_states(session, ids)
+        before = repo.existing_states(session, ids, encoder.model_id)
 
     prepared: dict[str, dict] = {}
     to_embed: list[str] = []
@@ -72,11 +72,11 @@ def upsert_batch(
         text = embed_text(data)
         thash = text_hash(text)
         state = before.get(ext)
-        if state and state.content_hash == chash and state.embedding_model == encoder.model_id:
+        if state and state.content_hash == chash and state.has_vector:
             continue
         data.update(content_hash=chash, text_hash=thash, text=text)
         prepared[ext] = data
-        if state is None or state.text_hash != thash or state.embedding_model != encoder.model_id:
+        if state is None or state.text_hash != thash or not state.has_vector:
             to_embed.append(ext)
 
     vectors = encoder.encode([prepared[e]["text"] for e in to_embed]) if to_embed else np.zeros((0, 0))
@@ -87,8 +87,10 @@ def upsert_batch(
     with factory() as session, session.begin():
         serialise_writers(session)
         # Re-read inside the lock: another writer may have inserted an id since.
-        current = repo.existing_states(session, list(prepared))
+        current = repo.existing_states(session, list(prepared), encoder.model_id)
         changed_ids: list[int] = []
+        new_vectors: list[tuple[int, str, np.ndarray]] = []
+        text_changed: set[int] = set()
         for ext, prepared_data in prepared.items():
             data = dict(prepared_data)
             data.pop("text")
@@ -102,9 +104,6 @@ def upsert_batch(
             if state is None and ext not in vector_by_ext:
                 # Deleted by another writer since we looked: it needs a vector again.
                 vector_by_ext[ext] = encoder.encode([prepared[ext]["text"]])[0]
-            if ext in vector_by_ext:
-                values["embedding"] = np.asarray(vector_by_ext[ext], dtype=np.float32).tobytes()
-                values["embedding_model"] = encoder.model_id
             if state is None:
                 product = Product(external_id=ext, **values)
                 session.add(product)
@@ -115,8 +114,13 @@ def upsert_batch(
                 session.execute(update(Product).where(Product.id == state.id).values(**values))
                 pid, created = state.id, False
                 stats.updated += 1
+                if state.text_hash != data["text_hash"]:
+                    text_changed.add(pid)
+            if ext in vector_by_ext:
+                new_vectors.append((pid, data["text_hash"], vector_by_ext[ext]))
             changed_ids.append(pid)
             outcomes.append(WriteOutcome(ext, pid, created, True, ext in vector_by_ext))
+        repo.store_vectors(session, encoder.model_id, new_vectors, text_changed)
         repo.log_changes(session, changed_ids, "u")
         if in_transaction is not None:
             in_transaction(session, stats)

@@ -140,7 +140,7 @@ class MatchPipeline:
         with self.factory() as session:
             rows = session.scalars(
                 select(Product)
-                .options(defer(Product.embedding), defer(Product.description), defer(Product.attributes))
+                .options(defer(Product.description), defer(Product.attributes))
                 .where(Product.id.in_(ids))
             )
             return {int(p.id): p for p in rows}

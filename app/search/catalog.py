@@ -171,8 +171,11 @@ class Catalog:
         return np.packbits(mask, bitorder="little")
 
     def nbytes(self) -> int:
-        """Approximate memory: columns plus ~100 bytes per dict entry (two ints and a slot)."""
-        columns = sum(getattr(self, name).nbytes for name in _COLUMNS)
+        """Approximate memory: used column rows plus ~100 bytes per dict entry (two ints and a slot).
+
+        Spare capacity is left out so that the figure does not change across save and load.
+        """
+        columns = self.n_slots * sum(np.dtype(dtype).itemsize for dtype in _COLUMNS.values())
         return columns + 100 * len(self.pid_to_slot) + 8 * len(self.free)
 
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
-from app.db.models import Product
 from app.search.params import IndexParams
 from app.search.persistence import IndexCorrupt
 from app.search.vector_index import VectorIndex
@@ -156,16 +154,7 @@ class IndexService:
     def verify(self, repair: bool = False) -> ConsistencyReport:
         """Compare the index's ids with the rows that carry a vector for this model."""
         with self.factory() as session:
-            db_ids = np.array(
-                sorted(
-                    session.scalars(
-                        select(Product.id).where(
-                            Product.embedding_model == self.model_id, Product.embedding.is_not(None)
-                        )
-                    )
-                ),
-                dtype=np.int64,
-            )
+            db_ids = repo.embedded_ids(session, self.model_id)
         index_ids = self.index.ids()
         report = ConsistencyReport(
             missing=[int(i) for i in np.setdiff1d(db_ids, index_ids)],

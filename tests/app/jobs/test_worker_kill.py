@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db.base import make_engine, make_session_factory
-from app.db.models import Product
+from app.db.models import Product, ProductEmbedding
 from app.jobs import store
 from app.jobs.context import JobContext
 from app.jobs.queue import RedisQueue
@@ -42,7 +42,11 @@ def _write_feed(path: Path) -> Path:
 
 def _signature(factory):
     with factory() as s:
-        rows = s.execute(select(Product.external_id, Product.content_hash, Product.embedding)).all()
+        rows = s.execute(
+            select(Product.external_id, Product.content_hash, ProductEmbedding.vector).join(
+                ProductEmbedding, ProductEmbedding.product_id == Product.id
+            )
+        ).all()
     return {ext: (chash, np.frombuffer(emb, dtype=np.float32)) for ext, chash, emb in rows}
 
 

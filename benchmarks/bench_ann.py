@@ -1,0 +1,219 @@
+"""ANN benchmark: build time, bytes per product, latency and recall@k of each index kind.
+
+Builds every kind through `VectorIndex.rebuild` on a seeded synthetic catalogue of unit vectors
+(a Gaussian mixture, generated in chunks so that 1M x 384 fits comfortably), then measures
+single-query latency on one thread and recall@k against exact search (`faiss.knn`, inner
+product). Results go to JSON and a Markdown table on stdout.
+
+    python benchmarks/bench_ann.py --n 20000 --queries 200        # quick check
+    python benchmarks/bench_ann.py                                # 1M x 384, the real run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # allow `python benchmarks/bench_ann.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from app.search import IndexParams, VectorIndex  # noqa: E402
+
+CHUNK = 100_000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1_000_000, help="catalogue size")
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kinds", default="flat,hnsw,ivfpq", help="comma-separated index kinds")
+    p.add_argument("--clusters", type=int, default=None, help="mixture components (default n/1000, >= 16)")
+    p.add_argument("--spread", type=float, default=0.5, help="within-cluster noise relative to the centres")
+    p.add_argument("--query-noise", type=float, default=0.3, help="norm of the noise added to query vectors")
+    p.add_argument("--brands", type=int, default=2000, help="distinct brands (Zipf-distributed)")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads for building (default: all)")
+    p.add_argument("--tmp-dir", default=None, help="where the index file is written to measure its size")
+    p.add_argument("--out", default="benchmarks/results/ann.json")
+    return p.parse_args(argv)
+
+
+def make_catalogue(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
+    """Unit vectors from a Gaussian mixture, chunk by chunk; each chunk has its own seeded stream."""
+    centres = np.random.default_rng(seed).standard_normal((clusters, dim)).astype(np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        rng = np.random.default_rng([seed, start])
+        x = centres[rng.integers(0, clusters, stop - start)]
+        x += spread * rng.standard_normal((stop - start, dim), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[start:stop] = x
+    return out
+
+
+def make_queries(xb: np.ndarray, nq: int, noise: float, seed: int) -> np.ndarray:
+    """New listings of catalogue products: catalogue vectors plus noise of norm ~`noise`."""
+    rng = np.random.default_rng([seed, 1])
+    rows = rng.choice(len(xb), size=nq, replace=False)
+    dim = xb.shape[1]
+    q = xb[rows] + noise * rng.standard_normal((nq, dim), dtype=np.float32) / np.sqrt(dim)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_attributes(n: int, n_brands: int, seed: int) -> tuple[list[str], list[str]]:
+    """Zipf-like brand popularity and 100 categories, as shared string objects (cheap at 1M)."""
+    rng = np.random.default_rng([seed, 2])
+    weights = 1.0 / np.arange(1, n_brands + 1)
+    brand_codes = rng.choice(n_brands, size=n, p=weights / weights.sum())
+    names = [f"brand-{i}" for i in range(n_brands)]
+    cats = [f"category-{i}" for i in range(100)]
+    return [names[c] for c in brand_codes], [cats[c] for c in rng.integers(0, 100, n)]
+
+
+def recall_at_k(found: list[list[int]], truth: np.ndarray) -> float:
+    hits = sum(len(set(row) & set(t.tolist())) for row, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def timed_queries(index: VectorIndex, queries: np.ndarray, k: int, brand: str | None = None) -> tuple:
+    """One query per call on the calling thread; returns ids and latencies in ms."""
+    index.search(queries[:5], k, brand=brand)  # warm caches and the filter selector
+    found, lat = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        result = index.search(q[None, :], k, brand=brand)
+        lat.append((time.perf_counter() - t0) * 1e3)
+        found.append(result.ids[0])
+    return found, np.array(lat)
+
+
+def file_size(index: VectorIndex, tmp_dir: str | None) -> tuple[int, float]:
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as td:
+        path = Path(td) / "bench.pmindex"
+        t0 = time.perf_counter()
+        index.save(path)
+        return path.stat().st_size, time.perf_counter() - t0
+
+
+def bench_kind(kind: str, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
+    n, k = args.n, args.k
+    faiss.omp_set_num_threads(args.threads or data["max_threads"])
+    index = VectorIndex(args.dim, IndexParams(kind=kind))
+    t0 = time.perf_counter()
+    index.rebuild(data["ids"], data["xb"], data["brands"], data["categories"], version=1)
+    build_s = time.perf_counter() - t0
+    stats = index.stats()
+    size, save_s = file_size(index, args.tmp_dir)
+    faiss.omp_set_num_threads(1)
+    found, lat = timed_queries(index, data["xq"], k)
+    f_found, f_lat = timed_queries(index, data["xq"], k, brand=data["filter_brand"])
+    row = {
+        "kind": kind,
+        "backend": stats["backend"],
+        "n": n,
+        "dim": args.dim,
+        "build_s": round(build_s, 3),
+        "save_s": round(save_s, 3),
+        "file_bytes_per_product": round(size / n, 1),
+        "memory_bytes_per_product": round(stats["bytes"] / n, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 4),
+        "p99_ms": round(float(np.percentile(lat, 99)), 4),
+        f"recall@{k}": round(recall_at_k(found, data["truth"]), 4),
+        "filtered_p50_ms": round(float(np.percentile(f_lat, 50)), 4),
+        f"filtered_recall@{k}": round(recall_at_k(f_found, data["filter_truth"]), 4),
+        "params": stats["params"],
+        "resolved": {key: stats[key] for key in ("nlist", "pq_m", "refine") if key in stats},
+    }
+    del index
+    gc.collect()
+    return row
+
+
+def prepare(args: argparse.Namespace) -> dict[str, Any]:
+    clusters = args.clusters or max(16, args.n // 1000)
+    t0 = time.perf_counter()
+    xb = make_catalogue(args.n, args.dim, clusters, args.spread, args.seed)
+    xq = make_queries(xb, args.queries, args.query_noise, args.seed)
+    ids = np.arange(args.n, dtype=np.int64) * 3 + 1  # product ids are not row numbers
+    brands, categories = make_attributes(args.n, args.brands, args.seed)
+    max_threads = faiss.omp_get_max_threads()
+    _, rows = faiss.knn(xq, xb, args.k, metric=faiss.METRIC_INNER_PRODUCT)
+    filter_brand = "brand-9"  # ~1/10 of the top brand's share under Zipf: a selective filter
+    mask = np.fromiter((b == filter_brand for b in brands), dtype=bool, count=args.n)
+    _, f_rows = faiss.knn(xq, xb[mask], args.k, metric=faiss.METRIC_INNER_PRODUCT)
+    print(
+        f"# data: n={args.n} dim={args.dim} clusters={clusters} in {time.perf_counter() - t0:.1f}s",
+        file=sys.stderr,
+    )
+    return {
+        "xb": xb,
+        "xq": xq,
+        "ids": ids,
+        "brands": brands,
+        "categories": categories,
+        "truth": ids[rows],
+        "filter_brand": filter_brand,
+        "filter_share": float(mask.mean()),
+        "filter_truth": ids[mask][f_rows],
+        "max_threads": max_threads,
+    }
+
+
+def markdown(rows: list[dict[str, Any]], k: int) -> str:
+    head = (
+        f"| kind | n | dim | build s | file B/product | mem B/product | p50 ms | p99 ms | recall@{k} "
+        f"| filtered p50 ms | filtered recall@{k} |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['kind']} | {r['n']} | {r['dim']} | {r['build_s']:.2f} | {r['file_bytes_per_product']:.0f} "
+            f"| {r['memory_bytes_per_product']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} "
+            f"| {r[f'recall@{k}']:.4f} | {r['filtered_p50_ms']:.3f} | {r[f'filtered_recall@{k}']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    data = prepare(args)
+    rows = []
+    for kind in kinds:
+        rows.append(bench_kind(kind, args, data))
+        print(f"# {kind} done", file=sys.stderr)
+    faiss.omp_set_num_threads(data["max_threads"])
+    report = {
+        "config": vars(args) | {"filter_brand": data["filter_brand"], "filter_share": data["filter_share"]},
+        "environment": {
+            "faiss": faiss.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "omp_max_threads": data["max_threads"],
+        },
+        "results": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(rows, args.k))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
