@@ -56,9 +56,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.redis_url:
         logger.error("REDIS_URL is not set: without Redis the API runs jobs in-process")
         return 2
+    from app.registry.encoders import EncoderProvider
+
     services = _services(settings)
-    encoder = _encoder(settings)
-    worker = Worker(JobContext(settings, services.factory, lambda: encoder), RedisQueue(settings.redis_url))
+    # Follows promotions: a new active bi-encoder is loaded without restarting the worker.
+    provider = EncoderProvider(settings, services.factory, lambda: _encoder(settings))
+    worker = Worker(JobContext(settings, services.factory, provider), RedisQueue(settings.redis_url))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run_forever()
@@ -94,7 +97,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         {"path": str(stored), "format": fmt, "filename": source.name},
         job_id=job_id,
     )
-    encoder = _encoder(settings)
+    from app.registry.encoders import EncoderProvider
+
+    provider = EncoderProvider(settings, services.factory, lambda: _encoder(settings))
     bar = tqdm(total=None, unit="row", desc=f"ingest {source.name}")
 
     def progress(done: int, total: int | None) -> None:
@@ -102,7 +107,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    ctx = JobContext(settings, services.factory, lambda: encoder, on_progress=progress)
+    ctx = JobContext(settings, services.factory, provider, on_progress=progress)
     state = run_job(ctx, job.id, f"cli-{job.id[:8]}")
     bar.close()
     final = store.get_job(services.factory, job.id)
@@ -125,8 +130,10 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
     from app.search.params import IndexParams
     from app.search.sync import IndexService
 
+    from app.registry.encoders import EncoderProvider
+
     services = _services(settings)
-    encoder = _encoder(settings)
+    encoder = EncoderProvider(settings, services.factory, lambda: _encoder(settings)).refresh()
     index = IndexService(
         services.factory,
         encoder.model_id,
@@ -160,6 +167,43 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from app.jobs import store as jobs_store
+    from app.jobs.context import JobContext
+    from app.jobs.runner import run_job
+    from app.registry import store
+
+    services = _services(settings)
+    factory = services.factory
+    if args.action == "list":
+        rows = store.list_versions(factory, args.kind)
+        out = [{"version": r.version, "kind": r.kind, "status": r.status, "metrics": r.metrics} for r in rows]
+        print(json.dumps(out, indent=2, default=str))  # noqa: T201 - the CLI's result
+        return 0
+    if args.action == "register":
+        if not args.target:
+            logger.error("models register needs the artefact folder")
+            return 2
+        row = store.register(factory, args.target, settings.model_dir)  # type: ignore[arg-type]
+        print(json.dumps({"version": row.version, "kind": row.kind, "path": row.path}))  # noqa: T201
+        if not args.promote:
+            return 0
+        version = row.version
+    elif args.action == "promote":
+        version = args.target
+    else:
+        version = None
+    ctx = JobContext(settings, factory, lambda: _encoder(settings))
+    if version is not None:
+        job, _ = jobs_store.create_job(factory, "promote", {"version": version})
+    else:
+        job, _ = jobs_store.create_job(factory, "rollback", {"kind": args.kind or "bi-encoder"})
+    state = run_job(ctx, job.id, f"cli-{job.id[:8]}")
+    final = jobs_store.get_job(factory, job.id)
+    print(json.dumps({"job_id": job.id, "state": state, "message": final.message if final else None}))  # noqa: T201
+    return 0 if state == "completed" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="productmatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--reembed", action="store_true", help="embed products that lack a vector for the model"
     )
     index.set_defaults(func=cmd_index)
+
+    models = sub.add_parser("models", help="register, list, promote or roll back model versions")
+    models.add_argument("action", choices=["register", "list", "promote", "rollback"])
+    models.add_argument("target", nargs="?", help="artefact folder (register) or version (promote)")
+    models.add_argument("--kind", default=None, help="bi-encoder (default for rollback) or matcher")
+    models.add_argument("--promote", action="store_true", help="with register: promote at once")
+    models.set_defaults(func=cmd_models)
 
     try:
         from training.cli import add_subcommands

@@ -1,7 +1,9 @@
-"""The service container built at start-up: database, encoder, index, pipeline, queue.
+"""The service container built at start-up: database, queue, and the serving runtime.
 
-Models load in a background thread so that `/healthz` answers at once while `/readyz` says
-503 until everything is in place (a liveness probe must never wait for model warm-up).
+The runtime (encoder + index + match pipeline) is one immutable bundle replaced by a single
+assignment when a new bi-encoder is promoted, so a request that reads it once never mixes
+model versions. Models load in a background thread so that `/healthz` answers at once while
+`/readyz` says 503 until everything is in place.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from app.core.config import Settings
 from app.db.base import make_engine, make_session_factory
 from app.jobs.context import JobContext
 from app.jobs.queue import JobQueue, make_queue
+from app.jobs.reembed import reembed_all, reembed_batch
 from app.jobs.worker import Worker
 from app.pipeline.encoder import Encoder
 from app.pipeline.match import MatchPipeline
 from app.pipeline.scoring import Decider, ZeroShotScorer
+from app.registry.encoders import EncoderProvider
 from app.search.params import IndexParams
 from app.search.sync import IndexService
 
@@ -31,18 +35,26 @@ class NotReady(RuntimeError):
     """Models or index are still loading."""
 
 
+@dataclass(frozen=True)
+class Runtime:
+    encoder: Encoder
+    index: IndexService
+    pipeline: MatchPipeline
+
+
 @dataclass
 class Services:
     settings: Settings
     engine: Engine
     factory: sessionmaker[Session]
     queue: JobQueue
-    encoder: Encoder | None = None
-    index: IndexService | None = None
-    pipeline: MatchPipeline | None = None
+    runtime: Runtime | None = None
+    provider: EncoderProvider | None = None
     worker: Worker | None = None
     load_error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _switch_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -55,58 +67,139 @@ class Services:
             make_queue(settings.redis_url, settings.queue_name),
         )
 
-    def require_pipeline(self) -> MatchPipeline:
-        if self.pipeline is None:
+    # -- accessors (each reads the runtime reference once) ----------------------------------
+    @property
+    def encoder(self) -> Encoder | None:
+        rt = self.runtime
+        return rt.encoder if rt else None
+
+    @property
+    def index(self) -> IndexService | None:
+        rt = self.runtime
+        return rt.index if rt else None
+
+    @property
+    def pipeline(self) -> MatchPipeline | None:
+        rt = self.runtime
+        return rt.pipeline if rt else None
+
+    def require_runtime(self) -> Runtime:
+        rt = self.runtime
+        if rt is None or not self.ready.is_set():
             raise NotReady(self.load_error or "models and index are still loading")
-        return self.pipeline
+        return rt
+
+    def require_pipeline(self) -> MatchPipeline:
+        return self.require_runtime().pipeline
 
     def require_encoder(self) -> Encoder:
-        if self.encoder is None:
+        return self.require_runtime().encoder
+
+    def current_encoder(self) -> Encoder:
+        """The encoder new writes must use: the active registered one (switching if needed)."""
+        if self.provider is None:
             raise NotReady(self.load_error or "the encoder is still loading")
-        return self.encoder
+        return self.provider()
 
     def job_context(self) -> JobContext:
-        ctx = JobContext(self.settings, self.factory, self.require_encoder)
-        if self.index is not None:
-            ctx.after_commit.append(self.index.catch_up)
+        ctx = JobContext(self.settings, self.factory, self.current_encoder)
+        ctx.after_commit.append(self.catch_up)
         return ctx
+
+    def catch_up(self) -> None:
+        rt = self.runtime
+        if rt is not None:
+            rt.index.catch_up()
+
+    # -- loading and switching ----------------------------------------------------------------
+    def _default_encoder(self, override: Encoder | None) -> Encoder:
+        if override is not None:
+            return override
+        s = self.settings
+        return Encoder.load(
+            s.encoder,
+            max_length=s.encoder_max_length,
+            batch_size=s.encoder_batch_size,
+            threads=s.torch_threads,
+        )
+
+    def build_runtime(self, encoder: Encoder) -> Runtime:
+        """Embed what the encoder lacks, open (or rebuild) its index, wire a pipeline."""
+        s = self.settings
+        missing = reembed_all(self.factory, encoder)
+        if missing:
+            logger.info("embedded %d products for %s", missing, encoder.model_id)
+        index = IndexService(
+            self.factory,
+            encoder.model_id,
+            encoder.dim,
+            IndexParams(kind=s.index_kind),
+            s.index_dir,  # type: ignore[arg-type]
+            snapshot_every=s.index_snapshot_every,
+        )
+        index.open()
+        pipeline = MatchPipeline(
+            encoder,
+            index,
+            self.factory,
+            ZeroShotScorer(s.lexical_weight),
+            Decider(s.match_threshold, s.review_threshold),
+        )
+        return Runtime(encoder, index, pipeline)
 
     def load(self, encoder: Encoder | None = None) -> None:
         """Load the encoder, open the index and build the pipeline (runs off the event loop)."""
         try:
-            s = self.settings
-            self.encoder = encoder or Encoder.load(
-                s.encoder,
-                max_length=s.encoder_max_length,
-                batch_size=s.encoder_batch_size,
-                threads=s.torch_threads,
+            self.provider = EncoderProvider(
+                self.settings, self.factory, lambda: self._default_encoder(encoder)
             )
-            index = IndexService(
-                self.factory,
-                self.encoder.model_id,
-                self.encoder.dim,
-                IndexParams(kind=s.index_kind),
-                s.index_dir,
-                snapshot_every=s.index_snapshot_every,  # type: ignore[arg-type]
-            )
-            index.open()
-            self.index = index
-            self.pipeline = MatchPipeline(
-                self.encoder,
-                index,
-                self.factory,
-                ZeroShotScorer(s.lexical_weight),
-                Decider(s.match_threshold, s.review_threshold),
-            )
-            index.start_follower(s.index_sync_interval)
-            if s.redis_url is None:
+            self.runtime = self.build_runtime(self.provider.refresh())
+            threading.Thread(target=self._follow, name="runtime-follower", daemon=True).start()
+            if self.settings.redis_url is None:
                 self.worker = Worker(self.job_context(), self.queue)
                 self.worker.start_thread()
             self.ready.set()
-            logger.info("service ready: %d products indexed", len(index.index))
+            logger.info("service ready: %d products indexed", len(self.runtime.index.index))
         except Exception as exc:  # noqa: BLE001 - reported by /readyz instead of killing the process
             self.load_error = f"start-up failed: {exc}"
             logger.exception("start-up failed")
+
+    def switch_if_needed(self) -> bool:
+        """Swap in the runtime of a newly promoted encoder; the old one serves until then."""
+        assert self.provider is not None
+        with self._switch_lock:
+            wanted = self.provider.refresh()
+            current = self.runtime
+            if current is not None and current.encoder.model_id == wanted.model_id:
+                return False
+            logger.info("switching encoder to %s", wanted.model_id)
+            fresh = self.build_runtime(wanted)
+            self.runtime = fresh  # one assignment: requests see the old or the new bundle
+            if current is not None:
+                current.index.snapshot()
+            return True
+
+    def _follow(self) -> None:
+        """Keep the index in step with the DB, fill vector gaps, and follow promotions."""
+        s = self.settings
+        ticks = 0
+        while not self._stop.wait(s.index_sync_interval):
+            ticks += 1
+            try:
+                rt = self.runtime
+                if rt is None:
+                    continue
+                if ticks % 10 == 0:
+                    self.switch_if_needed()
+                    rt = self.runtime
+                    assert rt is not None
+                    # A write racing a promotion may have embedded with the old model.
+                    reembed_batch(self.factory, rt.encoder)
+                rt.index.catch_up()
+                rt.index.maybe_snapshot()
+            except Exception:  # noqa: BLE001 - a DB outage must not kill the follower
+                logger.exception("runtime follower could not sync; will retry")
+                self._stop.wait(min(5.0, s.index_sync_interval * 4))
 
     def database_ok(self) -> bool:
         try:
@@ -117,12 +210,13 @@ class Services:
             return False
 
     def close(self) -> None:
+        self._stop.set()
         if self.worker is not None:
             self.worker.stop()
-        if self.index is not None:
-            self.index.stop()
+        rt = self.runtime
+        if rt is not None:
             try:
-                self.index.snapshot()
+                rt.index.snapshot()
             except Exception:  # noqa: BLE001
                 logger.warning("could not write the index snapshot at shutdown", exc_info=True)
         self.engine.dispose()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, ServicesDep
 from app.api.responses import COMMON, errors
+from app.jobs import store as jobs_store
+from app.registry import store
+from app.schemas.job import JobAccepted
 from app.services import NotReady
 
 router = APIRouter(
@@ -44,3 +49,49 @@ async def index_rebuild(services: ServicesDep) -> dict:
     await run_in_threadpool(index.rebuild)
     path = await run_in_threadpool(index.snapshot)
     return {"stats": index.index.stats(), "snapshot": str(path)}
+
+
+def _version_out(row) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "version": row.version,
+        "kind": row.kind,
+        "status": row.status,
+        "metrics": row.metrics,
+        "created_at": row.created_at,
+        "promoted_at": row.promoted_at,
+        "manifest": row.manifest,
+    }
+
+
+@router.get("/models")
+async def list_models(
+    services: ServicesDep, kind: Annotated[str | None, Query(max_length=32)] = None
+) -> dict:
+    rows = await run_in_threadpool(store.list_versions, services.factory, kind)
+    return {"versions": [_version_out(r) for r in rows]}
+
+
+@router.post("/models/{version}/promote", status_code=202, response_model=JobAccepted, responses=errors(404))
+async def promote(version: Annotated[str, Path(max_length=128)], services: ServicesDep):
+    """Embed the catalogue with the version (bi-encoder), build its index, then activate it."""
+    try:
+        await run_in_threadpool(store.get, services.factory, version)
+    except store.RegistryError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    job, _ = await run_in_threadpool(
+        jobs_store.create_job, services.factory, "promote", {"version": version}, f"promote:{version}"
+    )
+    await run_in_threadpool(services.queue.push, job.id)
+    return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
+
+
+@router.post("/models/rollback", status_code=202, response_model=JobAccepted)
+async def rollback(
+    services: ServicesDep, kind: Annotated[str, Query(pattern="^(bi-encoder|matcher)$")] = "bi-encoder"
+):
+    """Re-activate the previously promoted version of a kind (or the packaged zero-shot model)."""
+    job, _ = await run_in_threadpool(
+        jobs_store.create_job, services.factory, "rollback", {"kind": kind}, f"rollback:{kind}"
+    )
+    await run_in_threadpool(services.queue.push, job.id)
+    return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")

@@ -58,15 +58,12 @@ async def put_product(
         row = ProductRow(external_id=external_id, **body.model_dump())
     except ValueError as exc:
         raise HTTPException(422, f"external_id: {exc}") from exc
-    encoder = services.require_encoder()
-    index = services.index
+    runtime = services.require_runtime()
 
     def write() -> tuple[Product, bool, bool, int]:
-        outcomes, _ = upsert_batch(services.factory, encoder, [row])
-        version = 0
-        if index is not None:
-            index.catch_up()  # the change is searchable before we answer
-            version = index.index.version
+        outcomes, _ = upsert_batch(services.factory, runtime.encoder, [row])
+        runtime.index.catch_up()  # the change is searchable before we answer
+        version = runtime.index.index.version
         with services.factory() as session:
             product = repo.get_by_external_id(session, external_id)
         assert product is not None
@@ -96,8 +93,8 @@ async def delete_product(external_id: ExternalIdPath, services: ServicesDep) -> 
     def remove() -> int | None:
         with services.factory() as session, session.begin():
             pid = repo.delete_product(session, external_id)
-        if pid is not None and services.index is not None:
-            services.index.catch_up()
+        if pid is not None:
+            services.catch_up()
         return pid
 
     if await run_in_threadpool(remove) is None:

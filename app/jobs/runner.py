@@ -16,11 +16,13 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 
 Handler = Callable[[JobContext, Job], str]
-HANDLERS: dict[str, Handler] = {"ingest": run_ingest}
 
 
-def register_handler(kind: str, handler: Handler) -> None:
-    HANDLERS[kind] = handler
+def _handlers() -> dict[str, Handler]:
+    # Imported here: the registry's handlers import the job context, which imports this package.
+    from app.registry.promotion import run_promote, run_rollback
+
+    return {"ingest": run_ingest, "promote": run_promote, "rollback": run_rollback}
 
 
 class _Heartbeat:
@@ -53,7 +55,7 @@ def run_job(ctx: JobContext, job_id: str, owner: str) -> str | None:
     job = store.get_job(ctx.factory, job_id)
     if job is None:
         return None
-    handler = HANDLERS.get(job.kind)
+    handler = _handlers().get(job.kind)
     if handler is None:
         store.finish(ctx.factory, job_id, owner, store.FAILED, f"unknown job kind {job.kind!r}")
         return store.FAILED

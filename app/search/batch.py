@@ -41,8 +41,12 @@ def as_ids(ids: Any) -> np.ndarray:
     return arr.astype(np.int64, copy=True)
 
 
-def as_vectors(vectors: Any, dim: int, what: str = "vectors") -> np.ndarray:
-    """(n, dim) float32 C-contiguous copy with finite values; a 1-D input is one row."""
+def as_vectors(vectors: Any, dim: int, what: str = "vectors", copy: bool = True) -> np.ndarray:
+    """(n, dim) float32 C-contiguous array with finite values; a 1-D input is one row.
+
+    `copy=False` reuses a caller array that already has that layout (a 1M-row rebuild would
+    otherwise hold the catalogue twice); keep the default for anything stored for later.
+    """
     arr = np.asarray(vectors, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
@@ -50,7 +54,9 @@ def as_vectors(vectors: Any, dim: int, what: str = "vectors") -> np.ndarray:
         raise ValueError(f"{what} must have shape (n, {dim}), got {np.shape(vectors)}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{what} contain NaN or infinite values")
-    return np.array(arr, dtype=np.float32, order="C", copy=True)
+    if copy:
+        return np.array(arr, dtype=np.float32, order="C", copy=True)
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _attrs(values: Sequence[str | None] | None, n: int, what: str) -> tuple[str | None, ...]:
@@ -71,11 +77,12 @@ def make_batch(
     brands: Sequence[str | None] | None,
     categories: Sequence[str | None] | None,
     dim: int,
+    copy: bool = True,
 ) -> Batch:
     """Validate an upsert/rebuild batch; a repeated id keeps its last row, as a replayed log would."""
     id_arr = as_ids(ids)
     n = len(id_arr)
-    vec = as_vectors(vectors, dim) if np.size(vectors) else np.zeros((0, dim), dtype=np.float32)
+    vec = as_vectors(vectors, dim, copy=copy) if np.size(vectors) else np.zeros((0, dim), dtype=np.float32)
     if len(vec) != n:
         raise ValueError(f"{n} ids but {len(vec)} vectors")
     b = _attrs(brands, n, "brands")

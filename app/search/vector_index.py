@@ -58,13 +58,13 @@ class VectorIndex:
             warning asks for a rebuild from the database.
 
     Compaction and training run synchronously in the writer's thread that crossed the threshold;
-    searches continue on the old state meanwhile.
+    searches and other writers continue on the old state meanwhile, and their writes are replayed.
     """
 
     def __init__(self, dim: int, params: IndexParams | None = None, *, journal_rows: int = 20_000) -> None:
-        if not isinstance(dim, int) or dim < 1:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim = dim
+        self.dim = int(dim)
         self.params = params if params is not None else IndexParams()
         self._lock = RWLock()
         self._rebuild_mutex = threading.Lock()
@@ -149,11 +149,14 @@ class VectorIndex:
 
         The new index is built without holding the lock (searches and writes go on), then writes
         that the snapshot cannot contain are replayed onto it, and it is published in one
-        assignment. Raises ValueError when the snapshot is older than the writes still held for
-        replay (take a fresh snapshot).
+        assignment. Replayed are: writes versioned after `version` (even if applied before the
+        rebuild started), and unversioned writes applied after it started; unversioned writes
+        from before are assumed to be in the snapshot. Raises ValueError when the snapshot is
+        older than the writes still held for replay (take a fresh snapshot).
         """
         version = _check_version(version)
-        batch = make_batch(ids, vectors, brands, categories, self.dim)
+        # No defensive copy: the batch is only read while building and is never journaled.
+        batch = make_batch(ids, vectors, brands, categories, self.dim, copy=False)
         with self._rebuild_mutex:
             with self._lock.write():
                 if not self._journal.replayable_since(version):

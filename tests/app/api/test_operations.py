@@ -36,10 +36,10 @@ def test_match_before_ready_is_503(settings, tiny_encoder):
     with TestClient(app) as client:
         services = app.state.services
         services.ready.wait(30)
-        pipeline, services.pipeline = services.pipeline, None
+        runtime, services.runtime = services.runtime, None
         res = client.post("/v1/match", json={"offer": {"title": "x"}})
         assert res.status_code == 503 and "loading" in res.json()["detail"]
-        services.pipeline = pipeline
+        services.runtime = runtime
 
 
 def test_metrics_exposes_requests_jobs_and_index(client):

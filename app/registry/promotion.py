@@ -1,0 +1,59 @@
+"""Promotion of a bi-encoder: embed the catalogue and build its index first, then activate.
+
+Serving processes notice the new active version, load it, and swap their runtime in one
+assignment; because the vectors and the index snapshot already exist, the swap is quick and
+the old model serves every request until then.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from app.db.models import Job
+from app.jobs.context import JobContext, JobFailed
+from app.jobs.reembed import reembed_all
+from app.registry import store
+from app.registry.encoders import load_version_encoder
+from app.search.params import IndexParams
+from app.search.sync import IndexService
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_blocker(ctx: JobContext, version: str) -> dict:
+    row = store.get(ctx.factory, version)
+    if row.kind not in store.BLOCKER_KINDS:
+        raise JobFailed(f"{version} is a {row.kind}, not a bi-encoder")
+    encoder = load_version_encoder(ctx.settings, version, row.path)
+    embedded = reembed_all(ctx.factory, encoder)
+    s = ctx.settings
+    index = IndexService(ctx.factory, version, encoder.dim, IndexParams(kind=s.index_kind), s.index_dir)  # type: ignore[arg-type]
+    index.rebuild()
+    index.catch_up()
+    index.snapshot()
+    return {"embedded": embedded, "indexed": len(index.index)}
+
+
+def run_promote(ctx: JobContext, job: Job) -> str:
+    version = job.payload["version"]
+    try:
+        row = store.get(ctx.factory, version)
+        if row.kind in store.BLOCKER_KINDS:
+            prepare_blocker(ctx, version)
+        store.activate(ctx.factory, version)
+    except store.RegistryError as exc:
+        raise JobFailed(str(exc)) from exc
+    logger.info("promoted %s", version)
+    return "completed"
+
+
+def run_rollback(ctx: JobContext, job: Job) -> str:
+    kind = job.payload["kind"]
+    target = store.previous(ctx.factory, kind)
+    if target is None:
+        store.deactivate(ctx.factory, kind)  # back to the packaged zero-shot model
+        return "completed"
+    if kind in store.BLOCKER_KINDS:
+        prepare_blocker(ctx, target.version)
+    store.activate(ctx.factory, target.version)
+    return "completed"
