@@ -127,10 +127,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
+    from app.registry.encoders import EncoderProvider
     from app.search.params import IndexParams
     from app.search.sync import IndexService
-
-    from app.registry.encoders import EncoderProvider
 
     services = _services(settings)
     encoder = EncoderProvider(settings, services.factory, lambda: _encoder(settings)).refresh()

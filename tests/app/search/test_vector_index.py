@@ -351,7 +351,7 @@ def test_searches_during_writes_and_rebuilds_see_one_consistent_version(kind: st
     def writer() -> None:
         rng = random.Random(7)
         try:
-            for _ in range(80):
+            for _ in range(150):
                 action, pids, vecs, brands, cats, v = db.change(rng)
                 if action == "remove":
                     index.remove(pids, version=v)
@@ -363,8 +363,8 @@ def test_searches_during_writes_and_rebuilds_see_one_consistent_version(kind: st
 
     def rebuilder() -> None:
         try:
-            for _ in range(2):
-                time.sleep(0.02)
+            for _ in range(3):
+                time.sleep(0.03)
                 snap, v = db.snapshot()
                 index.rebuild(*snap, version=v)
         except BaseException as exc:  # noqa: BLE001
