@@ -23,7 +23,8 @@ from app.jobs.reembed import reembed_all, reembed_batch
 from app.jobs.worker import Worker
 from app.pipeline.encoder import Encoder
 from app.pipeline.match import MatchPipeline
-from app.pipeline.scoring import Decider, ZeroShotScorer
+from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
+from app.registry import store
 from app.registry.encoders import EncoderProvider
 from app.search.params import IndexParams
 from app.search.sync import IndexService
@@ -123,29 +124,43 @@ class Services:
             threads=s.torch_threads,
         )
 
-    def build_runtime(self, encoder: Encoder) -> Runtime:
+    def _scorer(self) -> tuple[Scorer, Decider]:
+        """The active trained matcher with its precision-targeted thresholds, else zero-shot."""
+        s = self.settings
+        row = store.active(self.factory, "matcher")
+        if row is None:
+            return ZeroShotScorer(s.lexical_weight), Decider(s.match_threshold, s.review_threshold)
+        from app.pipeline.rerank import CrossEncoderScorer
+
+        scorer = CrossEncoderScorer(row.version, row.path)
+        match_at = scorer.threshold_for_precision(s.match_precision)
+        if match_at is None:
+            match_at = float(scorer.calibration.get("threshold", 0.5))
+            logger.warning(
+                "matcher %s never reached precision %.2f; using its best-F1 threshold",
+                row.version,
+                s.match_precision,
+            )
+        return scorer, Decider(match_at, min(match_at, s.matcher_review_probability))
+
+    def build_runtime(self, encoder: Encoder, index: IndexService | None = None) -> Runtime:
         """Embed what the encoder lacks, open (or rebuild) its index, wire a pipeline."""
         s = self.settings
-        missing = reembed_all(self.factory, encoder)
-        if missing:
-            logger.info("embedded %d products for %s", missing, encoder.model_id)
-        index = IndexService(
-            self.factory,
-            encoder.model_id,
-            encoder.dim,
-            IndexParams(kind=s.index_kind),
-            s.index_dir,  # type: ignore[arg-type]
-            snapshot_every=s.index_snapshot_every,
-        )
-        index.open()
-        pipeline = MatchPipeline(
-            encoder,
-            index,
-            self.factory,
-            ZeroShotScorer(s.lexical_weight),
-            Decider(s.match_threshold, s.review_threshold),
-        )
-        return Runtime(encoder, index, pipeline)
+        if index is None:
+            missing = reembed_all(self.factory, encoder)
+            if missing:
+                logger.info("embedded %d products for %s", missing, encoder.model_id)
+            index = IndexService(
+                self.factory,
+                encoder.model_id,
+                encoder.dim,
+                IndexParams(kind=s.index_kind),
+                s.index_dir,  # type: ignore[arg-type]
+                snapshot_every=s.index_snapshot_every,
+            )
+            index.open()
+        scorer, decider = self._scorer()
+        return Runtime(encoder, index, MatchPipeline(encoder, index, self.factory, scorer, decider))
 
     def load(self, encoder: Encoder | None = None) -> None:
         """Load the encoder, open the index and build the pipeline (runs off the event loop)."""
@@ -170,12 +185,15 @@ class Services:
         with self._switch_lock:
             wanted = self.provider.refresh()
             current = self.runtime
-            if current is not None and current.encoder.model_id == wanted.model_id:
+            matcher = store.active(self.factory, "matcher")
+            wanted_scorer = matcher.version if matcher else ZeroShotScorer.name
+            same_encoder = current is not None and current.encoder.model_id == wanted.model_id
+            if same_encoder and current is not None and current.pipeline.scorer.name == wanted_scorer:
                 return False
-            logger.info("switching encoder to %s", wanted.model_id)
-            fresh = self.build_runtime(wanted)
+            logger.info("switching to encoder %s, scorer %s", wanted.model_id, wanted_scorer)
+            fresh = self.build_runtime(wanted, current.index if same_encoder and current else None)
             self.runtime = fresh  # one assignment: requests see the old or the new bundle
-            if current is not None:
+            if current is not None and not same_encoder:
                 current.index.snapshot()
             return True
 

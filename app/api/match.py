@@ -21,6 +21,7 @@ def _query(req: MatchRequest) -> MatchQuery:
         k=req.top_k,
         brand=filters.brand if filters else None,
         category=filters.category if filters else None,
+        explain=req.explain,
     )
 
 
@@ -36,6 +37,7 @@ def _response(result: MatchResult, thresholds: dict[str, float]) -> MatchRespons
             score=c.score,
             retrieval_score=c.retrieval_score,
             lexical_score=c.lexical_score,
+            explanation=c.explanation,
         )
         for c in result.candidates
     ]

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     lexical_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     match_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
     review_threshold: float = Field(default=0.65, ge=0.0, le=1.0)
+    # Trained matcher: its calibrated probability is compared with the threshold that reached
+    # MATCH_PRECISION on validation; the review band starts at MATCHER_REVIEW_PROBABILITY.
+    match_precision: float = Field(default=0.95, gt=0.0, le=1.0)
+    matcher_review_probability: float = Field(default=0.2, ge=0.0, le=1.0)
 
     # Limits: every request size is bounded.
     max_body_bytes: int = 1_000_000

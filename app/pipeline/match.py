@@ -34,6 +34,7 @@ class Candidate:
     retrieval_score: float
     score: float
     lexical_score: float | None = None
+    explanation: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -55,6 +56,7 @@ class MatchQuery:
     k: int
     brand: str | None = None
     category: str | None = None
+    explain: bool = False
 
 
 class MatchPipeline:
@@ -99,12 +101,14 @@ class MatchPipeline:
         t3 = time.perf_counter()
 
         results: list[MatchResult] = []
-        for text, (ids, cosines) in zip(texts, hits):
+        for query, (ids, cosines) in zip(queries, hits):
             present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in rows]
-            cand_texts = [
-                embed_text({"title": rows[pid].title, "brand": rows[pid].brand}) for pid, _ in present
-            ]
-            scored = self.scorer.score(text, cand_texts, [c for _, c in present])
+            scored = self.scorer.score(
+                query.offer,
+                [_as_mapping(rows[pid]) for pid, _ in present],
+                [c for _, c in present],
+                query.explain,
+            )
             candidates = [
                 Candidate(
                     product_id=pid,
@@ -117,6 +121,7 @@ class MatchPipeline:
                     retrieval_score=round(float(cos), 6),
                     score=s.score,
                     lexical_score=s.lexical,
+                    explanation=s.explanation,
                 )
                 for (pid, cos), s in zip(present, scored)
             ]
@@ -139,8 +144,19 @@ class MatchPipeline:
             return {}
         with self.factory() as session:
             rows = session.scalars(
-                select(Product)
-                .options(defer(Product.description), defer(Product.attributes))
-                .where(Product.id.in_(ids))
+                select(Product).options(defer(Product.attributes)).where(Product.id.in_(ids))
             )
             return {int(p.id): p for p in rows}
+
+
+def _as_mapping(product: Product) -> dict[str, Any]:
+    return {
+        "title": product.title,
+        "name": product.title,
+        "brand": product.brand,
+        "manufacturer": product.brand,
+        "category": product.category,
+        "price": product.price,
+        "currency": product.currency,
+        "description": product.description,
+    }

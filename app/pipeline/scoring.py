@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from rapidfuzz import fuzz, utils
+from rapidfuzz import fuzz, process, utils
+from rapidfuzz.distance import Levenshtein
+
+from app.pipeline.text import embed_text
 
 MATCH, REVIEW, NO_MATCH = "match", "review", "no_match"
 
@@ -15,6 +18,7 @@ MATCH, REVIEW, NO_MATCH = "match", "review", "no_match"
 class ScoredCandidate:
     score: float
     lexical: float | None = None
+    explanation: list[dict[str, Any]] | None = field(default=None, compare=False)
 
 
 class Scorer(Protocol):
@@ -23,7 +27,11 @@ class Scorer(Protocol):
     name: str
 
     def score(
-        self, offer_text: str, candidate_texts: Sequence[str], cosines: Sequence[float]
+        self,
+        offer: Mapping[str, Any],
+        candidates: Sequence[Mapping[str, Any]],
+        cosines: Sequence[float],
+        explain: bool = False,
     ) -> list[ScoredCandidate]: ...
 
 
@@ -41,15 +49,38 @@ class ZeroShotScorer:
         self.lexical_weight = lexical_weight
 
     def score(
-        self, offer_text: str, candidate_texts: Sequence[str], cosines: Sequence[float]
+        self,
+        offer: Mapping[str, Any],
+        candidates: Sequence[Mapping[str, Any]],
+        cosines: Sequence[float],
+        explain: bool = False,
     ) -> list[ScoredCandidate]:
         out: list[ScoredCandidate] = []
         w = self.lexical_weight
-        for text, cos in zip(candidate_texts, cosines):
+        offer_text = embed_text(offer)
+        for candidate, cos in zip(candidates, cosines):
+            text = embed_text(candidate)
             lexical = fuzz.token_set_ratio(offer_text, text, processor=utils.default_process) / 100.0
             blended = (1.0 - w) * max(0.0, min(1.0, float(cos))) + w * lexical
-            out.append(ScoredCandidate(score=round(blended, 6), lexical=round(lexical, 6)))
+            explanation = closest_words(offer_text, text) if explain else None
+            out.append(
+                ScoredCandidate(score=round(blended, 6), lexical=round(lexical, 6), explanation=explanation)
+            )
         return out
+
+
+def closest_words(offer_text: str, product_text: str, top: int = 5) -> list[dict[str, Any]]:
+    """For each offer word its most similar product word (normalised Levenshtein), best first."""
+    a = utils.default_process(offer_text).split()
+    b = utils.default_process(product_text).split()
+    if not a or not b:
+        return []
+    sims = process.cdist(a, b, scorer=Levenshtein.normalized_similarity)
+    best = sims.argmax(axis=1)
+    pairs = sorted(((a[i], b[j], float(sims[i, j])) for i, j in enumerate(best)), key=lambda p: (-p[2], p[0]))
+    return [
+        {"offer_word": wa, "product_word": wb, "similarity": round(sim, 4)} for wa, wb, sim in pairs[:top]
+    ]
 
 
 @dataclass(frozen=True)

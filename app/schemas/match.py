@@ -23,12 +23,20 @@ class MatchRequest(BaseModel):
     offer: OfferIn
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K, description="candidates to return (1-100)")
     filters: MatchFilters | None = None
+    explain: bool = Field(default=False, description="return the word pairs that drove each score")
 
 
 class MatchBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[MatchRequest] = Field(..., min_length=1, max_length=MAX_BATCH_SCHEMA)
+
+
+class WordPairOut(BaseModel):
+    offer_word: str
+    product_word: str
+    similarity: float = Field(description="character-level similarity of the two words, 0-1")
+    weight: float | None = Field(default=None, description="mean lexical attention bias (LEA models)")
 
 
 class CandidateOut(BaseModel):
@@ -41,6 +49,7 @@ class CandidateOut(BaseModel):
     score: float = Field(description="the scorer's score; the decision compares it with the thresholds")
     retrieval_score: float = Field(description="cosine similarity from the blocking stage")
     lexical_score: float | None = None
+    explanation: list[WordPairOut] | None = None
 
 
 class MatchResponse(BaseModel):

@@ -92,7 +92,10 @@ class Backend:
 
 
 class FlatBackend(Backend):
-    """Exact inner product; keys are product ids, so updates are remove_ids + add_with_ids."""
+    """Exact inner product; keys are product ids, so updates are remove_ids + add_with_ids.
+
+    `remove_ids` compacts the flat storage (O(ntotal) per call), so send changes in batches.
+    """
 
     name = "flat"
     uses_labels = False

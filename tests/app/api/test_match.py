@@ -88,3 +88,16 @@ def test_bad_match_requests(client):
     assert client.get("/v1/match").status_code == 405
     res = client.post("/v1/match", content=b"\xff\xfe", headers={"content-type": "application/json"})
     assert res.status_code in (400, 422)
+
+
+def test_explain_returns_word_pairs(client):
+    _load(client, 3)
+    body = client.post(
+        "/v1/match", json={"offer": {"title": "Acme Widgt Modell 2 green edition"}, "top_k": 3, "explain": True}
+    ).json()
+    top = body["candidates"][0]
+    words = {(p["offer_word"], p["product_word"]) for p in top["explanation"]}
+    assert ("widgt", "widget") in words
+    assert all(0.0 <= p["similarity"] <= 1.0 for p in top["explanation"])
+    plain = client.post("/v1/match", json={"offer": {"title": "Acme"}, "top_k": 3}).json()
+    assert plain["candidates"][0]["explanation"] is None

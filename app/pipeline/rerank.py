@@ -1,0 +1,67 @@
+"""The trained cross-encoder (LEA or vanilla) as a scorer: one batched forward pass for all
+candidates of an offer, calibrated probabilities, and word-pair explanations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from training.matcher_io import load_matcher, score_pairs
+
+from app.pipeline.scoring import ScoredCandidate
+from training.data.serialize import serialize_product
+
+logger = logging.getLogger(__name__)
+
+
+class CrossEncoderScorer:
+    def __init__(self, version: str, folder: str, batch_size: int = 64) -> None:
+        self.model, self.calibrator, self.calibration, self.manifest = load_matcher(folder)
+        self.model.eval()
+        self.name = version
+        self.fields = self.calibration.get("fields") or self.manifest.settings.get("fields", "title")
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def threshold_for_precision(self, target: float) -> float | None:
+        table = self.calibration.get("thresholds_for_precision") or {}
+        exact = table.get(str(target))
+        if exact is not None:
+            return float(exact)
+        reachable = [(float(p), t) for p, t in table.items() if t is not None and float(p) >= target]
+        return float(min(reachable)[1]) if reachable else None
+
+    def score(
+        self,
+        offer: Mapping[str, Any],
+        candidates: Sequence[Mapping[str, Any]],
+        cosines: Sequence[float],
+        explain: bool = False,
+    ) -> list[ScoredCandidate]:
+        if not candidates:
+            return []
+        offer_text = serialize_product(offer, self.fields)
+        pairs = [(offer_text, serialize_product(c, self.fields)) for c in candidates]
+        with self._lock:  # one forward at a time: two would only fight over the same cores
+            _, probs = score_pairs(self.model, self.calibrator, pairs, batch_size=self.batch_size)
+            explanations = [self._explain(p) for p in pairs] if explain else [None] * len(pairs)
+        return [
+            ScoredCandidate(score=round(float(p), 6), lexical=None, explanation=e)
+            for p, e in zip(probs, explanations)
+        ]
+
+    def _explain(self, pair: tuple[str, str]) -> list[dict[str, Any]]:
+        out = []
+        for item in self.model.explain(pair, top=5):
+            word_a, word_b, similarity, bias = item[0], item[1], item[2], item[3]
+            out.append(
+                {
+                    "offer_word": str(word_a),
+                    "product_word": str(word_b),
+                    "similarity": round(float(similarity), 4),
+                    "weight": None if bias is None else round(float(bias), 6),
+                }
+            )
+        return out
