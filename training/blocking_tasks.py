@@ -1,0 +1,200 @@
+"""Blocking evaluation tasks built from a PairDataset (METHODS §9.5 protocol).
+
+For each positive pair of a split, the query is the left record and the search space is the
+*whole* right table (not only the records in labelled pairs); the query is a hit at k when its
+matching right record is in the top k. WDC Products has no tables: the corpus is every distinct
+right record of the dataset's splits and every corpus record of the query's product (cluster
+id) counts as a match; one query per distinct left record.
+
+Texts: the selected fields' values joined with single spaces (``"name description"``), which
+is what reproduces the §9.5 zero-shot numbers; Ditto ``COL ... VAL`` markers cost 2-4 points of
+recall@1 with a zero-shot MiniLM.
+
+Typo-noised queries (METHODS §1.3 seeding): query ``i`` (0-based, task order = split file
+order) of noisy copy ``s`` is ``typo(text, Random(s*7919 + i))``, the left-side stream of §1.3.
+Only queries are noised: the corpus plays the clean catalogue and incoming offers carry the
+typos, so one corpus encoding serves every copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from training.data.records import PairDataset, Record
+from training.data.serialize import serialize
+from training.data.typos import TYPO_VERSION, typo
+
+logger = logging.getLogger(__name__)
+
+#: METHODS §9.5 query fields per benchmark; everything else is title-only.
+DATASET_FIELDS: dict[str, list[str]] = {
+    "abt-buy": ["name", "description"],
+    "amazon-google": ["title", "manufacturer"],
+}
+
+TITLE = "title"
+
+
+def _normalise_name(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def default_fields(dataset: PairDataset) -> list[str]:
+    """§9.5 defaults: Abt-Buy ``name description``, Amazon-Google ``title manufacturer``, else title."""
+    name = _normalise_name(dataset.name)
+    for key, fields in DATASET_FIELDS.items():
+        if key in name and all(f in dataset.attributes for f in fields):
+            return list(fields)
+    return [TITLE]
+
+
+def parse_fields(spec: str | Sequence[str] | None) -> list[str] | None:
+    """``"name,description"`` / ``["name", "description"]`` -> list; ``None`` keeps the default."""
+    if spec is None:
+        return None
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = [s.strip() for s in items if s and s.strip()]
+    return out or None
+
+
+def record_text(record: Record, fields: Sequence[str]) -> str:
+    """The selected fields' values joined with one space; ``["title"]`` = the record's title.
+
+    Missing values are skipped. ``"title"`` falls back to ``name`` when a record has no title
+    (Abt-Buy), via :func:`training.data.serialize.serialize`.
+    """
+    parts: list[str] = []
+    for name in fields:
+        value = serialize(record, TITLE) if name == TITLE else serialize(record, [name])
+        if value:
+            parts.append(value)
+    return " ".join(parts)
+
+
+@dataclass
+class BlockingTask:
+    """Queries, their matching corpus indices and the corpus, ready for ``blocking_recall``."""
+
+    dataset: str
+    split: str
+    fields: list[str]
+    queries: list[str]
+    query_targets: list[set[int]]
+    corpus: list[str]
+    query_ids: list[str] = field(default_factory=list)
+    corpus_ids: list[str] = field(default_factory=list)
+    targets_from: str = "pairs"
+
+    def noisy_queries(self, seed: int) -> list[str]:
+        """Noisy copy ``seed`` of the queries (typo-v1, ``Random(seed*7919 + i)``)."""
+        return [typo(text, random.Random(seed * 7919 + i)) for i, text in enumerate(self.queries)]
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "fields": self.fields,
+            "queries": len(self.queries),
+            "corpus_size": len(self.corpus),
+            "targets_from": self.targets_from,
+            "noise": TYPO_VERSION,
+        }
+
+    def subsample(self, max_queries: int | None, seed: int = 0) -> BlockingTask:
+        """At most ``max_queries`` queries (seeded, order kept); the corpus stays whole."""
+        if max_queries is None or len(self.queries) <= max_queries:
+            return self
+        keep = sorted(random.Random(seed).sample(range(len(self.queries)), max_queries))
+        return BlockingTask(
+            dataset=self.dataset,
+            split=self.split,
+            fields=self.fields,
+            queries=[self.queries[i] for i in keep],
+            query_targets=[self.query_targets[i] for i in keep],
+            corpus=self.corpus,
+            query_ids=[self.query_ids[i] for i in keep] if self.query_ids else [],
+            corpus_ids=self.corpus_ids,
+            targets_from=self.targets_from,
+        )
+
+
+def _corpus_records(dataset: PairDataset) -> list[Record]:
+    if dataset.right_table:
+        return list(dataset.right_table.values())
+    # No table: every distinct right record of every split, first occurrence order.
+    seen: dict[str, Record] = {}
+    for pairs in dataset.splits.values():
+        for pair in pairs:
+            seen.setdefault(pair.right.id, pair.right)
+    return list(seen.values())
+
+
+def build_blocking_task(
+    dataset: PairDataset,
+    split: str = "test",
+    fields: Sequence[str] | None = None,
+    targets: str = "auto",
+) -> BlockingTask:
+    """Build the §9.5 blocking task of ``split``.
+
+    ``targets``: ``"pairs"`` (the matching right record of each positive pair), ``"clusters"``
+    (every corpus record with the query's cluster id; one query per distinct left record) or
+    ``"auto"`` (clusters for WDC Products, pairs otherwise).
+    """
+    chosen = list(fields) if fields else default_fields(dataset)
+    mode = targets if targets != "auto" else ("clusters" if dataset.format == "wdc-products" else "pairs")
+    if mode not in ("pairs", "clusters"):
+        raise ValueError(f"targets must be 'pairs', 'clusters' or 'auto', got {targets!r}")
+    corpus_records = _corpus_records(dataset)
+    corpus_ids = [r.id for r in corpus_records]
+    index_of = {rid: i for i, rid in enumerate(corpus_ids)}
+    positives = [p for p in dataset.split(split) if p.label == 1]
+    if not positives:
+        raise ValueError(f"{dataset.name}: split {split!r} has no positive pairs to query with")
+
+    query_records: list[Record] = []
+    query_targets: list[set[int]] = []
+    if mode == "pairs":
+        for pair in positives:
+            idx = index_of.get(pair.right.id)
+            if idx is None:
+                raise ValueError(f"{dataset.name}: right record {pair.right.id!r} is not in the right table")
+            query_records.append(pair.left)
+            query_targets.append({idx})
+    else:
+        by_cluster: dict[str, set[int]] = {}
+        for i, record in enumerate(corpus_records):
+            if record.cluster_id is not None:
+                by_cluster.setdefault(record.cluster_id, set()).add(i)
+        seen_left: set[str] = set()
+        for pair in positives:
+            if pair.left.id in seen_left:
+                continue
+            cluster = pair.left.cluster_id
+            tset = by_cluster.get(cluster, set()) if cluster is not None else set()
+            if not tset:
+                # Fall back to the labelled partner, which is always in the corpus.
+                tset = {index_of[pair.right.id]}
+            seen_left.add(pair.left.id)
+            query_records.append(pair.left)
+            query_targets.append(set(tset))
+
+    task = BlockingTask(
+        dataset=dataset.name,
+        split=split,
+        fields=chosen,
+        queries=[record_text(r, chosen) for r in query_records],
+        query_targets=query_targets,
+        corpus=[record_text(r, chosen) for r in corpus_records],
+        query_ids=[r.id for r in query_records],
+        corpus_ids=corpus_ids,
+        targets_from=mode,
+    )
+    empty = sum(1 for q in task.queries if not q)
+    if empty:
+        logger.warning("%s/%s: %d queries have empty text for fields %s", dataset.name, split, empty, chosen)
+    logger.info("blocking task %s", task.describe())
+    return task

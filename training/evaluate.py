@@ -1,0 +1,149 @@
+"""Blocking recall@k: does the matching corpus record make the top k of a query? (METHODS §9.5)
+
+Exact search only (``faiss.IndexFlatIP`` over unit vectors), so the number measures the
+embedding, not an approximate index. Ties are broken by corpus order (stable), the same rule
+as the lexical baseline; exact ties happen when the corpus holds records with identical text.
+
+Nothing here imports the web app: training and benchmarks run without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+import faiss
+import numpy as np
+from rapidfuzz import fuzz, process
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
+
+#: Extra depth searched beyond max(k) so ties straddling the cut are re-sorted correctly.
+_TIE_MARGIN = 16
+
+EncoderFn = Callable[[list[str]], np.ndarray]
+Targets = Sequence[int] | Sequence[set[int]] | Sequence[Iterable[int]]
+
+
+def _target_sets(query_targets: Targets, n_queries: int, corpus_size: int) -> list[set[int]]:
+    if len(query_targets) != n_queries:
+        raise ValueError(f"{len(query_targets)} target entries for {n_queries} queries")
+    sets: list[set[int]] = []
+    for entry in query_targets:
+        s = {int(entry)} if isinstance(entry, (int, np.integer)) else {int(t) for t in entry}
+        if not s:
+            raise ValueError("every query needs at least one matching corpus item")
+        bad = [t for t in s if not 0 <= t < corpus_size]
+        if bad:
+            raise ValueError(f"target indices {bad} outside the corpus (size {corpus_size})")
+        sets.append(s)
+    return sets
+
+
+def _check_ks(ks: Iterable[int]) -> list[int]:
+    out = sorted({int(k) for k in ks})
+    if not out or out[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks!r}")
+    return out
+
+
+def ranked_from_scores(scores: np.ndarray, depth: int) -> np.ndarray:
+    """Top-``depth`` corpus indices per row of a (n_queries, n_corpus) score matrix.
+
+    Descending score, ties by ascending corpus index (stable sort), as used for both baselines.
+    """
+    depth = min(depth, scores.shape[1])
+    return np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+
+
+def search_topk(query_emb: np.ndarray, corpus_emb: np.ndarray, depth: int) -> np.ndarray:
+    """Exact inner-product top-``depth`` with ``IndexFlatIP``; ties re-sorted by corpus index."""
+    corpus = np.ascontiguousarray(corpus_emb, dtype=np.float32)
+    queries = np.ascontiguousarray(query_emb, dtype=np.float32)
+    depth = min(depth, corpus.shape[0])
+    search_depth = min(corpus.shape[0], depth + _TIE_MARGIN)
+    index = faiss.IndexFlatIP(corpus.shape[1])
+    index.add(corpus)
+    scores, found = index.search(queries, search_depth)
+    out = np.empty((queries.shape[0], depth), dtype=np.int64)
+    for q in range(queries.shape[0]):
+        # lexsort: last key is primary -> by -score, then by index.
+        order = np.lexsort((found[q], -scores[q]))
+        out[q] = found[q][order][:depth]
+    return out
+
+
+def recall_from_ranking(ranked: np.ndarray, targets: list[set[int]], ks: Sequence[int]) -> dict[str, float]:
+    """``recall@k`` = share of queries with a target among the first k ranked corpus items."""
+    n = len(targets)
+    result: dict[str, float] = {}
+    first_hit = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    for q, tset in enumerate(targets):
+        for rank, item in enumerate(ranked[q]):
+            if int(item) in tset:
+                first_hit[q] = rank
+                break
+    for k in ks:
+        result[f"recall@{k}"] = float(np.mean(first_hit < k)) if n else 0.0
+    return result
+
+
+def recall_from_embeddings(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, query_targets: Targets, ks: Iterable[int] = DEFAULT_KS
+) -> dict[str, float]:
+    """recall@k for precomputed unit vectors (re-use one corpus encoding across noisy copies)."""
+    ks_list = _check_ks(ks)
+    targets = _target_sets(query_targets, len(query_emb), len(corpus_emb))
+    ranked = search_topk(query_emb, corpus_emb, max(ks_list))
+    out: dict[str, float] = dict(recall_from_ranking(ranked, targets, ks_list))
+    out["queries"] = len(targets)
+    out["corpus_size"] = int(len(corpus_emb))
+    return out
+
+
+def blocking_recall(
+    encoder_fn: EncoderFn,
+    queries: list[str],
+    query_targets: Targets,
+    corpus: list[str],
+    ks: Iterable[int] = DEFAULT_KS,
+) -> dict[str, float]:
+    """Encode queries and corpus with ``encoder_fn`` (texts -> unit vectors) and score recall@k.
+
+    ``query_targets[i]`` is the corpus index (or set of indices) matching query ``i``; a query
+    is a hit at k when any of them is in its top k. Returns ``recall@k`` per k plus
+    ``queries`` and ``corpus_size``.
+    """
+    if not queries:
+        raise ValueError("no queries")
+    if not corpus:
+        raise ValueError("empty corpus")
+    corpus_emb = np.asarray(encoder_fn(list(corpus)), dtype=np.float32)
+    query_emb = np.asarray(encoder_fn(list(queries)), dtype=np.float32)
+    return recall_from_embeddings(query_emb, corpus_emb, query_targets, ks)
+
+
+def lexical_scores(queries: Sequence[str], corpus: Sequence[str], workers: int = 1) -> np.ndarray:
+    """rapidfuzz ``token_set_ratio`` of every query against every corpus text, (nq, nc)."""
+    return process.cdist(list(queries), list(corpus), scorer=fuzz.token_set_ratio, dtype=np.float32, workers=workers)
+
+
+def lexical_recall(
+    queries: list[str],
+    query_targets: Targets,
+    corpus: list[str],
+    ks: Iterable[int] = DEFAULT_KS,
+    workers: int = 1,
+) -> dict[str, float]:
+    """The lexical baseline of §9.5: rank the corpus by ``token_set_ratio``, ties by corpus order."""
+    if not queries or not corpus:
+        raise ValueError("need queries and a corpus")
+    ks_list = _check_ks(ks)
+    targets = _target_sets(query_targets, len(queries), len(corpus))
+    ranked = ranked_from_scores(lexical_scores(queries, corpus, workers), max(ks_list))
+    out: dict[str, float] = dict(recall_from_ranking(ranked, targets, ks_list))
+    out["queries"] = len(targets)
+    out["corpus_size"] = len(corpus)
+    return out
