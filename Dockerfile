@@ -25,20 +25,25 @@ RUN apt-get update \
 
 WORKDIR /app
 # torch first and pinned, from the CPU (or CUDA) wheel index, so the project's range never pulls another build.
-RUN python -m pip install --upgrade pip \
-    && python -m pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
+RUN python -m pip install --no-cache-dir "pip==25.3" \
+    && python -m pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
 
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY models ./models
 COPY training ./training
 COPY migrations ./migrations
-RUN python -m pip install . "${FAISS_PACKAGE}" \
+# The project depends on faiss-cpu; a GPU image swaps it for the CUDA build (same module name).
+# hadolint ignore=DL3013
+RUN python -m pip install --no-cache-dir . \
+    && if [ "${FAISS_PACKAGE}" != "faiss-cpu" ]; then \
+         python -m pip uninstall -y faiss-cpu && python -m pip install --no-cache-dir "${FAISS_PACKAGE}"; \
+       fi \
     && mkdir -p /data && chown productmatch:productmatch /data
 
-USER productmatch
+USER 10001
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS "http://127.0.0.1:${PORT}/healthz" || exit 1
+    CMD ["sh", "-c", "curl -fsS http://127.0.0.1:${PORT}/healthz || exit 1"]
 CMD ["sh", "-c", "productmatch serve --host 0.0.0.0 --port ${PORT}"]

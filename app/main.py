@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from app.api import admin, health, ingest, jobs, match, products
+from app.api import admin, feedback, health, ingest, jobs, match, products
 from app.api.errors import install_error_handlers
 from app.api.metrics_collector import ServiceCollector
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -85,7 +85,16 @@ def create_app(
     )
     app.state.metrics_registry = registry
     app.state.unhandled_errors = 0
-    for router in (health.router, products.router, ingest.router, jobs.router, match.router, admin.router):
+    routers = (
+        health.router,
+        products.router,
+        ingest.router,
+        jobs.router,
+        match.router,
+        feedback.router,
+        admin.router,
+    )
+    for router in routers:
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(

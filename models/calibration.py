@@ -250,7 +250,8 @@ class Calibrator:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
         if data.get("format", CALIBRATOR_FORMAT) != CALIBRATOR_FORMAT:
-            raise ValueError(f"calibrator format {data.get('format')!r} is not supported ({CALIBRATOR_FORMAT})")
+            version = data.get("format")
+            raise ValueError(f"calibrator format {version!r} is not supported ({CALIBRATOR_FORMAT})")
         method = data.get("method")
         if method == "temperature":
             return cls(

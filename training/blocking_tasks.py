@@ -19,11 +19,13 @@ typos, so one corpus encoding serves every copy.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from training.data.records import PairDataset, Record
+from training.data.readers import load_dataset
+from training.data.records import Pair, PairDataset, Record
 from training.data.serialize import serialize
 from training.data.typos import TYPO_VERSION, typo
 
@@ -87,6 +89,7 @@ class BlockingTask:
     query_ids: list[str] = field(default_factory=list)
     corpus_ids: list[str] = field(default_factory=list)
     targets_from: str = "pairs"
+    query_exclude: list[set[int]] = field(default_factory=list)
 
     def noisy_queries(self, seed: int) -> list[str]:
         """Noisy copy ``seed`` of the queries (typo-v1, ``Random(seed*7919 + i)``)."""
@@ -100,6 +103,10 @@ class BlockingTask:
             "queries": len(self.queries),
             "corpus_size": len(self.corpus),
             "targets_from": self.targets_from,
+            "mean_targets": round(
+                sum(len(t) for t in self.query_targets) / max(1, len(self.query_targets)), 3
+            ),
+            "queries_with_excluded_copies": sum(1 for e in self.query_exclude if e),
             "noise": TYPO_VERSION,
         }
 
@@ -118,7 +125,18 @@ class BlockingTask:
             query_ids=[self.query_ids[i] for i in keep] if self.query_ids else [],
             corpus_ids=self.corpus_ids,
             targets_from=self.targets_from,
+            query_exclude=[self.query_exclude[i] for i in keep] if self.query_exclude else [],
         )
+
+
+def load_blocking_dataset(path: str | os.PathLike[str], fmt: str) -> PairDataset:
+    """Read a dataset for blocking. WDC Block is read with ``cluster_ids="split"``: its tables'
+    cluster ids are renumbered, while the test split's ids are the original, label-consistent
+    ones (training ignores both and uses union-find over the positive pairs)."""
+    key = fmt.strip().lower().replace("_", "-")
+    if key == "wdc-block":
+        return load_dataset(path, key, cluster_ids="split")
+    return load_dataset(path, key)
 
 
 def _corpus_records(dataset: PairDataset) -> list[Record]:
@@ -132,17 +150,46 @@ def _corpus_records(dataset: PairDataset) -> list[Record]:
     return list(seen.values())
 
 
+def _content(record: Record) -> tuple[tuple[str, str], ...]:
+    # A record's attribute values, whitespace-normalised and lower-cased; None-valued fields skipped.
+    return tuple(
+        (k, " ".join(str(v).split()).lower())
+        for k, v in record.fields.items()
+        if v is not None and str(v).strip()
+    )
+
+
+def _split_clusters_reliable(pairs: Sequence[Pair]) -> bool:
+    # Split-file cluster ids can widen the targets only where they reproduce every label
+    # (WDC Block test read with cluster_ids="split"; not its renumbered train/valid ids).
+    return bool(pairs) and all(
+        p.left.cluster_id is not None
+        and p.right.cluster_id is not None
+        and (p.left.cluster_id == p.right.cluster_id) == (p.label == 1)
+        for p in pairs
+    )
+
+
 def build_blocking_task(
     dataset: PairDataset,
     split: str = "test",
     fields: Sequence[str] | None = None,
     targets: str = "auto",
+    exclude_copies: bool = True,
 ) -> BlockingTask:
     """Build the §9.5 blocking task of ``split``.
 
     ``targets``: ``"pairs"`` (the matching right record of each positive pair), ``"clusters"``
     (every corpus record with the query's cluster id; one query per distinct left record) or
-    ``"auto"`` (clusters for WDC Products, pairs otherwise).
+    ``"auto"`` (clusters for WDC Products, pairs otherwise). With ``"pairs"``, when the split's
+    cluster ids agree with every label (WDC Block test read with ``cluster_ids="split"``), the
+    right records of the split that carry the query's cluster id are matches too.
+
+    ``exclude_copies``: a corpus record that *is* the query - the same offer id (WDC Products
+    lists most test offers on both sides of some pair), or a field-for-field copy (WDC Block
+    lists most offers in both tables) - is left out of that query's ranking, unless it is the
+    labelled partner of the query's pair. Counting it as a miss would be wrong and counting it
+    as a hit trivial: the task is to find the *other* offers of the product.
     """
     chosen = list(fields) if fields else default_fields(dataset)
     mode = targets if targets != "auto" else ("clusters" if dataset.format == "wdc-products" else "pairs")
@@ -151,19 +198,28 @@ def build_blocking_task(
     corpus_records = _corpus_records(dataset)
     corpus_ids = [r.id for r in corpus_records]
     index_of = {rid: i for i, rid in enumerate(corpus_ids)}
-    positives = [p for p in dataset.split(split) if p.label == 1]
+    split_pairs = dataset.split(split)
+    positives = [p for p in split_pairs if p.label == 1]
     if not positives:
         raise ValueError(f"{dataset.name}: split {split!r} has no positive pairs to query with")
 
     query_records: list[Record] = []
     query_targets: list[set[int]] = []
+    partners: list[int] = []  # the labelled right record of each query's positive pair
     if mode == "pairs":
+        widen: dict[str, set[int]] = {}
+        if _split_clusters_reliable(split_pairs):
+            for pair in split_pairs:
+                idx = index_of.get(pair.right.id)
+                if idx is not None:
+                    widen.setdefault(str(pair.right.cluster_id), set()).add(idx)
         for pair in positives:
             idx = index_of.get(pair.right.id)
             if idx is None:
                 raise ValueError(f"{dataset.name}: right record {pair.right.id!r} is not in the right table")
             query_records.append(pair.left)
-            query_targets.append({idx})
+            partners.append(idx)
+            query_targets.append({idx} | widen.get(str(pair.left.cluster_id), set()))
     else:
         by_cluster: dict[str, set[int]] = {}
         for i, record in enumerate(corpus_records):
@@ -175,12 +231,24 @@ def build_blocking_task(
                 continue
             cluster = pair.left.cluster_id
             tset = by_cluster.get(cluster, set()) if cluster is not None else set()
-            if not tset:
-                # Fall back to the labelled partner, which is always in the corpus.
-                tset = {index_of[pair.right.id]}
             seen_left.add(pair.left.id)
             query_records.append(pair.left)
-            query_targets.append(set(tset))
+            partners.append(index_of[pair.right.id])
+            # The labelled partner always counts, whatever the cluster ids say.
+            query_targets.append(set(tset) | {partners[-1]})
+
+    query_exclude: list[set[int]] = [set() for _ in query_records]
+    if exclude_copies:
+        by_content: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        for i, record in enumerate(corpus_records):
+            by_content.setdefault(_content(record), []).append(i)
+        same_id_possible = not dataset.right_table or dataset.format == "wdc-products"
+        for q, record in enumerate(query_records):
+            copies = set(by_content.get(_content(record), []))
+            if same_id_possible and record.id in index_of:
+                copies.add(index_of[record.id])
+            query_exclude[q] = copies - {partners[q]}
+            query_targets[q] -= query_exclude[q]
 
     task = BlockingTask(
         dataset=dataset.name,
@@ -192,6 +260,7 @@ def build_blocking_task(
         query_ids=[r.id for r in query_records],
         corpus_ids=corpus_ids,
         targets_from=mode,
+        query_exclude=query_exclude,
     )
     empty = sum(1 for q in task.queries if not q)
     if empty:

@@ -25,6 +25,7 @@ _TIE_MARGIN = 16
 
 EncoderFn = Callable[[list[str]], np.ndarray]
 Targets = Sequence[int] | Sequence[set[int]] | Sequence[Iterable[int]]
+Exclude = Sequence[set[int]] | Sequence[Iterable[int]]
 
 
 def _target_sets(query_targets: Targets, n_queries: int, corpus_size: int) -> list[set[int]]:
@@ -49,29 +50,55 @@ def _check_ks(ks: Iterable[int]) -> list[int]:
     return out
 
 
-def ranked_from_scores(scores: np.ndarray, depth: int) -> np.ndarray:
+def _exclusions(exclude: Exclude | None, n_queries: int) -> list[set[int]]:
+    if not exclude:
+        return [set() for _ in range(n_queries)]
+    if len(exclude) != n_queries:
+        raise ValueError(f"{len(exclude)} exclusion entries for {n_queries} queries")
+    return [{int(i) for i in e} for e in exclude]
+
+
+def ranked_from_scores(scores: np.ndarray, depth: int, exclude: Exclude | None = None) -> np.ndarray:
     """Top-``depth`` corpus indices per row of a (n_queries, n_corpus) score matrix.
 
     Descending score, ties by ascending corpus index (stable sort), as used for both baselines.
+    ``exclude[q]`` lists corpus indices left out of query ``q``'s ranking (padded with -1).
     """
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    for q, items in enumerate(_exclusions(exclude, scores.shape[0])):
+        if items:
+            scores[q, list(items)] = -np.inf
     depth = min(depth, scores.shape[1])
-    return np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    hidden = np.take_along_axis(scores, ranked, axis=1) == -np.inf
+    ranked[hidden] = -1
+    return ranked
 
 
-def search_topk(query_emb: np.ndarray, corpus_emb: np.ndarray, depth: int) -> np.ndarray:
-    """Exact inner-product top-``depth`` with ``IndexFlatIP``; ties re-sorted by corpus index."""
+def search_topk(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, depth: int, exclude: Exclude | None = None
+) -> np.ndarray:
+    """Exact inner-product top-``depth`` with ``IndexFlatIP``; ties re-sorted by corpus index.
+
+    ``exclude[q]``: corpus indices removed from query ``q``'s ranking (-1 pads short rows).
+    """
     corpus = np.ascontiguousarray(corpus_emb, dtype=np.float32)
     queries = np.ascontiguousarray(query_emb, dtype=np.float32)
+    excl = _exclusions(exclude, queries.shape[0])
     depth = min(depth, corpus.shape[0])
-    search_depth = min(corpus.shape[0], depth + _TIE_MARGIN)
+    extra = max((len(e) for e in excl), default=0)
+    search_depth = min(corpus.shape[0], depth + extra + _TIE_MARGIN)
     index = faiss.IndexFlatIP(corpus.shape[1])
     index.add(corpus)
     scores, found = index.search(queries, search_depth)
-    out = np.empty((queries.shape[0], depth), dtype=np.int64)
+    out = np.full((queries.shape[0], depth), -1, dtype=np.int64)
     for q in range(queries.shape[0]):
+        keep = (found[q] >= 0) & ~np.isin(found[q], list(excl[q])) if excl[q] else found[q] >= 0
+        ids, sc = found[q][keep], scores[q][keep]
         # lexsort: last key is primary -> by -score, then by index.
-        order = np.lexsort((found[q], -scores[q]))
-        out[q] = found[q][order][:depth]
+        order = np.lexsort((ids, -sc))
+        chosen = ids[order][:depth]
+        out[q, : len(chosen)] = chosen
     return out
 
 
@@ -91,12 +118,16 @@ def recall_from_ranking(ranked: np.ndarray, targets: list[set[int]], ks: Sequenc
 
 
 def recall_from_embeddings(
-    query_emb: np.ndarray, corpus_emb: np.ndarray, query_targets: Targets, ks: Iterable[int] = DEFAULT_KS
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    query_targets: Targets,
+    ks: Iterable[int] = DEFAULT_KS,
+    exclude: Exclude | None = None,
 ) -> dict[str, float]:
     """recall@k for precomputed unit vectors (re-use one corpus encoding across noisy copies)."""
     ks_list = _check_ks(ks)
     targets = _target_sets(query_targets, len(query_emb), len(corpus_emb))
-    ranked = search_topk(query_emb, corpus_emb, max(ks_list))
+    ranked = search_topk(query_emb, corpus_emb, max(ks_list), exclude)
     out: dict[str, float] = dict(recall_from_ranking(ranked, targets, ks_list))
     out["queries"] = len(targets)
     out["corpus_size"] = int(len(corpus_emb))
@@ -109,12 +140,14 @@ def blocking_recall(
     query_targets: Targets,
     corpus: list[str],
     ks: Iterable[int] = DEFAULT_KS,
+    exclude: Exclude | None = None,
 ) -> dict[str, float]:
     """Encode queries and corpus with ``encoder_fn`` (texts -> unit vectors) and score recall@k.
 
     ``query_targets[i]`` is the corpus index (or set of indices) matching query ``i``; a query
     is a hit at k when any of them is in its top k. Returns ``recall@k`` per k plus
-    ``queries`` and ``corpus_size``.
+    ``queries`` and ``corpus_size``. ``exclude[i]`` removes corpus indices from query ``i``'s
+    ranking (e.g. the query's own copy in the corpus).
     """
     if not queries:
         raise ValueError("no queries")
@@ -122,12 +155,14 @@ def blocking_recall(
         raise ValueError("empty corpus")
     corpus_emb = np.asarray(encoder_fn(list(corpus)), dtype=np.float32)
     query_emb = np.asarray(encoder_fn(list(queries)), dtype=np.float32)
-    return recall_from_embeddings(query_emb, corpus_emb, query_targets, ks)
+    return recall_from_embeddings(query_emb, corpus_emb, query_targets, ks, exclude)
 
 
 def lexical_scores(queries: Sequence[str], corpus: Sequence[str], workers: int = 1) -> np.ndarray:
     """rapidfuzz ``token_set_ratio`` of every query against every corpus text, (nq, nc)."""
-    return process.cdist(list(queries), list(corpus), scorer=fuzz.token_set_ratio, dtype=np.float32, workers=workers)
+    return process.cdist(
+        list(queries), list(corpus), scorer=fuzz.token_set_ratio, dtype=np.float32, workers=workers
+    )
 
 
 def lexical_recall(
@@ -136,13 +171,14 @@ def lexical_recall(
     corpus: list[str],
     ks: Iterable[int] = DEFAULT_KS,
     workers: int = 1,
+    exclude: Exclude | None = None,
 ) -> dict[str, float]:
     """The lexical baseline of §9.5: rank the corpus by ``token_set_ratio``, ties by corpus order."""
     if not queries or not corpus:
         raise ValueError("need queries and a corpus")
     ks_list = _check_ks(ks)
     targets = _target_sets(query_targets, len(queries), len(corpus))
-    ranked = ranked_from_scores(lexical_scores(queries, corpus, workers), max(ks_list))
+    ranked = ranked_from_scores(lexical_scores(queries, corpus, workers), max(ks_list), exclude)
     out: dict[str, float] = dict(recall_from_ranking(ranked, targets, ks_list))
     out["queries"] = len(targets)
     out["corpus_size"] = len(corpus)

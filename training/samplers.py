@@ -136,7 +136,9 @@ class BlockingEnrichedBatchSampler:
         self.members = dict(members)
         anchors = sorted(g for g, items in self.members.items() if len(items) >= min_offers)
         if not anchors:
-            logger.warning("no product has %d+ items: anchors without positives (SupCon loss will be 0)", min_offers)
+            logger.warning(
+                "no product has %d+ items: anchors without positives (SupCon loss will be 0)", min_offers
+            )
             anchors = sorted(self.members)
         self.anchor_groups = anchors
 

@@ -7,8 +7,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import PipelineDep, ServicesDep
 from app.api.responses import COMMON
+from app.db.feedback import queue_for_review
 from app.pipeline.match import MatchQuery, MatchResult
-from app.pipeline.scoring import MATCH
+from app.pipeline.scoring import MATCH, REVIEW
 from app.schemas.match import CandidateOut, MatchBatchRequest, MatchBatchResponse, MatchRequest, MatchResponse
 
 router = APIRouter(prefix="/v1/match", tags=["match"], responses=COMMON)
@@ -56,10 +57,34 @@ def _thresholds(services) -> dict[str, float]:  # type: ignore[no-untyped-def]
     return {"match": services.settings.match_threshold, "review": services.settings.review_threshold}
 
 
+def _queue_reviews(services, requests: list[MatchRequest], results: list[MatchResult]) -> None:  # type: ignore[no-untyped-def]
+    """Every decision in the review band waits for a person, with its offer and candidates."""
+    items = [
+        {
+            "offer": req.offer.model_dump(),
+            "candidates": [
+                {
+                    "external_id": c.external_id,
+                    "title": c.title,
+                    "score": c.score,
+                    "retrieval_score": c.retrieval_score,
+                }
+                for c in res.candidates
+            ],
+            "top_score": res.candidates[0].score if res.candidates else None,
+            "model_versions": res.model_versions,
+        }
+        for req, res in zip(requests, results)
+        if res.decision == REVIEW
+    ]
+    queue_for_review(services.factory, items)
+
+
 @router.post("", response_model=MatchResponse)
 async def match(body: MatchRequest, pipeline: PipelineDep, services: ServicesDep):
     """Top-k catalogue candidates for one offer, each scored, and a decision."""
     results = await run_in_threadpool(pipeline.match, [_query(body)])
+    await run_in_threadpool(_queue_reviews, services, [body], results)
     return _response(results[0], _thresholds(services))
 
 
@@ -69,5 +94,6 @@ async def match_batch(body: MatchBatchRequest, pipeline: PipelineDep, services: 
     if len(body.items) > cap:
         raise HTTPException(422, f"items: at most {cap} offers per batch, got {len(body.items)}")
     results = await run_in_threadpool(pipeline.match, [_query(item) for item in body.items])
+    await run_in_threadpool(_queue_reviews, services, body.items, results)
     thresholds = _thresholds(services)
     return MatchBatchResponse(results=[_response(r, thresholds) for r in results])

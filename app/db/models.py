@@ -108,9 +108,13 @@ class JobRowError(Base):
 
 
 class LabeledPair(Base):
+    """A label on (offer, product). Labels are append-only: a pair labelled twice keeps both
+    rows with their times, and the latest is the one that counts."""
+
     __tablename__ = "labeled_pairs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    review_id: Mapped[str | None] = mapped_column(String(36), index=True)
     offer: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     offer_external_id: Mapped[str | None] = mapped_column(String(255), index=True)
     product_external_id: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
@@ -133,3 +137,20 @@ class ModelVersion(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReviewItem(Base):
+    """A match decision in the review band, waiting for a person."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (Index("ix_review_items_status_created", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    offer: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    offer_external_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    top_score: Mapped[float | None] = mapped_column(Float)
+    model_versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

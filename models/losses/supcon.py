@@ -23,7 +23,7 @@ class SupConLoss(nn.Module):
 
     For a batch of L2-normalised embeddings ``z`` with labels ``y``::
 
-        L = 1/|I| sum_{i in I} -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p/tau) / sum_{a != i} exp(z_i.z_a/tau) )
+        L = 1/|I| sum_{i in I} -1/|P(i)| sum_{p in P(i)} log(exp(z_i.z_p/tau) / sum_{a!=i} exp(z_i.z_a/tau))
         P(i) = {p != i : y_p = y_i},   I = {i : |P(i)| > 0}
 
     Anchors without a positive in the batch are excluded (they would only contribute a

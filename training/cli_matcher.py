@@ -1,0 +1,218 @@
+"""``train matcher`` and ``eval matcher`` sub-commands, added to the main CLI by its owner.
+
+The main CLI builds the ``train`` / ``eval`` sub-parser groups and calls
+:func:`add_train_matcher` / :func:`add_eval_matcher` on them; each parser sets
+``func=<callable(args) -> int>`` and ``needs_settings=False`` (no service settings involved).
+
+    productmatch train matcher --data abt-buy --format deepmatcher --out var/models/abt-lea \\
+        --arch lea --augment typo --epochs 8 --seed 1
+    productmatch eval matcher --data abt-buy --format deepmatcher --model var/models/abt-lea \\
+        --noise typo --noise-seeds 1,2,3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from models.backbones import BACKBONES
+from training.data.readers import FORMATS, SIZE_ORDER, load_dataset
+from training.data.records import PairDataset
+
+logger = logging.getLogger(__name__)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, metavar="DIR", help="dataset folder (or a name under the data root)"
+    )
+    parser.add_argument("--format", required=True, choices=FORMATS, help="dataset format")
+    parser.add_argument(
+        "--size",
+        choices=SIZE_ORDER,
+        default=None,
+        help="train/valid size of WDC LSPC Ditto folders and WDC Products (default: the reader's, medium)",
+    )
+
+
+def load_cli_dataset(args: argparse.Namespace) -> PairDataset:
+    """Read ``--data`` in ``--format``; ``--size`` goes to the readers that have sized splits."""
+    kwargs: dict[str, Any] = {}
+    if args.size is not None:
+        if args.format == "ditto":
+            kwargs["size"] = args.size
+        elif args.format == "wdc-products":
+            kwargs.update(train_size=args.size, valid_size=args.size)
+        else:
+            logger.warning("--size is ignored for the %s format", args.format)
+    return load_dataset(args.data, args.format, **kwargs)
+
+
+def _fields(value: str) -> str | list[str]:
+    # "title", "all", or a comma-separated attribute list ("name,price").
+    return value if value in ("title", "all") or "," not in value else [v.strip() for v in value.split(",")]
+
+
+# --------------------------------------------------------------------------------------------
+# train matcher
+# --------------------------------------------------------------------------------------------
+
+
+def add_train_matcher(train_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``matcher`` to the ``train`` sub-commands."""
+    p = train_sub.add_parser(
+        "matcher",
+        help="fine-tune a vanilla or LEA cross-encoder matcher, calibrate it and save the folder",
+        description="Fine-tune a pair matcher (METHODS §9.4 recipe) and save a calibrated model folder.",
+    )
+    _add_data_options(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output model folder")
+    p.add_argument("--arch", required=True, choices=("lea", "vanilla"))
+    p.add_argument(
+        "--backbone",
+        default="minilm",
+        help=f"one of {', '.join(BACKBONES)} or a model folder (default: minilm)",
+    )
+    p.add_argument("--augment", choices=("typo",), default=None, help="typo data augmentation (METHODS §1.4)")
+    p.add_argument(
+        "--fields",
+        type=_fields,
+        default="title",
+        help="title | all | comma-separated attributes (default: title)",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=8)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument(
+        "--lea-lr-mult", type=float, default=1.0, help="learning-rate multiplier of LEA's projections"
+    )
+    p.add_argument("--max-length", type=_positive_int, default=64)
+    p.add_argument("--calibration", choices=("temperature", "isotonic"), default="temperature")
+    p.add_argument(
+        "--max-train-pairs", type=_positive_int, default=None, help="stratified subsample of train"
+    )
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_matcher, needs_settings=False)
+    return p
+
+
+def cmd_train_matcher(args: argparse.Namespace) -> int:
+    from training.train_matcher import train_matcher  # torch import only when the command runs
+
+    dataset = load_cli_dataset(args)
+    summary = train_matcher(
+        dataset,
+        args.out,
+        arch=args.arch,
+        backbone=args.backbone,
+        augment=args.augment,
+        fields=args.fields,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lea_lr_mult=args.lea_lr_mult,
+        max_length=args.max_length,
+        seed=args.seed,
+        calibration=args.calibration,
+        max_train_pairs=args.max_train_pairs,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    summary.pop("history", None)
+    sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# eval matcher
+# --------------------------------------------------------------------------------------------
+
+
+def add_eval_matcher(eval_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``matcher`` to the ``eval`` sub-commands."""
+    p = eval_sub.add_parser(
+        "matcher",
+        help="evaluate a matcher folder on a clean test split and its typo-noised copies",
+        description="Clean and typo-noised F1 of a saved matcher at its saved threshold (METHODS §1.3).",
+    )
+    _add_data_options(p)
+    p.add_argument("--model", required=True, metavar="DIR", help="matcher folder written by 'train matcher'")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--noise", choices=("typo",), default=None, help="also evaluate typo-noised copies")
+    p.add_argument(
+        "--noise-seeds", type=_int_list, default=None, help="noisy copies (default with --noise: 1,2,3)"
+    )
+    p.add_argument(
+        "--fields", type=_fields, default=None, help="override the model's fields (default: as trained)"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_matcher, needs_settings=False)
+    return p
+
+
+def cmd_eval_matcher(args: argparse.Namespace) -> int:
+    from training.eval_matcher import evaluate_matcher
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.noise_seeds is not None and args.noise is None:
+        args.noise = "typo"  # seeds imply the (only) noise kind
+    seeds = (args.noise_seeds or [1, 2, 3]) if args.noise else None
+    dataset = load_cli_dataset(args)
+    result = evaluate_matcher(
+        args.model,
+        dataset,
+        split=args.split,
+        noise_seeds=seeds,
+        fields=args.fields,
+        batch_size=args.batch_size,
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+        return 0
+    out = sys.stdout
+    out.write(f"model      {args.model} ({result['model']['arch']}, {result['model']['backbone']})\n")
+    out.write(f"data       {result['dataset']} / {result['split']}: {result['pairs']} pairs\n")
+    out.write(f"threshold  {result['threshold']:.4f} (calibrated probability)\n")
+    out.write(
+        f"clean      F1 {result['f1_clean']:.4f}  P {result['precision']:.4f}  R {result['recall']:.4f}\n"
+    )
+    if result["f1_noisy"] is not None:
+        per_seed = ", ".join(f"{k}: {v:.4f}" for k, v in result["f1_noisy_per_seed"].items())
+        out.write(f"noisy      F1 {result['f1_noisy']:.4f}  ({result['noise']}; {per_seed})\n")
+    return 0
+
+
+__all__ = [
+    "add_eval_matcher",
+    "add_train_matcher",
+    "cmd_eval_matcher",
+    "cmd_train_matcher",
+    "load_cli_dataset",
+]
