@@ -293,10 +293,13 @@ class ThresholdChoice:
 
 
 def pr_sweep(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Every distinct threshold (descending) with its TP, FP, precision, recall and F1.
+    """Every distinct cut (descending) with its TP, FP, precision, recall and F1.
 
-    Threshold ``t`` = one of the scores; the prediction is ``score >= t``, so equal scores are
-    always decided together.
+    Cut ``k`` predicts a match for every score ``>= score_k`` (equal scores are always decided
+    together). ``threshold`` is the midpoint between ``score_k`` and the next lower distinct
+    score (``score_k`` itself for the lowest): every threshold in that interval makes the same
+    decisions on this data, and the midpoint keeps them when serving-time scores differ from the
+    validation ones by round-off (other batch padding, another thread count).
     """
     s, y = _check_xy(scores, labels)
     n_pos = float(y.sum())
@@ -305,19 +308,30 @@ def pr_sweep(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     tp = np.cumsum(y)
     fp = np.cumsum(1.0 - y)
     last = np.r_[s[1:] != s[:-1], True]  # last index of each run of equal scores
-    tp, fp, thr = tp[last], fp[last], s[last]
+    tp, fp, cut = tp[last], fp[last], s[last]
+    mid = (cut[:-1] + cut[1:]) / 2.0
+    # Adjacent floats have no midpoint strictly above the lower one: keep the accepted score.
+    thr = np.r_[np.where(mid > cut[1:], mid, cut[:-1]), cut[-1:]]
     precision = tp / (tp + fp)
     recall = tp / n_pos if n_pos else np.zeros_like(tp)
     denom = tp + fp + n_pos
     f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1e-300), 0.0)
-    return {"threshold": thr, "tp": tp, "fp": fp, "precision": precision, "recall": recall, "f1": f1}
+    return {
+        "threshold": thr,
+        "score": cut,
+        "tp": tp,
+        "fp": fp,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
 
 
 def threshold_for_best_f1(probs: np.ndarray, labels: np.ndarray) -> ThresholdChoice:
     """The threshold maximising F1 of the match class (METHODS §0); ties -> the higher threshold.
 
-    The threshold is the lowest score still predicted a match on this data, so the decisions on
-    the data it was chosen on are reproduced exactly by ``score >= threshold``.
+    ``score >= threshold`` reproduces the chosen decisions on this data; the threshold sits
+    midway between the lowest accepted and the highest rejected score (see :func:`pr_sweep`).
     """
     sweep = pr_sweep(probs, labels)
     if not sweep["tp"].size or sweep["tp"][-1] == 0:
@@ -332,10 +346,11 @@ def threshold_for_best_f1(probs: np.ndarray, labels: np.ndarray) -> ThresholdCho
 
 
 def threshold_for_precision(probs: np.ndarray, labels: np.ndarray, target: float) -> ThresholdChoice | None:
-    """The smallest threshold whose precision on this data is ``>= target`` (max recall), or None.
+    """The lowest threshold whose precision on this data is ``>= target`` (max recall), or None.
 
-    Precision is not monotone in the threshold; this returns the lowest qualifying threshold, so
-    recall is as high as the target allows. None when no threshold reaches the target.
+    Precision is not monotone in the threshold; this takes the lowest qualifying cut, so recall is
+    as high as the target allows (placed midway to the next lower score, see :func:`pr_sweep`).
+    None when no threshold reaches the target.
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"precision target must be in (0, 1], got {target}")

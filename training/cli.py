@@ -80,7 +80,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         "--remine", action="store_true", help="re-mine candidates with the current encoder each epoch"
     )
     tb.add_argument("--only-labelled-negatives", action="store_true")
+    tb.add_argument("--typo-augment", type=float, default=0.0, help="share of training texts typo-noised")
     tb.add_argument("--max-valid-queries", type=int, default=1000)
+    tb.add_argument("--max-steps-per-epoch", type=int, default=None, help="CPU budget cap per epoch")
     tb.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     tb.add_argument("--no-progress", action="store_true")
     tb.set_defaults(func=cmd_train_blocker, needs_settings=False)
@@ -105,6 +107,15 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     eb.add_argument("--threads", type=int, default=None)
     eb.add_argument("--json", action="store_true", help="print one JSON object")
     eb.set_defaults(func=cmd_eval_blocker, needs_settings=False)
+
+    # The matcher commands live in their own module and join the same `train` / `eval` groups.
+    try:
+        from training.cli_matcher import add_eval_matcher, add_train_matcher
+    except ImportError:
+        logger.debug("training.cli_matcher not available: no matcher sub-commands")
+    else:
+        add_train_matcher(train_sub)
+        add_eval_matcher(ev_sub)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -182,7 +193,9 @@ def cmd_train_blocker(args: argparse.Namespace) -> int:
         neighbour_k=args.neighbour_k,
         remine_each_epoch=args.remine,
         only_labelled_negatives=args.only_labelled_negatives,
+        typo_augment=args.typo_augment,
         max_valid_queries=args.max_valid_queries,
+        max_steps_per_epoch=args.max_steps_per_epoch,
         num_threads=args.threads,
         progress=not args.no_progress,
         on_epoch=on_epoch,

@@ -73,6 +73,7 @@ def evaluate_matcher(
         "fields": use_fields if isinstance(use_fields, str) else list(use_fields),
         "model": {
             "folder": folder.name,
+            "path": str(folder),
             "kind": manifest.kind,
             "arch": manifest.settings.get("arch"),
             "backbone": manifest.backbone,

@@ -2,7 +2,8 @@
 
 Exact search only (``faiss.IndexFlatIP`` over unit vectors), so the number measures the
 embedding, not an approximate index. Ties are broken by corpus order (stable), the same rule
-as the lexical baseline; exact ties happen when the corpus holds records with identical text.
+as the lexical baseline; ties happen when the corpus holds records with identical text (cosines
+are compared at 6 decimals, so float noise between batches does not decide them).
 
 Nothing here imports the web app: training and benchmarks run without it.
 """
@@ -22,6 +23,9 @@ DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 
 #: Extra depth searched beyond max(k) so ties straddling the cut are re-sorted correctly.
 _TIE_MARGIN = 16
+#: Cosines are compared at this many decimals: identical texts encoded in different batches
+#: differ by ~1e-7 (padding), and must still count as ties, broken by corpus order.
+_TIE_DECIMALS = 6
 
 EncoderFn = Callable[[list[str]], np.ndarray]
 Targets = Sequence[int] | Sequence[set[int]] | Sequence[Iterable[int]]
@@ -95,8 +99,8 @@ def search_topk(
     for q in range(queries.shape[0]):
         keep = (found[q] >= 0) & ~np.isin(found[q], list(excl[q])) if excl[q] else found[q] >= 0
         ids, sc = found[q][keep], scores[q][keep]
-        # lexsort: last key is primary -> by -score, then by index.
-        order = np.lexsort((ids, -sc))
+        # lexsort: last key is primary -> by -score (rounded: near-equal = tie), then by index.
+        order = np.lexsort((ids, -np.round(sc, _TIE_DECIMALS)))
         chosen = ids[order][:depth]
         out[q, : len(chosen)] = chosen
     return out

@@ -131,17 +131,31 @@ def _cluster_ids_agree(pairs: Sequence[Pair]) -> bool:
     return bool(pairs)
 
 
+def _content_key(record: Record) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (k, " ".join(str(v).split()).lower())
+        for k, v in record.fields.items()
+        if v is not None and str(v).strip()
+    )
+
+
 def product_groups(
     pairs: Sequence[Pair],
     *,
     max_component_size: int | None = DEFAULT_MAX_COMPONENT_SIZE,
     use_cluster_ids: bool | str = "auto",
+    merge_identical: bool = True,
 ) -> ProductGroups:
     """Group the records of ``pairs`` into products: record key -> group id.
 
     ``use_cluster_ids``: ``True`` takes ``Record.cluster_id`` as the product id; ``False``
     builds union-find components over the positive pairs; ``"auto"`` uses the cluster ids only
     when they agree with every label of ``pairs``. Records in no positive pair are singletons.
+    ``merge_identical``: records of *different* tables with identical content (every attribute,
+    case- and whitespace-insensitive) are one product unless labelled a non-match - WDC Block
+    lists most offers in both tables, and two copies labelled as different products would be
+    pushed apart. Identical records within one table are left alone (Buy lists five different
+    LG ranges as "lg 5.6 cu.ft . freestanding electric range").
     Components larger than ``max_component_size`` (``None`` = no cap) are split; pieces of one
     component share ``component_of``. Group ids are 0..n-1 in sorted key order, so they are
     deterministic.
@@ -175,6 +189,23 @@ def product_groups(
                 uf.union(a, b)
                 edges[a].add(b)
                 edges[b].add(a)
+
+    if merge_identical:
+        negatives = known_non_matches(pairs)
+        by_content: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
+        for key in keys:
+            content = _content_key(records[key])
+            if content:
+                by_content[content].append(key)
+        for same in by_content.values():
+            for i, a in enumerate(same):
+                for b in same[i + 1 :]:
+                    # Only across tables (the same offer listed twice); within one table an
+                    # identical generic title may name several products. Labels win.
+                    if records[a].source != records[b].source and b not in negatives.get(a, ()):
+                        uf.union(a, b)
+                        edges[a].add(b)
+                        edges[b].add(a)
 
     components: dict[str, list[str]] = defaultdict(list)
     for key in keys:

@@ -14,6 +14,7 @@ folder (safetensors + tokenizer + manifest.json). Runs on CPU.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import platform
@@ -34,6 +35,7 @@ from models.bi_encoder import BiEncoder
 from models.losses import MultipleNegativesRankingLoss, SupConLoss, likely_duplicate_mask
 from training.blocking_tasks import BlockingTask, build_blocking_task, default_fields, record_text
 from training.data.records import PairDataset
+from training.data.typos import TypoAugmenter
 from training.evaluate import DEFAULT_KS, recall_from_embeddings
 from training.groups import DEFAULT_MAX_COMPONENT_SIZE, known_non_matches, product_groups, record_key
 from training.samplers import BlockingEnrichedBatchSampler, NoDuplicateProductPairSampler, mine_neighbours
@@ -68,9 +70,14 @@ class BlockerConfig:
     remine_each_epoch: bool = False
     only_labelled_negatives: bool = False
     duplicate_threshold: float | None = 0.95
+    # Typo augmentation (METHODS §1.4): share of training texts replaced by a typo-v1 copy,
+    # fresh noise per use; 0 = off, the Block-SCL abstract's setting. Validation is never noised.
+    typo_augment: float = 0.0
     max_component_size: int | None = DEFAULT_MAX_COMPONENT_SIZE
     # MNRL
     scale: float = 20.0
+    # CPU budget: stop an epoch after this many steps (None = a full pass over the sampler)
+    max_steps_per_epoch: int | None = None
     # validation / selection
     ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
     select_metric: str = "mean_recall"
@@ -263,7 +270,10 @@ def train_blocker(
         )
         metrics["train_rows"] = len(rows)
 
+    augment = TypoAugmenter(cfg.seed, p_side=cfg.typo_augment) if cfg.typo_augment > 0 else None
     steps_per_epoch = len(sampler)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total_steps = max(1, steps_per_epoch * cfg.epochs)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = get_linear_schedule_with_warmup(
@@ -280,16 +290,16 @@ def train_blocker(
         model.train()
         losses: list[float] = []
         bar = tqdm(
-            sampler,
+            itertools.islice(sampler, steps_per_epoch),
             total=steps_per_epoch,
             desc=f"{cfg.loss} epoch {epoch}/{cfg.epochs}",
             disable=not progress,
         )
         for batch in bar:
             if block_data is not None:
-                value = _block_scl_step(model, supcon, block_data, batch, cfg)
+                value = _block_scl_step(model, supcon, block_data, batch, cfg, augment)
             else:
-                value = _mnrl_step(model, mnrl, rows, sampler, batch)  # type: ignore[arg-type]
+                value = _mnrl_step(model, mnrl, rows, sampler, batch, augment)  # type: ignore[arg-type]
             if value is None:
                 continue
             value.backward()
@@ -368,12 +378,20 @@ def train_blocker(
 
 
 def _block_scl_step(
-    model: BiEncoder, loss_fn: SupConLoss, data: _BlockSCLData, batch: list[int], cfg: BlockerConfig
+    model: BiEncoder,
+    loss_fn: SupConLoss,
+    data: _BlockSCLData,
+    batch: list[int],
+    cfg: BlockerConfig,
+    augment: TypoAugmenter | None = None,
 ) -> torch.Tensor | None:
     labels = torch.tensor([data.labels[i] for i in batch])
     if len(set(labels.tolist())) == len(batch):
         return None  # no positives in this batch
-    z = model(**model.tokenize([data.texts[i] for i in batch]))
+    texts = [data.texts[i] for i in batch]
+    if augment is not None:
+        texts = [augment(t) for t in texts]
+    z = model(**model.tokenize(texts))
     # Pieces of one split component are neither sure positives nor sure negatives.
     comps = torch.tensor([data.components[i] for i in batch])
     ignore = (comps[:, None] == comps[None, :]) & (labels[:, None] != labels[None, :])
@@ -391,9 +409,13 @@ def _mnrl_step(
     rows: list[tuple[str, str]],
     sampler: NoDuplicateProductPairSampler,
     batch: list[int],
+    augment: TypoAugmenter | None = None,
 ) -> torch.Tensor:
-    left = model(**model.tokenize([rows[i][0] for i in batch]))
-    right = model(**model.tokenize([rows[i][1] for i in batch]))
+    pairs = [rows[i] for i in batch]
+    if augment is not None:
+        pairs = [augment.pair(a, b) for a, b in pairs]
+    left = model(**model.tokenize([a for a, _ in pairs]))
+    right = model(**model.tokenize([b for _, b in pairs]))
     labels = torch.tensor([sampler.product_ids[i] for i in batch])
     return loss_fn(left, right, labels=labels)
 

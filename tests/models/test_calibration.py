@@ -101,8 +101,9 @@ def test_best_f1_threshold_on_hand_made_data() -> None:
     probs = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
     labels = np.array([1, 1, 0, 1, 0, 0, 1, 0])
     best = threshold_for_best_f1(probs, labels)
-    # At t=0.6: TP 3, FP 1, FN 1 -> F1 0.75, the maximum (t=0.3 gives 8/11).
-    assert best.threshold == 0.6
+    # Accepting down to 0.6: TP 3, FP 1, FN 1 -> F1 0.75, the maximum (down to 0.3 gives 8/11);
+    # the threshold sits midway between 0.6 (accepted) and 0.5 (rejected).
+    assert best.threshold == pytest.approx(0.55)
     assert best.f1 == pytest.approx(0.75)
     assert best.precision == pytest.approx(0.75) and best.recall == pytest.approx(0.75)
     # The rule "prob >= threshold" reproduces the chosen decisions.
@@ -113,8 +114,10 @@ def test_best_f1_ties_decide_equal_scores_together() -> None:
     probs = np.array([0.9, 0.5, 0.5, 0.1])
     labels = np.array([1, 1, 0, 0])
     best = threshold_for_best_f1(probs, labels)
-    # 0.9 alone: F1 = 2/3; 0.5 (both tied pairs together): F1 = 0.8.
-    assert best.threshold == 0.5 and best.f1 == pytest.approx(0.8)
+    # 0.9 alone: F1 = 2/3; down to 0.5 (both tied pairs together): F1 = 0.8.
+    assert best.threshold == pytest.approx(0.3) and best.f1 == pytest.approx(0.8)
+    # The lowest cut (everything a match) uses the lowest score itself.
+    assert threshold_for_best_f1(np.array([0.7, 0.2]), np.array([1, 1])).threshold == 0.2
     with pytest.raises(ValueError):
         threshold_for_best_f1(probs, np.zeros(4, dtype=int))
 
@@ -124,9 +127,13 @@ def test_threshold_for_precision() -> None:
     labels = np.array([1, 1, 1, 0, 1, 1, 0, 0])
     # Precision by threshold: .95->1, .9->1, .85->1, .8->.75, .7->.8, .6->.833, .5->.714, .4->.625
     got = threshold_for_precision(probs, labels, 0.8)
-    assert got is not None and got.threshold == 0.6  # the lowest threshold still >= 0.8
+    assert got is not None and got.threshold == pytest.approx(0.55)  # accepts down to 0.6
     assert got.precision == pytest.approx(5 / 6) and got.recall == pytest.approx(1.0)
     strict = threshold_for_precision(probs, labels, 0.95)
-    assert strict is not None and strict.threshold == 0.85 and strict.recall == pytest.approx(0.6)
+    assert (
+        strict is not None
+        and strict.threshold == pytest.approx(0.825)
+        and strict.recall == pytest.approx(0.6)
+    )
     # Unreachable: the top-scored pair is a non-match, so precision 1.0 never happens.
     assert threshold_for_precision(np.array([0.9, 0.1]), np.array([0, 1]), 0.99) is None

@@ -84,7 +84,13 @@ def test_parser_defaults_and_choices() -> None:
     args = parser.parse_args(
         ["train", "matcher", "--data", "d", "--format", "ditto", "--out", "o", "--arch", "vanilla"]
     )
-    assert (args.backbone, args.fields, args.epochs, args.batch_size, args.lr) == ("minilm", "title", 8, 32, 5e-5)
+    assert (args.backbone, args.fields, args.epochs, args.batch_size, args.lr) == (
+        "minilm",
+        "title",
+        8,
+        32,
+        5e-5,
+    )
     assert args.augment is None and args.calibration == "temperature" and args.threads is None
     args = parser.parse_args(["eval", "matcher", "--data", "d", "--format", "wdc-block", "--model", "m"])
     assert args.split == "test" and args.noise is None and args.json is False

@@ -78,7 +78,7 @@ def test_clean_and_noisy_metrics(tiny_matcher: tuple[Path, Path], monkeypatch: p
     seen: list[list[tuple[str, str]]] = []
     original = eval_module.score_pairs
 
-    def spy(m, c, pairs, batch_size=64):  # noqa: ANN001
+    def spy(m, c, pairs, batch_size=64):
         seen.append(list(pairs))
         return original(m, c, pairs, batch_size)
 

@@ -43,7 +43,9 @@ def test_component_cap_splits_but_keeps_component() -> None:
     # A chain of 7 records linked by positives (e.g. one wrong label chaining products).
     left = [_rec("A", str(i)) for i in range(4)]
     right = [_rec("B", str(i)) for i in range(3)]
-    pairs = [Pair(left[i], right[i], 1) for i in range(3)] + [Pair(left[i + 1], right[i], 1) for i in range(3)]
+    pairs = [Pair(left[i], right[i], 1) for i in range(3)] + [
+        Pair(left[i + 1], right[i], 1) for i in range(3)
+    ]
     uncapped = product_groups(pairs, max_component_size=None)
     assert uncapped.n_groups == 1
     capped = product_groups(pairs, max_component_size=3)
@@ -71,3 +73,24 @@ def test_known_non_matches_symmetric() -> None:
     a0, b0, b1 = _rec("A", "0"), _rec("B", "0"), _rec("B", "1")
     nm = known_non_matches([Pair(a0, b0, 0), Pair(a0, b1, 1)])
     assert nm == {"A:0": {"B:0"}, "B:0": {"A:0"}}
+
+
+def test_identical_records_are_one_product() -> None:
+    a0 = _rec("A", "0", title="Acme Camera X1")
+    b5 = _rec("B", "5", title="acme  camera x1")  # the same offer listed in the other table
+    b6 = _rec("B", "6", title="Acme Camera X2")
+    a1 = _rec("A", "1", title="Acme Camera X2")
+    pairs = [Pair(a0, b6, 0), Pair(a1, b5, 0)]
+    merged = product_groups(pairs)
+    assert merged.group_of["A:0"] == merged.group_of["B:5"] != merged.group_of["B:6"]
+    separate = product_groups(pairs, merge_identical=False)
+    assert separate.group_of["A:0"] != separate.group_of["B:5"]
+    # Identical but labelled a non-match: the label wins.
+    a2 = _rec("A", "2", title="Acme Camera X3")
+    b7 = _rec("B", "7", title="Acme Camera X3")
+    labelled = product_groups([Pair(a2, b7, 0)])
+    assert labelled.group_of["A:2"] != labelled.group_of["B:7"]
+    # Identical records of one table may be different products: not merged.
+    b8, b9 = _rec("B", "8", title="generic range"), _rec("B", "9", title="generic range")
+    same_table = product_groups([Pair(a0, b8, 1), Pair(a1, b9, 1)])
+    assert same_table.group_of["B:8"] != same_table.group_of["B:9"]

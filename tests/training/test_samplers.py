@@ -84,8 +84,13 @@ def test_labelled_non_matches_come_first() -> None:
     order = sampler._candidates(anchor_item, table)
     assert order[0] == labelled and order[1:] == [int(c) for c in table[anchor_item] if c != labelled]
     only = BlockingEnrichedBatchSampler(
-        labels, table, anchors_per_batch=1, offers_per_anchor=3, batch_size=8,
-        known_non_matches={anchor_item: {labelled}}, only_labelled_negatives=True,
+        labels,
+        table,
+        anchors_per_batch=1,
+        offers_per_anchor=3,
+        batch_size=8,
+        known_non_matches={anchor_item: {labelled}},
+        only_labelled_negatives=True,
     )
     assert only._candidates(anchor_item, table) == [labelled]
     assert only._candidates(1, table) == []
@@ -123,7 +128,9 @@ def test_callable_neighbours_called_per_epoch() -> None:
 
 def test_rejects_oversized_anchor_block() -> None:
     with pytest.raises(ValueError):
-        BlockingEnrichedBatchSampler([0, 0, 1, 1], np.zeros((4, 1), dtype=int), batch_size=4, anchors_per_batch=3)
+        BlockingEnrichedBatchSampler(
+            [0, 0, 1, 1], np.zeros((4, 1), dtype=int), batch_size=4, anchors_per_batch=3
+        )
 
 
 def test_no_duplicate_product_pairs() -> None:
