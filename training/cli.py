@@ -59,6 +59,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Add ``train blocker`` and ``eval blocker`` to the ``productmatch`` parser."""
+
     train = sub.add_parser("train", help="train models on a benchmark dataset")
     train_sub = train.add_subparsers(dest="train_command", required=True)
     tb = train_sub.add_parser("blocker", help="train the bi-encoder blocker (Block-SCL or MNRL)")

@@ -53,8 +53,9 @@ def _response(result: MatchResult, thresholds: dict[str, float]) -> MatchRespons
     )
 
 
-def _thresholds(services) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    return {"match": services.settings.match_threshold, "review": services.settings.review_threshold}
+def _thresholds(pipeline) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The thresholds of the scorer that answered (a trained matcher brings its own)."""
+    return {"match": pipeline.decider.match_threshold, "review": pipeline.decider.review_threshold}
 
 
 def _queue_reviews(services, requests: list[MatchRequest], results: list[MatchResult]) -> None:  # type: ignore[no-untyped-def]
@@ -85,7 +86,7 @@ async def match(body: MatchRequest, pipeline: PipelineDep, services: ServicesDep
     """Top-k catalogue candidates for one offer, each scored, and a decision."""
     results = await run_in_threadpool(pipeline.match, [_query(body)])
     await run_in_threadpool(_queue_reviews, services, [body], results)
-    return _response(results[0], _thresholds(services))
+    return _response(results[0], _thresholds(pipeline))
 
 
 @router.post("/batch", response_model=MatchBatchResponse)
@@ -95,5 +96,5 @@ async def match_batch(body: MatchBatchRequest, pipeline: PipelineDep, services: 
         raise HTTPException(422, f"items: at most {cap} offers per batch, got {len(body.items)}")
     results = await run_in_threadpool(pipeline.match, [_query(item) for item in body.items])
     await run_in_threadpool(_queue_reviews, services, body.items, results)
-    thresholds = _thresholds(services)
+    thresholds = _thresholds(pipeline)
     return MatchBatchResponse(results=[_response(r, thresholds) for r in results])
