@@ -31,7 +31,10 @@ def test_serve_demo_catalogue_and_match(tmp_path):
     log = tmp_path / "serve.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -52,14 +55,19 @@ def test_serve_demo_catalogue_and_match(tmp_path):
         assert httpx.get(f"{base}/readyz").status_code == 200
         res = httpx.post(
             f"{base}/v1/match",
-            json={"offer": {"title": "sony wh1000xm5 wireless noise cancelling headphones, black"}, "top_k": 5},
+            json={
+                "offer": {"title": "sony wh1000xm5 wireless noise cancelling headphones, black"},
+                "top_k": 5,
+            },
         )
         assert res.status_code == 200, res.text
         body = res.json()
         top = body["candidates"][0]
         assert top["brand"] == "Sony" and "WH-1000XM5" in top["title"] and "Black" in top["title"]
         assert body["model_versions"]["encoder"] == "minilm-l6-v2-zero-shot"
-        unrelated = httpx.post(f"{base}/v1/match", json={"offer": {"title": "organic banana bread recipe"}}).json()
+        unrelated = httpx.post(
+            f"{base}/v1/match", json={"offer": {"title": "organic banana bread recipe"}}
+        ).json()
         assert unrelated["decision"] == "no_match"
     finally:
         proc.terminate()

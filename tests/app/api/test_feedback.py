@@ -50,8 +50,13 @@ def test_labels_are_kept_and_latest_wins(client, settings):
     time.sleep(0.01)
     client.post(
         "/v1/feedback",
-        json={"offer": offer, "offer_external_id": "o1", "product_external_id": "p-1", "label": "no_match",
-              "note": "different capacity"},
+        json={
+            "offer": offer,
+            "offer_external_id": "o1",
+            "product_external_id": "p-1",
+            "label": "no_match",
+            "note": "different capacity",
+        },
     )
     page = client.get("/v1/feedback", params={"offer_external_id": "o1", "product_external_id": "p-1"}).json()
     assert [i["label"] for i in page["items"]] == ["no_match", "match"]
@@ -60,21 +65,26 @@ def test_labels_are_kept_and_latest_wins(client, settings):
 
 def test_feedback_bad_input(client):
     assert client.post("/v1/feedback", json={"product_external_id": "p", "label": "match"}).status_code == 422
-    assert client.post(
-        "/v1/feedback", json={"offer": {"title": "x"}, "product_external_id": "p", "label": "maybe"}
-    ).status_code == 422
-    res = client.post("/v1/feedback", json={"review_id": "nope", "product_external_id": "p", "label": "match"})
+    assert (
+        client.post(
+            "/v1/feedback", json={"offer": {"title": "x"}, "product_external_id": "p", "label": "maybe"}
+        ).status_code
+        == 422
+    )
+    res = client.post(
+        "/v1/feedback", json={"review_id": "nope", "product_external_id": "p", "label": "match"}
+    )
     assert res.status_code == 404
 
 
 def test_feedback_import_csv(client):
     data = (
-        "offer_title,product_external_id,label,reviewer\n"
-        "Acme widget,p-1,match,bob\n"
-        ",p-2,match,bob\n"
-        "Other,p-3,perhaps,bob\n"
-        "Third,p-4,0,\n"
-    ).encode()
+        b"offer_title,product_external_id,label,reviewer\n"
+        b"Acme widget,p-1,match,bob\n"
+        b",p-2,match,bob\n"
+        b"Other,p-3,perhaps,bob\n"
+        b"Third,p-4,0,\n"
+    )
     res = client.post("/v1/feedback/import", files={"file": ("labels.csv", data)})
     assert res.status_code == 200, res.text
     body = res.json()

@@ -17,7 +17,14 @@ from training.train_matcher import train_matcher
 def matcher_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("matcher")
     train_matcher(
-        tiny_dataset(), folder, arch="lea", augment="typo", epochs=1, batch_size=8, seed=1, tiny_config=TINY,
+        tiny_dataset(),
+        folder,
+        arch="lea",
+        augment="typo",
+        epochs=1,
+        batch_size=8,
+        seed=1,
+        tiny_config=TINY,
         progress=False,
     )
     return folder

@@ -19,7 +19,9 @@ from tests.helpers import product, wait_job
 def _artefact(folder, seed: int):
     torch.manual_seed(seed)
     BiEncoder.from_config(TINY_CONFIG, max_length=32).save(folder)
-    write_manifest(folder, Manifest(kind="bi-encoder", backbone="tiny", metrics={"recall@10": 0.5 + seed / 100}))
+    write_manifest(
+        folder, Manifest(kind="bi-encoder", backbone="tiny", metrics={"recall@10": 0.5 + seed / 100})
+    )
     return folder
 
 
@@ -51,8 +53,11 @@ def test_promote_during_traffic_then_rollback(tmp_path, client, admin_headers, s
             res = client.post("/v1/match", json={"offer": {"title": product(7)["title"]}, "top_k": 5})
             body = res.json() if res.status_code == 200 else {}
             seen.append(
-                (res.status_code, body.get("model_versions", {}).get("encoder"),
-                 [c["external_id"] for c in body.get("candidates", [])])
+                (
+                    res.status_code,
+                    body.get("model_versions", {}).get("encoder"),
+                    [c["external_id"] for c in body.get("candidates", [])],
+                )
             )
 
     threads = [threading.Thread(target=traffic, args=(seen,)) for seen in per_thread]
