@@ -8,10 +8,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from training.matcher_io import load_matcher, score_pairs
-
 from app.pipeline.scoring import ScoredCandidate
 from training.data.serialize import serialize_product
+from training.matcher_io import load_matcher, score_pairs
 
 logger = logging.getLogger(__name__)
 
