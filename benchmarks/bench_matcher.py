@@ -100,9 +100,7 @@ def parse_variant(name: str) -> tuple[str, str | None]:
     """``"lea+typo"`` -> ``("lea", "typo")``; ``"vanilla"`` -> ``("vanilla", None)``."""
     arch, _, augment = name.partition("+")
     if arch not in ("lea", "vanilla") or augment not in ("", "typo"):
-        raise argparse.ArgumentTypeError(
-            f"unknown variant {name!r}: use vanilla, vanilla+typo, lea, lea+typo"
-        )
+        raise argparse.ArgumentTypeError(f"unknown variant {name!r}: use vanilla, vanilla+typo, lea, lea+typo")
     return arch, augment or None
 
 
@@ -350,9 +348,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     models = {}
     for arch in ("vanilla", "lea"):
         torch.manual_seed(0)
-        models[arch] = LeaCrossEncoder.from_pretrained(
-            args.backbone, lea=arch == "lea", max_length=args.max_length
-        )
+        models[arch] = LeaCrossEncoder.from_pretrained(args.backbone, lea=arch == "lea", max_length=args.max_length)
         models[arch].eval()
     results: dict[str, Any] = {
         "threads": threads,
@@ -375,9 +371,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
                 for b in pre[arch]:
                     m.batch_forward(b)
             for rep in range(args.repeats):
-                archs = (
-                    ["vanilla", "lea"] if rep % 2 == 0 else ["lea", "vanilla"]
-                )  # interleave, alternate order
+                archs = ["vanilla", "lea"] if rep % 2 == 0 else ["lea", "vanilla"]  # interleave, alternate order
                 for j, raw in enumerate(batches):
                     for arch in archs:
                         m = models[arch]
@@ -400,9 +394,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
                 "collate_ms_median": 1000 * statistics.median(times[(arch, "collate")]),
                 "collate_forward_ms_median": 1000 * statistics.median(times[(arch, "collate+forward")]),
             }
-        row["lea_over_vanilla_forward"] = (
-            row["lea"]["forward_pairs_per_s"] / row["vanilla"]["forward_pairs_per_s"]
-        )
+        row["lea_over_vanilla_forward"] = row["lea"]["forward_pairs_per_s"] / row["vanilla"]["forward_pairs_per_s"]
         row["lea_over_vanilla_collate_forward"] = (
             row["lea"]["collate_forward_pairs_per_s"] / row["vanilla"]["collate_forward_pairs_per_s"]
         )

@@ -194,9 +194,7 @@ class Calibrator:
         self.stats = dict(stats or {})
 
     @classmethod
-    def fit(
-        cls, logits: np.ndarray, labels: np.ndarray, method: str = "temperature", bias: bool = True
-    ) -> Calibrator:
+    def fit(cls, logits: np.ndarray, labels: np.ndarray, method: str = "temperature", bias: bool = True) -> Calibrator:
         """Fit on validation logits and 0/1 labels; ``bias`` applies to ``"temperature"`` only."""
         z, y = _check_xy(logits, labels)
         if method == "temperature":

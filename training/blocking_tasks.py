@@ -4,11 +4,14 @@ For each positive pair of a split, the query is the left record and the search s
 *whole* right table (not only the records in labelled pairs); the query is a hit at k when its
 matching right record is in the top k. WDC Products has no tables: the corpus is every distinct
 right record of the dataset's splits and every corpus record of the query's product (cluster
-id) counts as a match; one query per distinct left record.
+id) counts as a match; one query per distinct left record. A corpus record that *is* the query
+(the same offer id, or a field-for-field copy in the other table - WDC Block lists 4,379 of its
+5,000 tableB offers in tableA too) is left out of that query's ranking, see
+:func:`build_blocking_task`.
 
 Texts: the selected fields' values joined with single spaces (``"name description"``), which
-is what reproduces the §9.5 zero-shot numbers; Ditto ``COL ... VAL`` markers cost 2-4 points of
-recall@1 with a zero-shot MiniLM.
+is what reproduces the §9.5 zero-shot numbers (with MiniLM at max length 256, the
+sentence-transformers default); Ditto ``COL ... VAL`` markers cost 1-4 points of recall@1.
 
 Typo-noised queries (METHODS §1.3 seeding): query ``i`` (0-based, task order = split file
 order) of noisy copy ``s`` is ``typo(text, Random(s*7919 + i))``, the left-side stream of §1.3.

@@ -43,9 +43,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", required=True, metavar="DIR", help="dataset folder (or a name under the data root)"
-    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder (or a name under the data root)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="dataset format")
     parser.add_argument(
         "--size",
@@ -104,14 +102,10 @@ def add_train_matcher(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument(
-        "--lea-lr-mult", type=float, default=1.0, help="learning-rate multiplier of LEA's projections"
-    )
+    p.add_argument("--lea-lr-mult", type=float, default=1.0, help="learning-rate multiplier of LEA's projections")
     p.add_argument("--max-length", type=_positive_int, default=64)
     p.add_argument("--calibration", choices=("temperature", "isotonic"), default="temperature")
-    p.add_argument(
-        "--max-train-pairs", type=_positive_int, default=None, help="stratified subsample of train"
-    )
+    p.add_argument("--max-train-pairs", type=_positive_int, default=None, help="stratified subsample of train")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_matcher, needs_settings=False)
@@ -161,12 +155,8 @@ def add_eval_matcher(eval_sub: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--model", required=True, metavar="DIR", help="matcher folder written by 'train matcher'")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--noise", choices=("typo",), default=None, help="also evaluate typo-noised copies")
-    p.add_argument(
-        "--noise-seeds", type=_int_list, default=None, help="noisy copies (default with --noise: 1,2,3)"
-    )
-    p.add_argument(
-        "--fields", type=_fields, default=None, help="override the model's fields (default: as trained)"
-    )
+    p.add_argument("--noise-seeds", type=_int_list, default=None, help="noisy copies (default with --noise: 1,2,3)")
+    p.add_argument("--fields", type=_fields, default=None, help="override the model's fields (default: as trained)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -200,9 +190,7 @@ def cmd_eval_matcher(args: argparse.Namespace) -> int:
     out.write(f"model      {args.model} ({result['model']['arch']}, {result['model']['backbone']})\n")
     out.write(f"data       {result['dataset']} / {result['split']}: {result['pairs']} pairs\n")
     out.write(f"threshold  {result['threshold']:.4f} (calibrated probability)\n")
-    out.write(
-        f"clean      F1 {result['f1_clean']:.4f}  P {result['precision']:.4f}  R {result['recall']:.4f}\n"
-    )
+    out.write(f"clean      F1 {result['f1_clean']:.4f}  P {result['precision']:.4f}  R {result['recall']:.4f}\n")
     if result["f1_noisy"] is not None:
         per_seed = ", ".join(f"{k}: {v:.4f}" for k, v in result["f1_noisy_per_seed"].items())
         out.write(f"noisy      F1 {result['f1_noisy']:.4f}  ({result['noise']}; {per_seed})\n")

@@ -63,9 +63,7 @@ def scores_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> Binar
     return BinaryScores(tp, fp, fn, tn, precision, recall, f1)
 
 
-def precision_recall_f1(
-    scores: np.ndarray, labels: np.ndarray, threshold: float
-) -> tuple[float, float, float]:
+def precision_recall_f1(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float, float]:
     """``(precision, recall, f1)`` at ``threshold`` (fractions in [0, 1])."""
     r = scores_at(scores, labels, threshold)
     return r.precision, r.recall, r.f1

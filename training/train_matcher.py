@@ -106,9 +106,7 @@ def build_model(
     return LeaCrossEncoder.from_pretrained(backbone, lea=lea, max_length=max_length, **options)
 
 
-def make_optimizer(
-    model: LeaCrossEncoder, lr: float, weight_decay: float, lea_lr_mult: float
-) -> torch.optim.AdamW:
+def make_optimizer(model: LeaCrossEncoder, lr: float, weight_decay: float, lea_lr_mult: float) -> torch.optim.AdamW:
     """AdamW with three groups: decayed backbone weights, undecayed biases/norms, LEA parameters."""
     lea_ids = {id(p) for p in model.lea_parameters()}
     decay, no_decay = [], []
@@ -284,9 +282,7 @@ def train_matcher(
     calibration_json = {
         "calibrator": calibrator.to_dict(),
         "threshold": best.threshold,
-        "thresholds_for_precision": {
-            k: (None if v is None else v.threshold) for k, v in for_precision.items()
-        },
+        "thresholds_for_precision": {k: (None if v is None else v.threshold) for k, v in for_precision.items()},
         "fields": _jsonable_fields(fields),
         "max_length": model.max_length,
         "valid": {

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.pipeline.scoring import ScoredCandidate
+from app.pipeline.scoring import ScoredCandidate, closest_words
 from training.data.serialize import serialize_product
 from training.matcher_io import load_matcher, score_pairs
 
@@ -24,13 +24,20 @@ class CrossEncoderScorer:
         self.batch_size = batch_size
         self._lock = threading.Lock()
 
-    def threshold_for_precision(self, target: float) -> float | None:
+    def threshold_for_precision(self, target: float, min_recall: float = 0.1) -> float | None:
+        """The validation threshold that reached `target` precision, if it kept useful recall.
+
+        A precision target met by a handful of top-scoring validation pairs says nothing about
+        new data, so it needs at least `min_recall` of the positives above it.
+        """
         table = self.calibration.get("thresholds_for_precision") or {}
-        exact = table.get(str(target))
-        if exact is not None:
-            return float(exact)
-        reachable = [(float(p), t) for p, t in table.items() if t is not None and float(p) >= target]
-        return float(min(reachable)[1]) if reachable else None
+        stats = (self.calibration.get("valid") or {}).get("for_precision") or {}
+        candidates = sorted((float(p), t) for p, t in table.items() if t is not None and float(p) >= target)
+        for precision, threshold in candidates:
+            recall = (stats.get(str(precision)) or stats.get(f"{precision:g}") or {}).get("recall")
+            if recall is None or recall >= min_recall:
+                return float(threshold)
+        return None
 
     def score(
         self,
@@ -46,12 +53,14 @@ class CrossEncoderScorer:
         with self._lock:  # one forward at a time: two would only fight over the same cores
             _, probs = score_pairs(self.model, self.calibrator, pairs, batch_size=self.batch_size)
             explanations = [self._explain(p) for p in pairs] if explain else [None] * len(pairs)
+
         return [
-            ScoredCandidate(score=round(float(p), 6), lexical=None, explanation=e)
-            for p, e in zip(probs, explanations)
+            ScoredCandidate(score=round(float(p), 6), lexical=None, explanation=e) for p, e in zip(probs, explanations)
         ]
 
     def _explain(self, pair: tuple[str, str]) -> list[dict[str, Any]]:
+        if getattr(self.model, "lex", None) is None:
+            return closest_words(*pair)  # a vanilla cross-encoder has no lexical bias to show
         out = []
         for item in self.model.explain(pair, top=5):
             word_a, word_b, similarity, bias = item[0], item[1], item[2], item[3]

@@ -130,10 +130,6 @@ def test_threshold_for_precision() -> None:
     assert got is not None and got.threshold == pytest.approx(0.55)  # accepts down to 0.6
     assert got.precision == pytest.approx(5 / 6) and got.recall == pytest.approx(1.0)
     strict = threshold_for_precision(probs, labels, 0.95)
-    assert (
-        strict is not None
-        and strict.threshold == pytest.approx(0.825)
-        and strict.recall == pytest.approx(0.6)
-    )
+    assert strict is not None and strict.threshold == pytest.approx(0.825) and strict.recall == pytest.approx(0.6)
     # Unreachable: the top-scored pair is a non-match, so precision 1.0 never happens.
     assert threshold_for_precision(np.array([0.9, 0.1]), np.array([0, 1]), 0.99) is None

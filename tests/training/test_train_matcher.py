@@ -34,10 +34,7 @@ def tiny_dataset(n_train: int = 32, n_valid: int = 18, n_test: int = 18, seed: i
     """
     rng = random.Random(seed)
     catalogue = [
-        (b, t, f"{rng.choice('abcxyz')}{rng.randint(100, 999)}", c)
-        for b in BRANDS
-        for t in THINGS
-        for c in COLOURS[:1]
+        (b, t, f"{rng.choice('abcxyz')}{rng.randint(100, 999)}", c) for b in BRANDS for t in THINGS for c in COLOURS[:1]
     ]
     counter = iter(range(10**6))
 
