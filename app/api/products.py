@@ -14,6 +14,7 @@ from app.db.models import Product
 from app.pipeline.catalogue import upsert_batch
 from app.pipeline.text import norm_key
 from app.schemas.product import (
+    EXTERNAL_ID_PATTERN,
     MAX_ID_CHARS,
     ProductIn,
     ProductOut,
@@ -24,7 +25,10 @@ from app.schemas.product import (
 
 router = APIRouter(prefix="/v1/products", tags=["products"], responses=COMMON)
 
-ExternalIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="your product id")]
+ExternalIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=MAX_ID_CHARS, pattern=EXTERNAL_ID_PATTERN, description="your product id"),
+]
 
 
 def to_out(product: Product) -> ProductOut:
@@ -48,11 +52,9 @@ def to_out(product: Product) -> ProductOut:
 @router.put(
     "/{external_id}",
     response_model=ProductWriteResult,
-    responses={201: {"model": ProductWriteResult, "description": "created"}},
+    responses={201: {"model": ProductWriteResult, "description": "created"}, **errors(409)},
 )
-async def put_product(
-    external_id: ExternalIdPath, body: ProductIn, services: ServicesDep, response: Response
-):
+async def put_product(external_id: ExternalIdPath, body: ProductIn, services: ServicesDep, response: Response):
     """Create or replace a product. Idempotent: the same body twice changes nothing."""
     try:
         row = ProductRow(external_id=external_id, **body.model_dump())
@@ -65,15 +67,14 @@ async def put_product(
         runtime.index.catch_up()  # the change is searchable before we answer
         version = runtime.index.index.version
         with services.factory() as session:
-            product = repo.get_by_external_id(session, external_id)
-        assert product is not None
+            product = repo.get_by_external_id(session, row.external_id)
+        if product is None:  # deleted by a concurrent request between our write and this read
+            raise HTTPException(status.HTTP_409_CONFLICT, f"product {external_id!r} was deleted concurrently")
         return product, outcomes[0].created, outcomes[0].changed, version
 
     product, created, changed, version = await run_in_threadpool(write)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return ProductWriteResult(
-        product=to_out(product), created=created, changed=changed, index_version=version
-    )
+    return ProductWriteResult(product=to_out(product), created=created, changed=changed, index_version=version)
 
 
 @router.get("/{external_id}", response_model=ProductOut, responses=errors(404))

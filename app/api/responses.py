@@ -17,6 +17,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "forbidden",
         404: "not found",
         405: "method not allowed",
+        409: "conflict with a concurrent change",
         413: "request body too large",
         415: "unsupported media type",
         422: "invalid request",

@@ -20,9 +20,9 @@ MAX_URL_CHARS = 2_048
 MAX_ATTRIBUTES = 200
 MAX_ATTRIBUTES_JSON_CHARS = 20_000
 
-ExternalId = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\s/?#][^/?#]*$")
-]
+# No surrounding whitespace, no URL delimiters: an id must survive a round trip through a path.
+EXTERNAL_ID_PATTERN = r"^[^\s/?#]([^/?#]*[^\s/?#])?$"
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=EXTERNAL_ID_PATTERN)]
 _HAS_WORD = re.compile(r"\w", re.UNICODE)
 
 

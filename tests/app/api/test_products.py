@@ -111,3 +111,12 @@ def test_long_title_under_body_limit_is_422(client):
     res = client.put("/v1/products/long", json={"title": "x" * 5000})
     assert res.status_code == 422
     assert "title" in res.text
+
+
+def test_ids_with_surrounding_whitespace_are_refused(client):
+    for bad in ("%20lead", "trail%20", "tab%09"):
+        res = client.put(f"/v1/products/{bad}", json={"title": "x"})
+        assert res.status_code == 422, (bad, res.text)
+    ok = client.put("/v1/products/z%E2%9F%B3%C3%A9", json={"title": "unicode id"})
+    assert ok.status_code == 201 and ok.json()["product"]["external_id"] == "z\u27f3\u00e9"
+    assert client.get("/v1/products/z%E2%9F%B3%C3%A9").status_code == 200
