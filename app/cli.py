@@ -150,7 +150,10 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
         index.snapshot()
         result = {"action": "rebuild", "stats": index.index.stats(), "snapshot": str(index.snapshot_path)}
     else:
-        index.open() if args.action == "repair" else index._load_snapshot() or index.rebuild()
+        if args.action == "repair":
+            index.open()  # load or rebuild, replay, then repair both directions
+        elif not index.load_snapshot():
+            index.rebuild()
         index.catch_up()
         report = index.verify(repair=args.action == "repair")
         if args.action == "repair":

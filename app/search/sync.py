@@ -69,7 +69,7 @@ class IndexService:
     # -- start-up -------------------------------------------------------------------------
     def open(self) -> ConsistencyReport:
         """Load the snapshot (or rebuild), replay the log, then check and repair."""
-        loaded = self._load_snapshot()
+        loaded = self.load_snapshot()
         if not loaded:
             self.rebuild()
         self.catch_up()
@@ -82,7 +82,7 @@ class IndexService:
             )
         return report
 
-    def _load_snapshot(self) -> bool:
+    def load_snapshot(self) -> bool:
         if not self.snapshot_path.exists():
             return False
         try:
