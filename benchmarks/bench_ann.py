@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--brands", type=int, default=2000, help="distinct brands (Zipf-distributed)")
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for building (default: all)")
     p.add_argument("--tmp-dir", default=None, help="where the index file is written to measure its size")
+    p.add_argument("--ivf-nprobe", type=int, default=None, help="override IndexParams.ivf_nprobe")
     p.add_argument("--out", default="benchmarks/results/ann.json")
     return p.parse_args(argv)
 
@@ -127,7 +128,8 @@ def file_size(index: VectorIndex, tmp_dir: str | None) -> tuple[int, float]:
 def bench_kind(kind: str, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
     n, k = args.n, args.k
     faiss.omp_set_num_threads(args.threads or data["max_threads"])
-    index = VectorIndex(args.dim, IndexParams(kind=kind))
+    overrides = {"ivf_nprobe": args.ivf_nprobe} if args.ivf_nprobe else {}
+    index = VectorIndex(args.dim, IndexParams(kind=kind, **overrides))
     t0 = time.perf_counter()
     index.rebuild(data["ids"], data["xb"], data["brands"], data["categories"], version=1)
     build_s = time.perf_counter() - t0
