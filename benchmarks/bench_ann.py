@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for building (default: all)")
     p.add_argument("--tmp-dir", default=None, help="where the index file is written to measure its size")
     p.add_argument("--ivf-nprobe", type=int, default=None, help="override IndexParams.ivf_nprobe")
+    p.add_argument("--ivf-refine-k-factor", type=int, default=None, help="override IndexParams.ivf_refine_k_factor")
     p.add_argument("--out", default="benchmarks/results/ann.json")
     return p.parse_args(argv)
 
@@ -128,7 +129,9 @@ def file_size(index: VectorIndex, tmp_dir: str | None) -> tuple[int, float]:
 def bench_kind(kind: str, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
     n, k = args.n, args.k
     faiss.omp_set_num_threads(args.threads or data["max_threads"])
-    overrides = {"ivf_nprobe": args.ivf_nprobe} if args.ivf_nprobe else {}
+    overrides: dict[str, Any] = {"ivf_nprobe": args.ivf_nprobe} if args.ivf_nprobe else {}
+    if args.ivf_refine_k_factor:
+        overrides["ivf_refine_k_factor"] = args.ivf_refine_k_factor
     index = VectorIndex(args.dim, IndexParams(kind=kind, **overrides))
     t0 = time.perf_counter()
     index.rebuild(data["ids"], data["xb"], data["brands"], data["categories"], version=1)
