@@ -272,9 +272,7 @@ class LeaContext:
     def ratios(self) -> dict[int, float] | None:
         return getattr(self._local, "ratios", None)
 
-    def set(
-        self, idx: torch.Tensor, token_mask: torch.Tensor | None, ratios: dict[int, float] | None = None
-    ) -> None:
+    def set(self, idx: torch.Tensor, token_mask: torch.Tensor | None, ratios: dict[int, float] | None = None) -> None:
         self._local.idx = idx
         self._local.token_mask = token_mask
         self._local.ratios = ratios
@@ -396,86 +394,70 @@ def _merge_heads(x: torch.Tensor, all_head_size: int) -> torch.Tensor:
     return x.view(x.size()[:-2] + (all_head_size,))
 
 
-class LeaBertSelfAttention(_LeaAttentionMixin, BertSelfAttention):
+class _LeaBertForward(_LeaAttentionMixin):
+    """The BERT self-attention forward with the LEA bias, shared by the eager and SDPA classes.
+
+    With no lexical context set it defers to the untouched transformers forward (next in the
+    MRO), so a model with the bias off is bit-identical to vanilla.
+    """
+
+    _lea_sdpa = False
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        output_attentions: bool | None = False,
+        cache_position: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self._lea_active():
+            return super().forward(  # type: ignore[misc]
+                hidden_states,
+                attention_mask,
+                head_mask,
+                encoder_hidden_states,
+                past_key_values,
+                output_attentions,
+                cache_position,
+                **kwargs,
+            )
+        if encoder_hidden_states is not None or past_key_values is not None:
+            raise NotImplementedError("LEA bias supports encoder self-attention only (no cross-attn/cache)")
+        n, d = self.num_attention_heads, self.attention_head_size  # type: ignore[attr-defined]
+        q = _split_heads(self.query(hidden_states), n, d)  # type: ignore[attr-defined]
+        k = _split_heads(self.key(hidden_states), n, d)  # type: ignore[attr-defined]
+        v = _split_heads(self.value(hidden_states), n, d)  # type: ignore[attr-defined]
+        if self._lea_sdpa:
+            # HF's SDPA module returns (out, None); with output_attentions it falls back to eager,
+            # which returns the probabilities, and so do we.
+            out, probs = self._lea_attend(
+                q,
+                k,
+                v,
+                attention_mask,
+                head_mask,
+                self.dropout,
+                d,  # type: ignore[attr-defined]
+                use_sdpa=True,
+                output_attentions=bool(output_attentions),
+            )
+        else:
+            out, probs = self._lea_attend(q, k, v, attention_mask, head_mask, self.dropout, d)  # type: ignore[attr-defined]
+        return _merge_heads(out, self.all_head_size), probs  # type: ignore[attr-defined]
+
+
+class LeaBertSelfAttention(_LeaBertForward, BertSelfAttention):
     """BERT eager self-attention plus the LEA bias; returns ``(context, probs)`` like HF 4.57."""
 
-    def forward(  # type: ignore[override]
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        output_attentions: bool | None = False,
-        cache_position: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not self._lea_active():
-            return super().forward(
-                hidden_states,
-                attention_mask,
-                head_mask,
-                encoder_hidden_states,
-                past_key_values,
-                output_attentions,
-                cache_position,
-                **kwargs,
-            )
-        if encoder_hidden_states is not None or past_key_values is not None:
-            raise NotImplementedError("LEA bias supports encoder self-attention only (no cross-attn/cache)")
-        n, d = self.num_attention_heads, self.attention_head_size
-        q = _split_heads(self.query(hidden_states), n, d)
-        k = _split_heads(self.key(hidden_states), n, d)
-        v = _split_heads(self.value(hidden_states), n, d)
-        out, probs = self._lea_attend(q, k, v, attention_mask, head_mask, self.dropout, d)
-        return _merge_heads(out, self.all_head_size), probs
 
-
-class LeaBertSdpaSelfAttention(_LeaAttentionMixin, BertSdpaSelfAttention):
+class LeaBertSdpaSelfAttention(_LeaBertForward, BertSdpaSelfAttention):
     """BERT SDPA self-attention plus the LEA bias as a float ``attn_mask``; returns ``(out, None)``."""
 
-    def forward(  # type: ignore[override]
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        output_attentions: bool | None = False,
-        cache_position: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not self._lea_active():
-            return super().forward(
-                hidden_states,
-                attention_mask,
-                head_mask,
-                encoder_hidden_states,
-                past_key_values,
-                output_attentions,
-                cache_position,
-                **kwargs,
-            )
-        if encoder_hidden_states is not None or past_key_values is not None:
-            raise NotImplementedError("LEA bias supports encoder self-attention only (no cross-attn/cache)")
-        n, d = self.num_attention_heads, self.attention_head_size
-        q = _split_heads(self.query(hidden_states), n, d)
-        k = _split_heads(self.key(hidden_states), n, d)
-        v = _split_heads(self.value(hidden_states), n, d)
-        out, probs = self._lea_attend(
-            q,
-            k,
-            v,
-            attention_mask,
-            head_mask,
-            self.dropout,
-            d,
-            use_sdpa=True,
-            output_attentions=bool(output_attentions),
-        )
-        # HF's SDPA module returns (out, None); with output_attentions it falls back to eager,
-        # which returns the probabilities, and so do we.
-        return _merge_heads(out, self.all_head_size), probs
+    _lea_sdpa = True
 
 
 class LeaMPNetSelfAttention(_LeaAttentionMixin, MPNetSelfAttention):
@@ -494,16 +476,12 @@ class LeaMPNetSelfAttention(_LeaAttentionMixin, MPNetSelfAttention):
         **kwargs: Any,
     ) -> tuple[torch.Tensor, ...]:
         if not self._lea_active():
-            return super().forward(
-                hidden_states, attention_mask, head_mask, position_bias, output_attentions, **kwargs
-            )
+            return super().forward(hidden_states, attention_mask, head_mask, position_bias, output_attentions, **kwargs)
         n, d = self.num_attention_heads, self.attention_head_size
         q = _split_heads(self.q(hidden_states), n, d)
         k = _split_heads(self.k(hidden_states), n, d)
         v = _split_heads(self.v(hidden_states), n, d)
-        out, probs = self._lea_attend(
-            q, k, v, attention_mask, head_mask, self.dropout, d, position_bias=position_bias
-        )
+        out, probs = self._lea_attend(q, k, v, attention_mask, head_mask, self.dropout, d, position_bias=position_bias)
         o = self.o(_merge_heads(out, self.all_head_size))
         return (o, probs) if output_attentions else (o,)
 
@@ -687,9 +665,7 @@ class LeaCrossEncoder(nn.Module):
         if model_type is None:
             config = AutoConfig.from_pretrained(tok_path)
         else:
-            config = AutoConfig.for_model(
-                model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id
-            )
+            config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
         for key, value in config_overrides.items():
             setattr(config, key, value)
         config.num_labels = 1
