@@ -31,6 +31,7 @@ from training.data.readers import load_dataset
 from training.data.records import Pair, PairDataset, Record
 from training.data.serialize import serialize
 from training.data.typos import TYPO_VERSION, typo
+from training.groups import product_groups, record_key
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +107,7 @@ class BlockingTask:
             "queries": len(self.queries),
             "corpus_size": len(self.corpus),
             "targets_from": self.targets_from,
-            "mean_targets": round(
-                sum(len(t) for t in self.query_targets) / max(1, len(self.query_targets)), 3
-            ),
+            "mean_targets": round(sum(len(t) for t in self.query_targets) / max(1, len(self.query_targets)), 3),
             "queries_with_excluded_copies": sum(1 for e in self.query_exclude if e),
             "noise": TYPO_VERSION,
         }
@@ -156,9 +155,7 @@ def _corpus_records(dataset: PairDataset) -> list[Record]:
 def _content(record: Record) -> tuple[tuple[str, str], ...]:
     # A record's attribute values, whitespace-normalised and lower-cased; None-valued fields skipped.
     return tuple(
-        (k, " ".join(str(v).split()).lower())
-        for k, v in record.fields.items()
-        if v is not None and str(v).strip()
+        (k, " ".join(str(v).split()).lower()) for k, v in record.fields.items() if v is not None and str(v).strip()
     )
 
 
@@ -179,6 +176,7 @@ def build_blocking_task(
     fields: Sequence[str] | None = None,
     targets: str = "auto",
     exclude_copies: bool = True,
+    widen_components: bool | str = "auto",
 ) -> BlockingTask:
     """Build the §9.5 blocking task of ``split``.
 
@@ -187,6 +185,12 @@ def build_blocking_task(
     ``"auto"`` (clusters for WDC Products, pairs otherwise). With ``"pairs"``, when the split's
     cluster ids agree with every label (WDC Block test read with ``cluster_ids="split"``), the
     right records of the split that carry the query's cluster id are matches too.
+
+    ``widen_components``: with ``"pairs"``, every right record connected to the query through
+    the split's positive pairs (union-find) is a match too. ``"auto"`` turns it on for WDC
+    Block, whose valid split lists up to 20 offers per product (one query per pair would
+    count the product's other offers as misses); its test split has one pair per product, so
+    test numbers are unchanged. Off for Abt-Buy / Amazon-Google, as in §9.5.
 
     ``exclude_copies``: a corpus record that *is* the query - the same offer id (WDC Products
     lists most test offers on both sides of some pair), or a field-for-field copy (WDC Block
@@ -216,13 +220,25 @@ def build_blocking_task(
                 idx = index_of.get(pair.right.id)
                 if idx is not None:
                     widen.setdefault(str(pair.right.cluster_id), set()).add(idx)
+        widen_by_component = dataset.format == "wdc-block" if widen_components == "auto" else bool(widen_components)
+        component_rights: dict[int, set[int]] = {}
+        groups = None
+        if widen_by_component:
+            groups = product_groups(positives, max_component_size=None, use_cluster_ids=False, merge_identical=False)
+            for pair in positives:
+                idx = index_of.get(pair.right.id)
+                if idx is not None:
+                    component_rights.setdefault(groups.component_of[record_key(pair.right)], set()).add(idx)
         for pair in positives:
             idx = index_of.get(pair.right.id)
             if idx is None:
                 raise ValueError(f"{dataset.name}: right record {pair.right.id!r} is not in the right table")
             query_records.append(pair.left)
             partners.append(idx)
-            query_targets.append({idx} | widen.get(str(pair.left.cluster_id), set()))
+            tset = {idx} | widen.get(str(pair.left.cluster_id), set())
+            if groups is not None:
+                tset |= component_rights.get(groups.component_of[record_key(pair.left)], set())
+            query_targets.append(tset)
     else:
         by_cluster: dict[str, set[int]] = {}
         for i, record in enumerate(corpus_records):

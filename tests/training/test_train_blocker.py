@@ -174,3 +174,23 @@ def test_blocking_task_protocol() -> None:
     # Noise touches the queries only, reproducibly (typo-v1 with Random(seed*7919 + i)).
     assert task.noisy_queries(1) == task.noisy_queries(1) != task.noisy_queries(2)
     assert task.noisy_queries(1) != task.queries
+
+
+def test_blocking_task_copies_and_components() -> None:
+    """WDC-Block-style quirks: the query's own copy in the corpus, several offers per product."""
+    left = {"0": Record("0", {"title": "acme camera x1"}, source="A")}
+    right = {
+        "0": Record("0", {"title": "acme camera x1"}, source="B"),  # the same offer, listed twice
+        "1": Record("1", {"title": "camera x1 by acme"}, source="B"),
+        "2": Record("2", {"title": "acme x1 digital camera"}, source="B"),
+        "3": Record("3", {"title": "globex phone"}, source="B"),
+    }
+    pairs = [Pair(left["0"], right["1"], 1), Pair(left["0"], right["2"], 1), Pair(left["0"], right["3"], 0)]
+    dataset = PairDataset("tiny-block", "wdc-block", {"valid": pairs}, left, right, ["title"])
+    task = build_blocking_task(dataset, "valid")
+    # One query per positive pair; both offers of the product count for each; the copy is skipped.
+    assert len(task.queries) == 2
+    assert task.query_targets == [{1, 2}, {1, 2}]
+    assert task.query_exclude == [{0}, {0}]
+    plain = build_blocking_task(dataset, "valid", widen_components=False, exclude_copies=False)
+    assert plain.query_targets == [{1}, {2}] and plain.query_exclude == [set(), set()]
