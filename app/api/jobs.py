@@ -36,6 +36,8 @@ def job_out(services, job_id: str, error_limit: int) -> JobOut | None:  # type: 
         error_count=job.rows_failed,
         errors_truncated=job.rows_failed > stored,
         message=job.message,
+        stage=job.stage,
+        result=job.result,
         attempts=job.attempts,
         timings=job.timings or {},
         created_at=job.created_at,

@@ -87,6 +87,9 @@ class Job(Base):
     checkpoint: Mapped[int] = mapped_column(Integer, default=0)
     message: Mapped[str | None] = mapped_column(Text)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Multi-stage jobs (retraining): the stage running now, and what the job produced.
+    stage: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -33,6 +33,8 @@ class JobOut(BaseModel):
     error_count: int
     errors_truncated: bool
     message: str | None = None
+    stage: str | None = None
+    result: dict[str, Any] | None = None
     attempts: int
     timings: dict[str, Any]
     created_at: UtcDatetime
