@@ -22,6 +22,7 @@ from app.demo import write_demo_file
 from app.jobs import store
 from app.pipeline.encoder import Encoder
 from app.services import Services
+from app.ui import routes as ui_routes
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    app.include_router(ui_routes.router, include_in_schema=False)  # the web UI under /ui
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
