@@ -50,8 +50,10 @@ DATASETS: dict[str, tuple[str, str]] = {
     "wdc-block-small": ("wdc-block-small", "wdc-block"),
     "wdc-products": ("wdc-products-80cc20rnd", "wdc-products"),
 }
-METHODS = ("zero-shot", "lexical", "mnrl", "block-scl")
-TRAINED = ("mnrl", "block-scl")
+METHODS = ("zero-shot", "lexical", "mnrl", "block-scl", "block-scl-wise")
+TRAINED = ("mnrl", "block-scl", "block-scl-wise")
+#: Trained method -> (loss, weight interpolation with the zero-shot start chosen on validation).
+LOSS_OF = {"mnrl": ("mnrl", False), "block-scl": ("block-scl", False), "block-scl-wise": ("block-scl", True)}
 ZERO_SHOT_MAX_LENGTH = 256
 TARGET_DATASETS = ("abt-buy", "amazon-google")
 
@@ -84,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--typo-augment", type=float, default=0.0, help="typo DA share of training texts")
     p.add_argument("--max-valid-queries", type=int, default=500)
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help="CPU budget cap per epoch")
+    p.add_argument(
+        "--interpolation-alphas",
+        type=lambda t: tuple(float(x) for x in t.split(",") if x.strip()),
+        default=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+        help="block-scl-wise: trained-weight shares tried on validation (WiSE-FT)",
+    )
     p.add_argument("--zero-shot-max-length", type=int, default=ZERO_SHOT_MAX_LENGTH)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "blocker.json")
@@ -154,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ks": args.ks,
         "zero_shot_max_length": args.zero_shot_max_length,
         "train": _train_options(args),
+        "interpolation_alphas": list(args.interpolation_alphas),
         "data_root": str(data_root()),
     }
     results.setdefault("commands", []).append(" ".join(["python", *sys.argv]))
@@ -205,7 +214,13 @@ def _run_one(
         assert seed is not None
         out_dir = args.models_dir / f"{name}-{method}-seed{seed}"
         metrics = train_blocker(
-            dataset, out_dir, backbone="minilm", loss=method, seed=seed, **_train_options(args)
+            dataset,
+            out_dir,
+            backbone="minilm",
+            loss=LOSS_OF[method][0],
+            seed=seed,
+            interpolation_alphas=args.interpolation_alphas if LOSS_OF[method][1] else (1.0,),
+            **_train_options(args),
         )
         record["train_seconds"] = metrics["train_seconds_total"]
         record["best_epoch"] = metrics["best_epoch"]

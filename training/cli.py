@@ -37,6 +37,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError("expected numbers in [0, 1], e.g. 0.5,0.75,1")
+    return values
+
+
 def _fields(text: str) -> list[str]:
     out = [x.strip() for x in text.split(",") if x.strip()]
     if not out:
@@ -84,6 +94,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     tb.add_argument("--typo-augment", type=float, default=0.0, help="share of training texts typo-noised")
     tb.add_argument("--max-valid-queries", type=int, default=1000)
     tb.add_argument("--max-steps-per-epoch", type=int, default=None, help="CPU budget cap per epoch")
+    tb.add_argument(
+        "--interpolate",
+        type=_float_list,
+        default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+        metavar="A,B,...",
+        help="shares of the trained weights mixed with the starting model (WiSE-FT), best on validation; 1 = off",
+    )
     tb.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     tb.add_argument("--no-progress", action="store_true")
     tb.set_defaults(func=cmd_train_blocker, needs_settings=False)
@@ -197,6 +214,7 @@ def cmd_train_blocker(args: argparse.Namespace) -> int:
         typo_augment=args.typo_augment,
         max_valid_queries=args.max_valid_queries,
         max_steps_per_epoch=args.max_steps_per_epoch,
+        interpolation_alphas=tuple(args.interpolate),
         num_threads=args.threads,
         progress=not args.no_progress,
         on_epoch=on_epoch,

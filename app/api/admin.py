@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -12,6 +14,7 @@ from app.api.responses import COMMON, errors
 from app.jobs import store as jobs_store
 from app.registry import store
 from app.schemas.job import JobAccepted
+from app.schemas.retrain import RetrainRequest
 from app.services import NotReady
 
 router = APIRouter(
@@ -94,4 +97,24 @@ async def rollback(
         jobs_store.create_job, services.factory, "rollback", {"kind": kind}, f"rollback:{kind}"
     )
     await run_in_threadpool(services.queue.push, job.id)
+    return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
+
+
+@router.post("/retrain", status_code=202, response_model=JobAccepted, responses=errors(422))
+async def retrain(body: RetrainRequest, services: ServicesDep):
+    """Train a blocker and/or a matcher on stored feedback and allowed benchmark folders.
+
+    The job detects noisy labels, trains, evaluates on a held-out split, registers the version
+    and promotes it when it is at least as good as the serving model (or when forced). The
+    same request sent again while its job is queued or running returns that job.
+    """
+    allowed = ["feedback", *services.settings.retrain_benchmarks]
+    unknown = [s for s in body.sources if s not in allowed]
+    if unknown:
+        raise HTTPException(422, f"sources: unknown {unknown}; allowed: {allowed}")
+    payload = body.model_dump()
+    key = "retrain:" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:40]
+    job, created = await run_in_threadpool(jobs_store.create_job, services.factory, "retrain", payload, key)
+    if created:
+        await run_in_threadpool(services.queue.push, job.id)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")

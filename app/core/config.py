@@ -61,6 +61,22 @@ class Settings(BaseSettings):
     max_row_errors: int = 1_000
     ingest_chunk_rows: int = 500
 
+    # Retraining (POST /v1/admin/retrain): backbone to fine-tune (None = the packaged MiniLM),
+    # the benchmark folders a request may name (name -> reader format, folder under the data
+    # root), and how much feedback a run needs.
+    retrain_backbone: str | None = None
+    retrain_data_root: Path | None = None
+    retrain_benchmarks: dict[str, str] = Field(
+        default_factory=lambda: {
+            "abt-buy": "deepmatcher",
+            "amazon-google": "deepmatcher",
+            "wdc-products-80cc20rnd": "wdc-products",
+        }
+    )
+    retrain_min_labels: int = Field(default=20, ge=2)
+    retrain_corpus_limit: int = Field(default=20_000, ge=1)
+    retrain_unlabelled_limit: int = Field(default=5_000, ge=0)
+
     admin_token: str = DEFAULT_ADMIN_TOKEN
     load_demo_catalogue: bool = True
     log_level: str = "INFO"

@@ -21,8 +21,9 @@ Handler = Callable[[JobContext, Job], str]
 def _handlers() -> dict[str, Handler]:
     # Imported here: the registry's handlers import the job context, which imports this package.
     from app.registry.promotion import run_promote, run_rollback
+    from app.retrain.job import run_retrain
 
-    return {"ingest": run_ingest, "promote": run_promote, "rollback": run_rollback}
+    return {"ingest": run_ingest, "promote": run_promote, "rollback": run_rollback, "retrain": run_retrain}
 
 
 class _Heartbeat:

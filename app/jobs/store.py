@@ -174,3 +174,21 @@ def row_errors(factory: sessionmaker[Session], job_id: str, limit: int) -> list[
                 select(JobRowError).where(JobRowError.job_id == job_id).order_by(JobRowError.row).limit(limit)
             )
         )
+
+
+def set_stage(
+    factory: sessionmaker[Session],
+    job_id: str,
+    stage: str,
+    done: int,
+    total: int,
+    result: dict[str, Any] | None = None,
+) -> None:
+    """Progress of a multi-stage job: the stage now running, stages done, what it produced so far."""
+    with factory() as session, session.begin():
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        job.stage, job.rows_done, job.rows_total = stage, done, total
+        if result is not None:
+            job.result = result

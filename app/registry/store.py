@@ -11,6 +11,7 @@ import logging
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -134,3 +135,12 @@ def deactivate(factory: sessionmaker[Session], kind: str) -> None:
             .where(ModelVersion.kind == kind, ModelVersion.status == ACTIVE)
             .values(status=RETIRED)
         )
+
+
+def add_metrics(factory: sessionmaker[Session], version: str, metrics: dict[str, Any]) -> None:
+    """Merge metrics measured after registration (held-out evaluation, gate) into a version."""
+    with factory() as session, session.begin():
+        row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+        if row is None:
+            raise RegistryError(f"model version {version!r} not found")
+        row.metrics = {**(row.metrics or {}), **metrics}

@@ -194,3 +194,33 @@ def test_blocking_task_copies_and_components() -> None:
     assert task.query_exclude == [{0}, {0}]
     plain = build_blocking_task(dataset, "valid", widen_components=False, exclude_copies=False)
     assert plain.query_targets == [{1}, {2}] and plain.query_exclude == [set(), set()]
+
+
+def test_weight_interpolation_with_the_start_model(tmp_path: Path) -> None:
+    """WiSE-FT: every alpha is scored on validation; alpha 0 reproduces the starting weights."""
+    dataset = synthetic_dataset()
+    start = {k: v.clone() for k, v in tiny_model().state_dict().items()}
+    common = dict(
+        loss="block-scl", epochs=1, batch_size=16, lr=1e-3, seed=1, max_length=32, hard_negatives=2, progress=False
+    ) | FAST
+    metrics = train_blocker(
+        dataset, tmp_path / "mix", backbone=tiny_model(), interpolation_alphas=(0.0, 0.5, 1.0), **common
+    )
+    grid = metrics["interpolation"]["grid"]
+    assert [g["alpha"] for g in grid] == [0.0, 0.5, 1.0]
+    chosen = metrics["interpolation"]["alpha"]
+    best = max(g["selection"] for g in grid)
+    assert next(g for g in grid if g["alpha"] == chosen)["selection"] == best
+    assert metrics["valid"] == next(g for g in grid if g["alpha"] == chosen)["valid"]
+
+    only_start = train_blocker(
+        dataset, tmp_path / "start", backbone=tiny_model(), interpolation_alphas=(0.0,), **common
+    )
+    assert only_start["interpolation"]["alpha"] == 0.0
+    saved, _ = load_model_folder(str(tmp_path / "start"))
+    for key, value in saved.state_dict().items():
+        if value.is_floating_point() and key in start:
+            assert torch.allclose(value, start[key], atol=1e-6), key
+
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train_blocker(dataset, tmp_path / "bad", backbone=tiny_model(), interpolation_alphas=(1.5,), **common)

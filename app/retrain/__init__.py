@@ -1,0 +1,1 @@
+"""Retraining from stored feedback and benchmark folders: data, training, gate, promotion."""

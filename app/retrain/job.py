@@ -1,0 +1,165 @@
+"""The retrain job: data -> (noise-aware) training -> held-out evaluation -> register -> gate -> promote.
+
+Runs on a worker like any job (lease + heartbeat). The stage and the partial result are
+written to the job row as it goes, so `GET /v1/jobs/{id}` shows where it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from app.db.models import Job
+from app.jobs import store as jobs
+from app.jobs.context import JobContext, JobFailed
+from app.registry import store
+from app.registry.promotion import prepare_blocker
+from app.retrain.data import BLOCKER_FIELDS, MATCHER_FIELDS, RetrainData, RetrainDataError, build_retrain_data
+from app.retrain.gate import blocker_quality, compare, matcher_quality, serving_blocker, serving_matcher_quality
+from app.schemas.retrain import RetrainRequest
+from models.bi_encoder import BiEncoder
+from training.data.readers import data_root
+
+logger = logging.getLogger(__name__)
+
+
+def allowed_benchmarks(settings: Any) -> dict[str, tuple[Path, str]]:
+    root = Path(settings.retrain_data_root or data_root())
+    return {name: (root / name, fmt) for name, fmt in settings.retrain_benchmarks.items()}
+
+
+class _Progress:
+    def __init__(self, ctx: JobContext, job_id: str, total: int) -> None:
+        self.ctx, self.job_id, self.total, self.done = ctx, job_id, total, 0
+        self.result: dict[str, Any] = {}
+
+    def stage(self, name: str) -> None:
+        logger.info("retrain %s: %s", self.job_id[:8], name)
+        jobs.set_stage(self.ctx.factory, self.job_id, name, self.done, self.total, self.result)
+        self.done += 1
+
+    def finish(self) -> None:
+        jobs.set_stage(self.ctx.factory, self.job_id, "done", self.total, self.total, self.result)
+
+
+def _backbone(ctx: JobContext) -> str:
+    return ctx.settings.retrain_backbone or "minilm"
+
+
+def _decide(req: RetrainRequest, gate: dict[str, Any]) -> bool:
+    if req.promote == "never":
+        return False
+    return req.promote == "force" or bool(gate["passed"])
+
+
+def _register(ctx: JobContext, folder: Path, held_out: dict[str, Any], gate: dict[str, Any]) -> str:
+    row = store.register(ctx.factory, folder, ctx.settings.model_dir)  # type: ignore[arg-type]
+    store.add_metrics(ctx.factory, row.version, {"held_out": held_out, "gate": gate})
+    return row.version
+
+
+def _train_blocker(ctx: JobContext, req: RetrainRequest, data: RetrainData, work: Path, p: _Progress) -> None:
+    from training.train_blocker import train_blocker
+
+    p.stage("training blocker")
+    folder = work / "blocker"
+    train_blocker(
+        data.dataset,
+        folder,
+        backbone=_backbone(ctx),
+        epochs=req.epochs,
+        seed=req.seed,
+        fields=BLOCKER_FIELDS,
+        max_length=ctx.settings.encoder_max_length,
+        progress=False,
+        num_threads=ctx.settings.torch_threads,
+    )
+    p.stage("evaluating blocker")
+    new = blocker_quality(
+        BiEncoder.from_pretrained(str(folder), max_length=ctx.settings.encoder_max_length), data.dataset
+    )
+    current_version, current_model = serving_blocker(ctx.settings, ctx.factory)
+    gate = compare(new, blocker_quality(current_model, data.dataset)) | {"against": current_version}
+    version = _register(ctx, folder, new, gate)
+    promoted = _decide(req, gate)
+    p.result["blocker"] = {"version": version, "gate": gate, "promoted": promoted}
+    if promoted:
+        p.stage("promoting blocker (re-embedding the catalogue)")
+        prepare_blocker(ctx, version)
+        store.activate(ctx.factory, version)
+
+
+def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work: Path, p: _Progress) -> None:
+    from training.train_matcher import train_matcher
+
+    p.stage("training matcher")
+    folder = work / "matcher"
+    options: dict[str, Any] = {}
+    if req.noise != "none":
+        options |= {"noise": req.noise, "noise_action": req.noise_action}
+    if req.pseudo_labels and data.unlabelled:
+        options |= {"unlabelled_pairs": data.unlabelled, "pseudo_label": True}
+    summary = train_matcher(
+        data.dataset,
+        folder,
+        arch=req.arch,
+        backbone=_backbone(ctx),
+        augment=None if req.augment == "none" else req.augment,
+        fields=MATCHER_FIELDS,
+        epochs=req.epochs,
+        seed=req.seed,
+        threads=ctx.settings.torch_threads,
+        progress=False,
+        **options,
+    )
+    p.stage("evaluating matcher")
+    new = matcher_quality(str(folder), data.dataset)
+    current_version, current = serving_matcher_quality(ctx.settings, ctx.factory, data.dataset)
+    gate = compare(new, current) | {"against": current_version}
+    version = _register(ctx, folder, new, gate)
+    promoted = _decide(req, gate)
+    p.result["matcher"] = {
+        "version": version,
+        "gate": gate,
+        "promoted": promoted,
+        "valid_f1": summary.get("valid_f1"),
+        "noise": summary.get("noise"),
+    }
+    if promoted:
+        store.activate(ctx.factory, version)
+
+
+def run_retrain(ctx: JobContext, job: Job) -> str:
+    req = RetrainRequest.model_validate(job.payload)
+    targets = ["blocker", "matcher"] if req.target == "both" else [req.target]
+    p = _Progress(ctx, job.id, total=1 + 3 * len(targets))
+    p.stage("loading data")
+    s = ctx.settings
+    try:
+        data = build_retrain_data(
+            ctx.factory,
+            req.sources,
+            allowed_benchmarks(s),
+            seed=req.seed,
+            min_labels=s.retrain_min_labels,
+            corpus_limit=s.retrain_corpus_limit,
+            unlabelled_limit=s.retrain_unlabelled_limit if req.pseudo_labels else 0,
+        )
+    except RetrainDataError as exc:
+        raise JobFailed(str(exc)) from exc
+    p.result["data"] = data.describe()
+    work = Path(s.model_dir) / "retrain" / job.id  # type: ignore[arg-type]
+    shutil.rmtree(work, ignore_errors=True)  # a redelivered job starts its training again
+    try:
+        if "blocker" in targets:
+            _train_blocker(ctx, req, data, work, p)
+        if "matcher" in targets:
+            _train_matcher(ctx, req, data, work, p)
+    except store.RegistryError as exc:
+        raise JobFailed(str(exc)) from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # registered versions live in their own copy
+    p.finish()
+    return "completed"

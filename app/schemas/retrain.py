@@ -1,0 +1,42 @@
+"""Body of POST /v1/admin/retrain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+SourceName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class RetrainRequest(BaseModel):
+    """What to train, on which data, and whether the result may replace the serving model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Literal["blocker", "matcher", "both"] = Field(description="which model(s) to retrain")
+    sources: list[SourceName] = Field(
+        default_factory=lambda: ["feedback"],
+        min_length=1,
+        max_length=8,
+        description="'feedback' (stored labels) and/or benchmark folders from the allowed list",
+    )
+    epochs: int = Field(default=3, ge=1, le=50)
+    seed: int = Field(default=1, ge=0, le=2**31 - 1)
+    arch: Literal["lea", "vanilla"] = Field(default="lea", description="matcher architecture")
+    augment: Literal["typo", "none"] = Field(default="typo", description="matcher typo augmentation")
+    noise: Literal["none", "bmm", "knn", "both"] = Field(
+        default="both", description="label-noise detection on the training labels (matcher)"
+    )
+    noise_action: Literal["downweight", "relabel"] = "downweight"
+    pseudo_labels: bool = Field(default=False, description="add pseudo-labelled unlabelled review candidates")
+    promote: Literal["auto", "force", "never"] = Field(
+        default="auto", description="auto: promote when at least as good as the serving model on held-out data"
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("sources must not repeat")
+        return value

@@ -1,0 +1,158 @@
+"""POST /v1/admin/retrain end to end: auth, dedupe, data checks, training, gate, promotion."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from app.registry import store
+from tests.conftest import make_settings
+from tests.helpers import product, wait_job
+
+N_PRODUCTS = 60
+
+
+@pytest.fixture
+def retrain_client(tmp_path: Path, db_url: str, tiny_encoder, tiny_encoder_dir: Path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings = make_settings(
+        tmp_path / "var",
+        db_url,
+        encoder=str(tiny_encoder_dir),
+        retrain_backbone=str(tiny_encoder_dir),
+        retrain_min_labels=20,
+        retrain_data_root=tmp_path / "benchmarks",
+        retrain_benchmarks={"tiny-bench": "deepmatcher"},
+        job_lease_seconds=30.0,
+    )
+    app = create_app(settings, encoder=tiny_encoder, background_load=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+    assert app.state.unhandled_errors == 0
+
+
+def _catalogue_and_labels(client, n_labels: int = N_PRODUCTS) -> None:
+    for n in range(N_PRODUCTS):
+        body = product(n)
+        assert client.put(f"/v1/products/{body.pop('external_id')}", json=body).status_code in (200, 201)
+    rows = ["offer_title,offer_external_id,offer_brand,product_external_id,label"]
+    for n in range(n_labels):
+        brand = ["Acme", "Globex", "Initech"][n % 3]
+        rows.append(f"widget model {n} by {brand},o-{n},{brand},p-{n:05d},match")
+        rows.append(f"widget model {n} by {brand},o-{n},{brand},p-{(n + 7) % N_PRODUCTS:05d},no_match")
+    res = client.post("/v1/feedback/import", files={"file": ("labels.csv", "\n".join(rows).encode())})
+    assert res.status_code == 200 and res.json()["failed"] == 0, res.text
+
+
+BODY = {"target": "matcher", "sources": ["feedback"], "epochs": 1, "seed": 3, "noise": "none", "arch": "vanilla"}
+
+
+def test_retrain_requires_the_admin_token(retrain_client, admin_headers) -> None:
+    assert retrain_client.post("/v1/admin/retrain", json=BODY).status_code == 401
+    wrong = retrain_client.post("/v1/admin/retrain", json=BODY, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+
+
+def test_retrain_rejects_bad_requests(retrain_client, admin_headers) -> None:
+    post = lambda body: retrain_client.post("/v1/admin/retrain", json=body, headers=admin_headers)  # noqa: E731
+    unknown = post(BODY | {"sources": ["feedback", "secret-folder"]})
+    assert unknown.status_code == 422 and "secret-folder" in unknown.text
+    assert post(BODY | {"sources": ["../etc"]}).status_code == 422
+    assert post(BODY | {"target": "everything"}).status_code == 422
+    assert post(BODY | {"epochs": 0}).status_code == 422
+    assert post(BODY | {"sources": ["feedback", "feedback"]}).status_code == 422
+    assert post(BODY | {"surprise": 1}).status_code == 422
+
+
+def test_too_few_labels_fail_the_job_with_a_reason(retrain_client, admin_headers) -> None:
+    _catalogue_and_labels(retrain_client, n_labels=5)
+    res = retrain_client.post("/v1/admin/retrain", json=BODY, headers=admin_headers)
+    assert res.status_code == 202
+    job = wait_job(retrain_client, res.json()["job_id"])
+    assert job["state"] == "failed" and "at least 20" in job["message"]
+
+
+def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, admin_headers) -> None:
+    _catalogue_and_labels(retrain_client)
+    first = retrain_client.post("/v1/admin/retrain", json=BODY | {"promote": "force"}, headers=admin_headers)
+    again = retrain_client.post("/v1/admin/retrain", json=BODY | {"promote": "force"}, headers=admin_headers)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["job_id"] == first.json()["job_id"], "an identical trigger while running is one job"
+
+    job = wait_job(retrain_client, first.json()["job_id"], timeout=240)
+    assert job["state"] == "completed", job
+    assert job["stage"] == "done" and job["progress"]["fraction"] == 1.0
+    result = job["result"]
+    splits = result["data"]["splits"]
+    assert all(splits[s]["rows"] > 0 for s in ("train", "valid", "test")), splits
+    matcher = result["matcher"]
+    gate = matcher["gate"]
+    assert gate["against"] == "zero-shot-cosine-lexical"
+    assert 0.0 <= gate["new"]["f1_clean"] <= 1.0 and gate["new"]["pairs"] == splits["test"]["rows"]
+    assert matcher["promoted"] is True  # forced
+
+    factory = retrain_client.app.state.services.factory
+    row = store.get(factory, matcher["version"])
+    assert row.kind == "matcher" and row.status == "active"
+    assert row.metrics["held_out"]["f1_clean"] == gate["new"]["f1_clean"]
+    assert Path(row.path).is_dir()
+
+    # The next run is gated against the serving version, and "never" leaves it serving.
+    res = retrain_client.post("/v1/admin/retrain", json=BODY | {"seed": 4, "promote": "never"}, headers=admin_headers)
+    second = wait_job(retrain_client, res.json()["job_id"], timeout=240)
+    assert second["state"] == "completed", second
+    assert second["result"]["matcher"]["gate"]["against"] == matcher["version"]
+    assert second["result"]["matcher"]["promoted"] is False
+    assert store.active(factory, "matcher").version == matcher["version"]
+
+
+def test_blocker_retrain_promotes_and_reindexes(retrain_client, admin_headers) -> None:
+    _catalogue_and_labels(retrain_client)
+    body = BODY | {"target": "blocker", "promote": "force"}
+    job = wait_job(
+        retrain_client,
+        retrain_client.post("/v1/admin/retrain", json=body, headers=admin_headers).json()["job_id"],
+        timeout=240,
+    )
+    assert job["state"] == "completed", job
+    blocker = job["result"]["blocker"]
+    for side in ("new", "current"):
+        assert 0.0 <= blocker["gate"][side]["recall@1"] <= blocker["gate"][side]["recall@20"] <= 1.0
+    assert blocker["promoted"] is True
+    factory = retrain_client.app.state.services.factory
+    assert store.active(factory, "bi-encoder").version == blocker["version"]
+    # Serving follows the promotion: every catalogue product gets a vector of the new model.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = retrain_client.get("/health/ready").json()
+        if blocker["version"] in str(health):
+            break
+        time.sleep(0.2)
+    res = retrain_client.post("/v1/match", json={"offer": {"title": "Acme Widget Model 3"}, "top_k": 3})
+    assert res.status_code == 200
+    assert res.json()["model_versions"]["encoder"] == blocker["version"]
+
+
+def test_retrain_on_an_allowed_benchmark_folder(retrain_client, admin_headers, tmp_path: Path) -> None:
+    folder = tmp_path / "benchmarks" / "tiny-bench"
+    folder.mkdir(parents=True)
+    titles = [f"{b} {n} model {i}" for i, (b, n) in enumerate(zip(["acme", "globex"] * 20, ["cam", "tv"] * 20))]
+    (folder / "tableA.csv").write_text("id,title\n" + "\n".join(f"{i},{t}" for i, t in enumerate(titles)) + "\n")
+    (folder / "tableB.csv").write_text("id,title\n" + "\n".join(f"{i},{t} new" for i, t in enumerate(titles)) + "\n")
+    for split, ids in (("train", range(0, 24)), ("valid", range(24, 32)), ("test", range(32, 40))):
+        lines = ["ltable_id,rtable_id,label"]
+        for i in ids:
+            lines += [f"{i},{i},1", f"{i},{(i + 1) % 40},0"]
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    res = retrain_client.post(
+        "/v1/admin/retrain", json=BODY | {"sources": ["tiny-bench"], "promote": "never"}, headers=admin_headers
+    )
+    job = wait_job(retrain_client, res.json()["job_id"], timeout=240)
+    assert job["state"] == "completed", job
+    assert job["result"]["data"]["sources"]["tiny-bench"]["test_pairs"] == 16
+    assert job["result"]["matcher"]["promoted"] is False
