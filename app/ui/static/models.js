@@ -96,6 +96,10 @@
       sources,
       epochs: Number($("retrain-epochs").value),
       seed: Number($("retrain-seed").value),
+      arch: $("retrain-arch").value,
+      noise: $("retrain-noise").value,
+      pseudo_labels: $("retrain-pseudo").checked,
+      promote: $("retrain-promote").value,
     };
     try {
       followJob(await api("POST", "/v1/admin/retrain", { json: body, admin: true }));
