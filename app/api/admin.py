@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from app.api.deps import AdminDep, ServicesDep
 from app.api.responses import COMMON, errors
 from app.jobs import store as jobs_store
+from app.jobs.submit import ensure_queue, push_or_withdraw
 from app.registry import store
 from app.schemas.job import JobAccepted
 from app.schemas.retrain import RetrainRequest
@@ -67,9 +68,7 @@ def _version_out(row) -> dict:  # type: ignore[no-untyped-def]
 
 
 @router.get("/models")
-async def list_models(
-    services: ServicesDep, kind: Annotated[str | None, Query(max_length=32)] = None
-) -> dict:
+async def list_models(services: ServicesDep, kind: Annotated[str | None, Query(max_length=32)] = None) -> dict:
     rows = await run_in_threadpool(store.list_versions, services.factory, kind)
     return {"versions": [_version_out(r) for r in rows]}
 
@@ -81,20 +80,36 @@ async def promote(version: Annotated[str, Path(max_length=128)], services: Servi
         await run_in_threadpool(store.get, services.factory, version)
     except store.RegistryError as exc:
         raise HTTPException(404, str(exc)) from exc
-    job, _ = await run_in_threadpool(
+    await run_in_threadpool(ensure_queue, services.queue)
+    job, created = await run_in_threadpool(
         jobs_store.create_job, services.factory, "promote", {"version": version}, f"promote:{version}"
     )
-    await run_in_threadpool(services.queue.push, job.id)
+    await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, created)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
 
 
 @router.post("/models/rollback", status_code=202, response_model=JobAccepted)
-async def rollback(
-    services: ServicesDep, kind: Annotated[str, Query(pattern="^(bi-encoder|matcher)$")] = "bi-encoder"
-):
+async def rollback(services: ServicesDep, kind: Annotated[str, Query(pattern="^(bi-encoder|matcher)$")] = "bi-encoder"):
     """Re-activate the previously promoted version of a kind (or the packaged zero-shot model)."""
-    job, _ = await run_in_threadpool(
+    await run_in_threadpool(ensure_queue, services.queue)
+    job, created = await run_in_threadpool(
         jobs_store.create_job, services.factory, "rollback", {"kind": kind}, f"rollback:{kind}"
+    )
+    await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, created)
+    return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
+
+
+@router.post("/models/{version}/rollback", status_code=202, response_model=JobAccepted, responses=errors(404, 409))
+async def rollback_version(version: Annotated[str, Path(max_length=128)], services: ServicesDep):
+    """Take the active `version` out of service: its kind's previous version (or zero-shot) returns."""
+    try:
+        row = await run_in_threadpool(store.get, services.factory, version)
+    except store.RegistryError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    if row.status != store.ACTIVE:
+        raise HTTPException(409, f"{version} is {row.status}, not active: there is nothing to roll back")
+    job, _ = await run_in_threadpool(
+        jobs_store.create_job, services.factory, "rollback", {"kind": row.kind}, f"rollback:{row.kind}"
     )
     await run_in_threadpool(services.queue.push, job.id)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
@@ -114,7 +129,8 @@ async def retrain(body: RetrainRequest, services: ServicesDep):
         raise HTTPException(422, f"sources: unknown {unknown}; allowed: {allowed}")
     payload = body.model_dump()
     key = "retrain:" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:40]
+    await run_in_threadpool(ensure_queue, services.queue)
     job, created = await run_in_threadpool(jobs_store.create_job, services.factory, "retrain", payload, key)
     if created:
-        await run_in_threadpool(services.queue.push, job.id)
+        await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")

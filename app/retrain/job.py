@@ -6,6 +6,8 @@ written to the job row as it goes, so `GET /v1/jobs/{id}` shows where it is.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -54,37 +56,56 @@ def _decide(req: RetrainRequest, gate: dict[str, Any]) -> bool:
     return req.promote == "force" or bool(gate["passed"])
 
 
-def _register(ctx: JobContext, folder: Path, held_out: dict[str, Any], gate: dict[str, Any]) -> str:
+def retrain_key(req: RetrainRequest, data: RetrainData, kind: str, backbone: str) -> str:
+    """Training-data fingerprint + the settings that shape the model: equal keys, equal model."""
+    config = req.model_dump(exclude={"promote", "target"}) | {"kind": kind, "backbone": backbone}
+    text = data.dataset.fingerprint() + json.dumps(config, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _already_trained(ctx: JobContext, kind: str, key: str) -> str | None:
+    # A retrain repeated on unchanged data with the same settings reuses its version instead of
+    # registering a second copy of the same model (RELIABILITY R6).
+    for row in store.list_versions(ctx.factory, kind):
+        if (row.metrics or {}).get("retrain_key") == key and Path(row.path).is_dir():
+            return row.version
+    return None
+
+
+def _register(ctx: JobContext, folder: Path, key: str, held_out: dict[str, Any], gate: dict[str, Any]) -> str:
     row = store.register(ctx.factory, folder, ctx.settings.model_dir)  # type: ignore[arg-type]
-    store.add_metrics(ctx.factory, row.version, {"held_out": held_out, "gate": gate})
+    store.add_metrics(ctx.factory, row.version, {"held_out": held_out, "gate": gate, "retrain_key": key})
     return row.version
 
 
 def _train_blocker(ctx: JobContext, req: RetrainRequest, data: RetrainData, work: Path, p: _Progress) -> None:
     from training.train_blocker import train_blocker
 
-    p.stage("training blocker")
-    folder = work / "blocker"
-    train_blocker(
-        data.dataset,
-        folder,
-        backbone=_backbone(ctx),
-        epochs=req.epochs,
-        seed=req.seed,
-        fields=BLOCKER_FIELDS,
-        max_length=ctx.settings.encoder_max_length,
-        progress=False,
-        num_threads=ctx.settings.torch_threads,
-    )
+    key = retrain_key(req, data, "bi-encoder", _backbone(ctx))
+    existing = _already_trained(ctx, "bi-encoder", key)
+    p.stage("training blocker" if existing is None else f"reusing {existing} (same data and settings)")
+    folder = work / "blocker" if existing is None else Path(store.get(ctx.factory, existing).path)
+    if existing is None:
+        train_blocker(
+            data.dataset,
+            folder,
+            backbone=_backbone(ctx),
+            epochs=req.epochs,
+            seed=req.seed,
+            fields=BLOCKER_FIELDS,
+            max_length=ctx.settings.encoder_max_length,
+            progress=False,
+            num_threads=ctx.settings.torch_threads,
+        )
     p.stage("evaluating blocker")
     new = blocker_quality(
         BiEncoder.from_pretrained(str(folder), max_length=ctx.settings.encoder_max_length), data.dataset
     )
     current_version, current_model = serving_blocker(ctx.settings, ctx.factory)
     gate = compare(new, blocker_quality(current_model, data.dataset)) | {"against": current_version}
-    version = _register(ctx, folder, new, gate)
-    promoted = _decide(req, gate)
-    p.result["blocker"] = {"version": version, "gate": gate, "promoted": promoted}
+    version = existing or _register(ctx, folder, key, new, gate)
+    promoted = _decide(req, gate) and current_version != version
+    p.result["blocker"] = {"version": version, "reused": existing is not None, "gate": gate, "promoted": promoted}
     if promoted:
         p.stage("promoting blocker (re-embedding the catalogue)")
         prepare_blocker(ctx, version)
@@ -92,16 +113,43 @@ def _train_blocker(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
 
 
 def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work: Path, p: _Progress) -> None:
+    key = retrain_key(req, data, "matcher", _backbone(ctx))
+    existing = _already_trained(ctx, "matcher", key)
+    if existing is not None:
+        p.stage(f"reusing {existing} (same data and settings)")
+        folder = Path(store.get(ctx.factory, existing).path)
+        summary: dict[str, Any] = store.get(ctx.factory, existing).metrics or {}
+    else:
+        p.stage("training matcher")
+        folder = work / "matcher"
+        summary = _fit_matcher(ctx, req, data, folder)
+    p.stage("evaluating matcher")
+    new = matcher_quality(str(folder), data.dataset)
+    current_version, current = serving_matcher_quality(ctx.settings, ctx.factory, data.dataset)
+    gate = compare(new, current) | {"against": current_version}
+    version = existing or _register(ctx, folder, key, new, gate)
+    promoted = _decide(req, gate) and current_version != version
+    p.result["matcher"] = {
+        "version": version,
+        "reused": existing is not None,
+        "gate": gate,
+        "promoted": promoted,
+        "valid_f1": summary.get("valid_f1"),
+        "noise": summary.get("noise"),
+    }
+    if promoted:
+        store.activate(ctx.factory, version)
+
+
+def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder: Path) -> dict[str, Any]:
     from training.train_matcher import train_matcher
 
-    p.stage("training matcher")
-    folder = work / "matcher"
     options: dict[str, Any] = {}
     if req.noise != "none":
         options |= {"noise": req.noise, "noise_action": req.noise_action}
     if req.pseudo_labels and data.unlabelled:
         options |= {"unlabelled_pairs": data.unlabelled, "pseudo_label": True}
-    summary = train_matcher(
+    return train_matcher(
         data.dataset,
         folder,
         arch=req.arch,
@@ -114,21 +162,6 @@ def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
         progress=False,
         **options,
     )
-    p.stage("evaluating matcher")
-    new = matcher_quality(str(folder), data.dataset)
-    current_version, current = serving_matcher_quality(ctx.settings, ctx.factory, data.dataset)
-    gate = compare(new, current) | {"against": current_version}
-    version = _register(ctx, folder, new, gate)
-    promoted = _decide(req, gate)
-    p.result["matcher"] = {
-        "version": version,
-        "gate": gate,
-        "promoted": promoted,
-        "valid_f1": summary.get("valid_f1"),
-        "noise": summary.get("noise"),
-    }
-    if promoted:
-        store.activate(ctx.factory, version)
 
 
 def run_retrain(ctx: JobContext, job: Job) -> str:

@@ -102,6 +102,15 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     assert row.metrics["held_out"]["f1_clean"] == gate["new"]["f1_clean"]
     assert Path(row.path).is_dir()
 
+    # The same retrain again on unchanged labels reuses that version instead of a second copy.
+    repeat = retrain_client.post("/v1/admin/retrain", json=BODY | {"promote": "force"}, headers=admin_headers)
+    assert repeat.json()["job_id"] != first.json()["job_id"]
+    repeated = wait_job(retrain_client, repeat.json()["job_id"], timeout=240)
+    assert repeated["state"] == "completed", repeated
+    assert repeated["result"]["matcher"]["version"] == matcher["version"]
+    assert repeated["result"]["matcher"]["reused"] is True
+    assert len(store.list_versions(factory, "matcher")) == 1
+
     # The next run is gated against the serving version, and "never" leaves it serving.
     res = retrain_client.post("/v1/admin/retrain", json=BODY | {"seed": 4, "promote": "never"}, headers=admin_headers)
     second = wait_job(retrain_client, res.json()["job_id"], timeout=240)
@@ -109,6 +118,16 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     assert second["result"]["matcher"]["gate"]["against"] == matcher["version"]
     assert second["result"]["matcher"]["promoted"] is False
     assert store.active(factory, "matcher").version == matcher["version"]
+
+    # Rolling back the active version by name; a version that is not active cannot be.
+    other = second["result"]["matcher"]["version"]
+    refused = retrain_client.post(f"/v1/admin/models/{other}/rollback", headers=admin_headers)
+    assert refused.status_code == 409 and "not active" in refused.text
+    assert retrain_client.post("/v1/admin/models/nope/rollback", headers=admin_headers).status_code == 404
+    back = retrain_client.post(f"/v1/admin/models/{matcher['version']}/rollback", headers=admin_headers)
+    assert back.status_code == 202
+    assert wait_job(retrain_client, back.json()["job_id"])["state"] == "completed"
+    assert store.active(factory, "matcher") is None  # back to the zero-shot scorer
 
 
 def test_blocker_retrain_promotes_and_reindexes(retrain_client, admin_headers) -> None:
