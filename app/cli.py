@@ -44,7 +44,11 @@ def _encoder(settings: Settings):  # type: ignore[no-untyped-def]
     from app.pipeline.encoder import Encoder
 
     return Encoder.load(
-        settings.encoder, settings.encoder_max_length, settings.encoder_batch_size, settings.torch_threads
+        settings.encoder,
+        settings.encoder_max_length,
+        settings.encoder_batch_size,
+        settings.torch_threads,
+        quantize=settings.encoder_quantize,
     )
 
 

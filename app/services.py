@@ -122,6 +122,7 @@ class Services:
             max_length=s.encoder_max_length,
             batch_size=s.encoder_batch_size,
             threads=s.torch_threads,
+            quantize=s.encoder_quantize,
         )
 
     def _scorer(self) -> tuple[Scorer, Decider]:

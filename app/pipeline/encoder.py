@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from models.bi_encoder import BiEncoder
+from models.quantize import apply_quantization
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,16 @@ class Encoder:
         batch_size: int = 64,
         threads: int | None = None,
         model_id: str | None = None,
+        quantize: str = "none",
     ) -> Encoder:
         if threads:
             torch.set_num_threads(threads)
-        model = BiEncoder.from_pretrained(name_or_path, max_length=max_length)
+        model = apply_quantization(BiEncoder.from_pretrained(name_or_path, max_length=max_length), quantize)
         ident = model_id or ("minilm-l6-v2-zero-shot" if name_or_path == "minilm" else str(name_or_path))
+        if quantize != "none":
+            # Quantised vectors differ slightly from fp32 ones: a distinct id keeps the two sets
+            # apart, so switching the setting re-embeds the catalogue instead of mixing them.
+            ident = f"{ident}+{quantize}"
         logger.info("loaded encoder %s (dim %d)", ident, model.dim)
         return cls(model, ident, batch_size)
 

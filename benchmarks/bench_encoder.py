@@ -1,0 +1,160 @@
+"""Encoder throughput against the machine's FLOP limit, and what int8 costs in recall.
+
+    .venv/bin/python benchmarks/bench_encoder.py --n 2000 --threads 2 --repeats 5
+
+1. Measures the machine's fp32 matrix-multiply rate once with torch (square matmuls, the
+   same thread count): the practical FLOP/s ceiling of these cores.
+2. Counts the FLOPs per product of the encoder at its real token lengths (no padding):
+   per layer 2*n*(4H^2 + 2HI) for the projections and feed-forward plus 4*n^2*H for attention.
+3. Times, interleaved in the same run on the same texts: plain sentence-transformers on the
+   same weights and max length, our fp32 encoder (length-bucketed batches), our int8 encoder
+   (dynamic per-channel int8 Linear layers). Reports products/s, the ratio to
+   sentence-transformers and the share of the FLOP ceiling reached.
+4. Recall@1/5/20 of the zero-shot blocker on Abt-Buy and Amazon-Google (test queries against
+   the whole right table, title-only serving text, max length 64) in fp32 and int8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.catalogue_gen import catalogue  # noqa: E402
+from benchmarks.common import machine, median, write_result  # noqa: E402
+
+logger = logging.getLogger("bench_encoder")
+warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
+    """Best-of-repeats fp32 GEMM rate (FLOP/s) of this machine with ``threads`` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - t))
+    return best
+
+
+def flops_per_text(config: Any, lengths: list[int]) -> float:
+    """Mean forward FLOPs per text of a BERT-style encoder at the given token lengths."""
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per = [layers * (2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h) for n in lengths]
+    return float(np.mean(per))
+
+
+def timed(fn, texts: list[str]) -> float:  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    fn(texts)
+    return time.perf_counter() - t
+
+
+def speed(texts: list[str], max_length: int, repeats: int, batch_size: int) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    from models.backbones import minilm_path
+    from models.bi_encoder import BiEncoder
+    from models.quantize import quantize_int8
+
+    fp32 = BiEncoder.from_pretrained("minilm", max_length=max_length)
+    int8 = quantize_int8(fp32)
+    st = SentenceTransformer(str(minilm_path()), device="cpu")
+    st.max_seq_length = max_length
+    variants = {
+        "sentence-transformers": lambda x: st.encode(
+            x, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+        ),
+        "productmatch-fp32": lambda x: fp32.encode(x, batch_size=batch_size),
+        "productmatch-int8": lambda x: int8.encode(x, batch_size=batch_size),
+    }
+    for fn in variants.values():  # warm-up
+        fn(texts[:batch_size])
+    seconds: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):  # interleaved: every variant sees the same machine state
+        for name, fn in variants.items():
+            seconds[name].append(timed(fn, texts))
+    lengths = [len(ids) for ids in fp32.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    per_text = flops_per_text(fp32.backbone.config, lengths)
+    return {
+        "texts": len(texts),
+        "repeats": repeats,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "mean_tokens": round(float(np.mean(lengths)), 2),
+        "gflops_per_text": round(per_text / 1e9, 4),
+        "seconds_median": {k: round(median(v), 3) for k, v in seconds.items()},
+        "texts_per_s": {k: round(len(texts) / median(v), 1) for k, v in seconds.items()},
+        "_per_text_flops": per_text,
+    }
+
+
+def recall(max_length: int, datasets: list[str]) -> dict[str, Any]:
+    from models.bi_encoder import BiEncoder
+    from models.quantize import quantize_int8
+    from training.blocking_tasks import build_blocking_task
+    from training.data.readers import data_root, load_dataset
+    from training.evaluate import recall_from_embeddings
+
+    fp32 = BiEncoder.from_pretrained("minilm", max_length=max_length)
+    models = {"fp32": fp32, "int8": quantize_int8(fp32)}
+    out: dict[str, Any] = {}
+    for name in datasets:
+        dataset = load_dataset(data_root() / name, "deepmatcher")
+        task = build_blocking_task(dataset, "test")
+        out[name] = {"queries": len(task.queries), "corpus_size": len(task.corpus), "fields": task.fields}
+        for label, model in models.items():
+            q, c = model.encode(task.queries), model.encode(task.corpus)
+            r = recall_from_embeddings(q, c, task.query_targets, [1, 5, 20], task.query_exclude or None)
+            out[name][label] = {k: round(v, 4) for k, v in r.items() if k.startswith("recall@")}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2000, help="generated catalogue titles to embed")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--datasets", default="abt-buy,amazon-google", help="recall check ('' to skip)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    peak = matmul_flops(args.threads)
+    texts = [row["title"] if not row.get("brand") else f"{row['brand']} {row['title']}" for row in catalogue(args.n)]
+    result: dict[str, Any] = {"settings": vars(args), "matmul_gflops": round(peak / 1e9, 2)}
+    result["speed"] = s = speed(texts, args.max_length, args.repeats, args.batch_size)
+    per_text = s.pop("_per_text_flops")
+    s["share_of_matmul_peak"] = {k: round(v * per_text / peak, 3) for k, v in s["texts_per_s"].items()}
+    base = s["texts_per_s"]["sentence-transformers"]
+    s["ratio_to_sentence_transformers"] = {k: round(v / base, 3) for k, v in s["texts_per_s"].items()}
+    s["matmul_gflops_after"] = round(matmul_flops(args.threads) / 1e9, 2)
+    datasets = [d for d in args.datasets.split(",") if d]
+    if datasets:
+        result["recall"] = recall(args.max_length, datasets)
+    result["load_average_before"] = [round(x, 2) for x in load_before]
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"] = machine()
+    path = write_result("encoder", result)
+    logger.info("wrote %s", path)
+    print(result["speed"], result.get("recall"))
+
+
+if __name__ == "__main__":
+    main()
