@@ -78,10 +78,14 @@ def read_manifest(folder: str | Path) -> Manifest:
     return Manifest.from_dict(data)
 
 
+# Files that torch / joblib / pickle would unpickle (and so could run code) when loaded.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
+
+
 def assert_safe_weights(folder: str | Path) -> None:
     """Refuse folders whose weights are pickles: loading them could run arbitrary code."""
     folder = Path(folder)
-    pickles = [p.name for p in folder.glob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"}]
+    pickles = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise ManifestError(f"{folder} holds pickled weights {pickles}; only safetensors are loaded")
 

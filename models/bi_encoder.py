@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
 from models.pooling import mean_pool
 
@@ -43,6 +44,7 @@ class BiEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> BiEncoder:
         """Load `minilm`, `mpnet` or a saved folder; never contacts a hub."""
         path = backbone_path(str(name_or_path))
+        assert_safe_weights(path)  # safetensors and JSON only: a pickled file refuses the folder
         tokenizer = AutoTokenizer.from_pretrained(path)
         backbone = AutoModel.from_pretrained(path, use_safetensors=True)
         model = cls(backbone, tokenizer, max_length=max_length, name=str(name_or_path))

@@ -7,7 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.jobs.queue import QueueUnavailable
 from app.services import NotReady
@@ -36,7 +37,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueueUnavailable)
     async def _queue_down(_: Request, exc: QueueUnavailable) -> JSONResponse:
         return JSONResponse(
-            {"detail": f"the job queue is unavailable, try again later ({exc})"},
+            {"detail": f"the job queue is unavailable, the job was not submitted; try again later ({exc})"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    def _db_unavailable() -> JSONResponse:
+        return JSONResponse(
+            {"detail": "the database is unavailable, try again later"},
             status_code=503,
             headers={"Retry-After": "5"},
         )
@@ -44,11 +52,21 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         logger.warning("database unavailable: %s", exc.orig)
-        return JSONResponse(
-            {"detail": "the database is unavailable, try again later"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        return _db_unavailable()
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        # A connection lost mid-request (server restart, network) is an outage, not a bug;
+        # pool_pre_ping replaces the dead connections on the next checkout.
+        if exc.connection_invalidated or isinstance(exc, InterfaceError):
+            logger.warning("database connection lost: %s", exc.orig)
+            return _db_unavailable()
+        return await _unexpected(request, exc)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        logger.warning("no database connection available: %s", exc)
+        return _db_unavailable()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,10 +13,25 @@ from fastapi.concurrency import run_in_threadpool
 from app.api.deps import ServicesDep
 from app.api.responses import COMMON, errors
 from app.jobs import store
-from app.jobs.ingest_files import UnreadableFile, check_upload, detect_format
+from app.jobs.ingest_files import UnreadableFile, UnsupportedFileType, check_upload, detect_format
+from app.jobs.submit import ensure_queue, push_or_withdraw
 from app.schemas.job import JobAccepted
 
 router = APIRouter(prefix="/v1", tags=["ingest"], responses=COMMON)
+
+# Declared part types that are never plain CSV / JSON Lines: archives and compressed files are
+# refused before a byte is stored (their content is also sniffed, whatever they claim to be).
+REFUSED_CONTENT_TYPES = (
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-zip-compressed",
+    "application/x-bzip2",
+    "application/x-xz",
+    "application/x-7z-compressed",
+    "application/x-tar",
+    "application/zstd",
+)
 
 
 def _confined(base: Path, requested: str) -> Path:
@@ -53,6 +68,12 @@ async def ingest(
     settings = services.settings
     if (file is None) == (path is None):
         raise HTTPException(422, "send exactly one of 'file' (upload) or 'path'")
+    declared = (file.content_type or "").split(";")[0].strip().lower() if file is not None else ""
+    if declared in REFUSED_CONTENT_TYPES:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"file: content type {declared!r} is not accepted; send uncompressed UTF-8 CSV or JSON Lines",
+        )
     job_id = str(uuid.uuid4())
     name = file.filename if file is not None else path
     source = _confined(Path(settings.ingest_allowed_dir), path) if path is not None else None  # type: ignore[arg-type]
@@ -61,6 +82,8 @@ async def ingest(
     except UnreadableFile as exc:
         raise HTTPException(422, str(exc)) from exc
 
+    # Refuse (503) before storing anything when the job queue is down.
+    await run_in_threadpool(ensure_queue, services.queue)
     target = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
 
     def save() -> None:
@@ -80,17 +103,22 @@ async def ingest(
             check_upload(target, fmt)
         except UnreadableFile as exc:
             target.unlink(missing_ok=True)
-            code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if "binary" in str(exc) else 422
+            binary = isinstance(exc, UnsupportedFileType) or "binary" in str(exc)
+            code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if binary else 422
             raise HTTPException(code, str(exc)) from exc
 
     await run_in_threadpool(save)
-    job, _ = await run_in_threadpool(
-        store.create_job,
-        services.factory,
-        "ingest",
-        {"path": str(target), "format": fmt, "filename": name},
-        None,
-        job_id,
-    )
-    await run_in_threadpool(services.queue.push, job.id)
+    try:
+        job, _ = await run_in_threadpool(
+            store.create_job,
+            services.factory,
+            "ingest",
+            {"path": str(target), "format": fmt, "filename": name},
+            None,
+            job_id,
+        )
+    except Exception:
+        target.unlink(missing_ok=True)  # e.g. the database is down (503): leave no stray upload
+        raise
+    await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, True, [target])
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")

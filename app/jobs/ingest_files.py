@@ -32,6 +32,21 @@ class UnreadableFile(ValueError):
     """The file as a whole cannot be ingested (format, encoding, header)."""
 
 
+class UnsupportedFileType(UnreadableFile):
+    """The file is an archive, a compressed file or other binary data (-> 415)."""
+
+
+# Leading bytes of archives and compressed files: never decompressed, always refused.
+COMPRESSED_MAGIC = {
+    b"PK\x03\x04": "zip",
+    b"PK\x05\x06": "zip",
+    b"\x1f\x8b": "gzip",
+    b"\xfd7zXZ\x00": "xz",
+    b"7z\xbc\xaf\x27\x1c": "7z",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+
+
 @dataclass
 class RawRow:
     number: int  # 1-based data row (CSV header excluded; JSONL line number)
@@ -72,9 +87,17 @@ def check_upload(path: Path, fmt: str) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     with path.open("rb") as fh:
+        head = fh.read(8)
+        for magic, kind in COMPRESSED_MAGIC.items():
+            if head.startswith(magic):
+                raise UnsupportedFileType(
+                    f"the file is a {kind} archive or compressed file; compressed uploads are not "
+                    "decompressed: send uncompressed UTF-8 CSV or JSON Lines"
+                )
+        fh.seek(0)
         while chunk := fh.read(1 << 20):
             if b"\x00" in chunk:
-                raise UnreadableFile(
+                raise UnsupportedFileType(
                     "the file looks binary (it contains NUL bytes); send UTF-8 CSV or JSON Lines"
                 )
             try:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -192,3 +192,14 @@ def set_stage(
         job.stage, job.rows_done, job.rows_total = stage, done, total
         if result is not None:
             job.result = result
+
+
+def withdraw_job(factory: sessionmaker[Session], job_id: str) -> bool:
+    """Delete a job nobody has started (its submission failed); True when it was removed."""
+    with factory() as session, session.begin():
+        job = session.get(Job, job_id)
+        if job is None or job.state != QUEUED or job.attempts:
+            return False
+        session.execute(delete(JobRowError).where(JobRowError.job_id == job_id))
+        session.delete(job)
+        return True
