@@ -130,6 +130,91 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) else 1
 
 
+def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
+    """Match every offer of a feed file (the job behind POST /v1/match/jobs), with a progress bar."""
+    from tqdm import tqdm
+
+    from app.jobs import store
+    from app.jobs.context import JobContext
+    from app.jobs.ingest_files import UnreadableFile, detect_format
+    from app.jobs.match_feed import KIND, check_feed, make_payload
+    from app.jobs.runner import run_job
+    from app.registry.encoders import EncoderProvider
+
+    out = Path(args.out)
+    if args.engine == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            logger.error("--engine ray needs Ray: pip install 'productmatch[ray]'")
+            return 2
+    settings.ensure_dirs()
+    services = _services(settings)
+    if args.resume:
+        job = store.get_job(services.factory, args.resume)
+        if job is None or job.kind != KIND:
+            logger.error("no bulk-match job %s", args.resume)
+            return 2
+        job_id = job.id
+    else:
+        if not args.feed:
+            logger.error("name the FEED file (or --resume JOB_ID)")
+            return 2
+        source = Path(args.feed)
+        if not source.is_file():
+            logger.error("no such file: %s", source)
+            return 2
+        output = args.format or ("parquet" if out.suffix.lower() in (".parquet", ".pq") else "csv")
+        try:
+            fmt = detect_format(source.name, args.input_format)
+            check_feed(source, fmt)
+        except UnreadableFile as exc:
+            logger.error("%s: %s", source, exc)
+            return 2
+        job_id = str(uuid.uuid4())
+        stored = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
+        shutil.copyfile(source, stored)  # the job seeks into it on resume: it must not change
+        k = args.k or settings.default_top_k
+        payload = make_payload(
+            settings, job_id, stored, fmt, output, k, args.brand, args.category, args.engine, source.name
+        )
+        store.create_job(services.factory, KIND, payload, job_id=job_id)
+        logger.info("bulk-match job %s (resume with --resume %s)", job_id, job_id)
+
+    provider = EncoderProvider(settings, services.factory, lambda: _encoder(settings))
+    bar = tqdm(total=None, unit="offer", desc="match", dynamic_ncols=True)
+
+    def progress(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    ctx = JobContext(settings, services.factory, provider, on_progress=progress)
+    state = run_job(ctx, job_id, f"cli-{job_id[:8]}")
+    bar.close()
+    final = store.get_job(services.factory, job_id)
+    if state is None and final is not None and final.state in store.ACTIVE_STATES:
+        logger.error("job %s is held by another worker or failed this attempt: %s", job_id, final.message)
+    if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) and final is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(final.payload["output_path"], out)
+    errors = store.row_errors(services.factory, job_id, 20)
+    summary = {
+        "job_id": job_id,
+        "state": state or (final.state if final else None),
+        "results": str(out) if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) else None,
+        "rows_total": final.rows_total if final else None,
+        "rows_matched": final.rows_ok if final else None,
+        "rows_failed": final.rows_failed if final else None,
+        "decisions": (final.timings or {}).get("decisions") if final else None,
+        "engine": (final.timings or {}).get("engine") if final else None,
+        "errors": [{"row": e.row, "field": e.field, "message": e.message} for e in errors],
+        "message": final.message if final else None,
+    }
+    print(json.dumps(summary, indent=2))  # noqa: T201 - the CLI's result
+    return 0 if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) else 1
+
+
 def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
     from app.registry.encoders import EncoderProvider
     from app.search.params import IndexParams
@@ -226,6 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("file")
     ingest.add_argument("--format", choices=["csv", "jsonl"], default=None)
     ingest.set_defaults(func=cmd_ingest)
+
+    match_file = sub.add_parser(
+        "match-file", help="match every offer of a CSV / JSON Lines feed into a results file, with a progress bar"
+    )
+    match_file.add_argument("feed", nargs="?", help="offers: CSV with a header (offer_id, title, ...) or JSON Lines")
+    match_file.add_argument("--out", required=True, help="the results file to write")
+    match_file.add_argument(
+        "--format", choices=["csv", "parquet"], default=None, help="results format (default: from --out)"
+    )
+    match_file.add_argument("--input-format", choices=["csv", "jsonl"], default=None)
+    match_file.add_argument("--k", type=int, choices=range(1, 101), default=None, metavar="N", help="candidates")
+    match_file.add_argument("--brand", default=None, help="only candidates of this brand")
+    match_file.add_argument("--category", default=None, help="only candidates of this category")
+    match_file.add_argument(
+        "--engine", choices=["local", "ray"], default=None, help="default: ray when RAY_ADDRESS is set"
+    )
+    match_file.add_argument("--resume", metavar="JOB_ID", default=None, help="continue an interrupted run")
+    match_file.set_defaults(func=cmd_match_file)
 
     index = sub.add_parser("index", help="rebuild, check or repair the FAISS index from the database")
     index.add_argument("action", choices=["rebuild", "check", "repair"])

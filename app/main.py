@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from app.api import admin, feedback, health, ingest, jobs, match, products
+from app.api import admin, feedback, health, ingest, jobs, match, match_jobs, products
 from app.api.errors import install_error_handlers
 from app.api.metrics_collector import ServiceCollector
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -92,6 +92,7 @@ def create_app(
         ingest.router,
         jobs.router,
         match.router,
+        match_jobs.router,
         feedback.router,
         admin.router,
     )
@@ -103,7 +104,7 @@ def create_app(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes,
-        upload_paths=("/v1/ingest",),
+        upload_paths=("/v1/ingest", "/v1/match/jobs"),
     )
     app.add_middleware(MetricsMiddleware, registry=registry)  # outermost: counts 413s too
     return app

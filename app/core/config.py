@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     index_dir: Path | None = None
     model_dir: Path | None = None
     upload_dir: Path | None = None
+    results_dir: Path | None = Field(default=None, description="bulk-match result files (and their parts)")
     ingest_allowed_dir: Path | None = Field(
         default=None, description="server-side files may be ingested only from below this folder"
     )
@@ -63,6 +64,14 @@ class Settings(BaseSettings):
     max_description_chars: int = 20_000
     max_row_errors: int = 1_000
     ingest_chunk_rows: int = 500
+    # Bulk matching of feeds: offers per checkpointed chunk; server-side feeds may exceed the
+    # upload limit because they are streamed, never held in memory.
+    match_feed_chunk_rows: int = Field(default=1000, ge=1, le=100_000)
+    match_feed_max_bytes: int = 20_000_000_000
+    # Ray engine (RAY_ADDRESS or engine=ray): actors per stage; GPUs per embedding actor
+    # (None: one GPU per actor when the cluster has GPUs, else CPU).
+    ray_actors: int = Field(default=2, ge=1)
+    ray_gpus_per_actor: float | None = Field(default=None, ge=0)
 
     # Retraining (POST /v1/admin/retrain): backbone to fine-tune (None = the packaged MiniLM),
     # the benchmark folders a request may name (name -> reader format, folder under the data
@@ -99,6 +108,7 @@ class Settings(BaseSettings):
         self.index_dir = self.index_dir or self.data_dir / "index"
         self.model_dir = self.model_dir or self.data_dir / "models"
         self.upload_dir = self.upload_dir or self.data_dir / "uploads"
+        self.results_dir = self.results_dir or self.data_dir / "results"
         self.ingest_allowed_dir = self.ingest_allowed_dir or self.data_dir / "import"
         if self.review_threshold > self.match_threshold:
             raise ValueError("REVIEW_THRESHOLD must not exceed MATCH_THRESHOLD")
@@ -110,7 +120,7 @@ class Settings(BaseSettings):
         return self
 
     def ensure_dirs(self) -> None:
-        for folder in (self.data_dir, self.index_dir, self.model_dir, self.upload_dir):
+        for folder in (self.data_dir, self.index_dir, self.model_dir, self.upload_dir, self.results_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
 
     @property

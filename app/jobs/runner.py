@@ -20,10 +20,18 @@ Handler = Callable[[JobContext, Job], str]
 
 def _handlers() -> dict[str, Handler]:
     # Imported here: the registry's handlers import the job context, which imports this package.
+    from app.jobs.match_feed import KIND as MATCH_FEED
+    from app.jobs.match_feed import run_match_feed
     from app.registry.promotion import run_promote, run_rollback
     from app.retrain.job import run_retrain
 
-    return {"ingest": run_ingest, "promote": run_promote, "rollback": run_rollback, "retrain": run_retrain}
+    return {
+        "ingest": run_ingest,
+        "promote": run_promote,
+        "rollback": run_rollback,
+        "retrain": run_retrain,
+        MATCH_FEED: run_match_feed,
+    }
 
 
 class _Heartbeat:

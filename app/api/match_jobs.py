@@ -1,0 +1,131 @@
+"""Bulk matching: submit a whole feed (upload or server-side path), download the results."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from app.api.deps import ServicesDep
+from app.api.ingest import _confined
+from app.api.responses import COMMON, errors
+from app.jobs import store
+from app.jobs.ingest_files import UnreadableFile, detect_format
+from app.jobs.match_feed import KIND, MEDIA_TYPES, check_feed, make_payload
+from app.schemas.match import MAX_TOP_K
+from app.schemas.match_job import Engine, MatchJobAccepted, OutputFormat
+from app.schemas.product import MAX_SHORT_CHARS
+
+router = APIRouter(prefix="/v1/match/jobs", tags=["match"], responses=COMMON)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MatchJobAccepted,
+    responses=errors(403, 404, 415),
+)
+async def submit_match_job(
+    services: ServicesDep,
+    file: Annotated[UploadFile | None, File(description="offers: CSV with a header, or JSON Lines")] = None,
+    path: Annotated[str | None, Form(max_length=1024, description="a feed below INGEST_ALLOWED_DIR")] = None,
+    format: Annotated[
+        str | None, Form(max_length=16, description="feed format csv or jsonl; else taken from the name")
+    ] = None,
+    output: Annotated[OutputFormat, Form(description="result file format")] = "csv",
+    top_k: Annotated[int | None, Form(ge=1, le=MAX_TOP_K, description="candidates per offer")] = None,
+    brand: Annotated[str | None, Form(max_length=MAX_SHORT_CHARS, description="only this brand")] = None,
+    category: Annotated[str | None, Form(max_length=MAX_SHORT_CHARS, description="only this category")] = None,
+    engine: Annotated[Engine | None, Form(description="local, or ray (default: ray when RAY_ADDRESS is set)")] = None,
+):
+    """Match every offer of a feed in the background; 202 with the job id.
+
+    Each feed row needs an id (`offer_id`, `id` or `external_id`) and a `title`; the other
+    offer fields of `/v1/match` are optional. Bad rows are reported on the job, never fatal.
+    """
+    settings = services.settings
+    if (file is None) == (path is None):
+        raise HTTPException(422, "send exactly one of 'file' (upload) or 'path'")
+    k = top_k if top_k is not None else settings.default_top_k
+    if k > settings.max_top_k:
+        raise HTTPException(422, f"top_k: at most {settings.max_top_k}")
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise HTTPException(422, "engine: ray is not installed on this server (pip install 'productmatch[ray]')")
+    job_id = str(uuid.uuid4())
+    name = file.filename if file is not None else path
+    source = _confined(Path(settings.ingest_allowed_dir), path) if path is not None else None  # type: ignore[arg-type]
+    try:
+        fmt = detect_format(name, format)
+    except UnreadableFile as exc:
+        raise HTTPException(422, str(exc)) from exc
+    target = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
+
+    def save() -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if file is not None:
+            with target.open("wb") as out:
+                shutil.copyfileobj(file.file, out, length=1 << 20)
+        else:
+            assert source is not None
+            if source.stat().st_size > settings.match_feed_max_bytes:
+                raise HTTPException(
+                    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                    f"feed exceeds the limit of {settings.match_feed_max_bytes} bytes",
+                )
+            # A private copy: the job seeks to chunk offsets on resume, so the feed must not change.
+            shutil.copyfile(source, target)
+        try:
+            check_feed(target, fmt)
+        except UnreadableFile as exc:
+            target.unlink(missing_ok=True)
+            binary = any(word in str(exc) for word in ("binary", "compressed"))  # archives too
+            code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if binary else 422
+            raise HTTPException(code, str(exc)) from exc
+
+    await run_in_threadpool(save)
+    payload = make_payload(settings, job_id, target, fmt, output, k, brand, category, engine, name)
+    job, _ = await run_in_threadpool(store.create_job, services.factory, KIND, payload, None, job_id)
+    await run_in_threadpool(services.queue.push, job.id)
+    return MatchJobAccepted(
+        job_id=job.id,
+        state=job.state,
+        status_url=f"/v1/jobs/{job.id}",
+        results_url=f"/v1/match/jobs/{job.id}/results",
+    )
+
+
+@router.get(
+    "/{job_id}/results",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "the result file (CSV or Parquet, as requested)",
+            "content": {media: {} for media in MEDIA_TYPES.values()},
+        },
+        **errors(404, 409),
+    },
+)
+async def match_job_results(services: ServicesDep, job_id: Annotated[str, PathParam(max_length=36)]):
+    """The result file of a completed bulk-match job: 409 while it runs or if it failed."""
+    job = await run_in_threadpool(store.get_job, services.factory, job_id)
+    if job is None or job.kind != KIND:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"match job {job_id!r} not found")
+    if job.state in store.ACTIVE_STATES:
+        total = job.rows_total if job.rows_total is not None else "?"
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"job {job_id} is {job.state} ({job.rows_done}/{total} rows); try later"
+        )
+    if job.state == store.FAILED:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} failed: {job.message}")
+    out = Path(job.payload["output_path"])
+    if not out.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the result file of job {job_id} is no longer available")
+    fmt = job.payload["output"]
+    return FileResponse(out, media_type=MEDIA_TYPES[fmt], filename=f"match-results-{job_id}.{fmt}")
