@@ -85,3 +85,74 @@ def run_load(
 ) -> LoadResult:
     assert_loopback(base_url)
     return asyncio.run(_run(base_url, path, make_body, concurrency, max_requests, duration_s, keep_bodies))
+
+
+@dataclass
+class FixedRateResult:
+    """One record per request: (sent at, s from start; latency ms; status, 0 = transport error;
+    how late it was sent, ms, because the in-flight cap was reached)."""
+
+    records: list[tuple[float, float, int, float]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for _, _, status, _ in self.records if status == 0 or status >= 500)
+
+
+async def _run_fixed_rate(
+    base_url: str,
+    path: str,
+    make_body: Callable[[int], dict],
+    rate: float,
+    duration_s: float,
+    max_requests: int,
+    max_in_flight: int,
+) -> FixedRateResult:
+    result = FixedRateResult()
+    slots = asyncio.Semaphore(max_in_flight)
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    total = min(max_requests, int(rate * duration_s))
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0, limits=limits) as client:
+
+        async def one(i: int, sent: float, late_ms: float) -> None:
+            try:
+                res = await client.post(path, json=make_body(i))
+                status = res.status_code
+            except httpx.HTTPError:
+                status = 0
+            finally:
+                slots.release()
+            result.records.append((sent - start, (time.perf_counter() - sent) * 1000, status, late_ms))
+
+        start = time.perf_counter()
+        tasks = []
+        for i in range(total):
+            due = start + i / rate  # open loop: the schedule does not wait for slow answers
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.perf_counter() - start >= duration_s:
+                break
+            await slots.acquire()
+            sent = time.perf_counter()
+            tasks.append(asyncio.create_task(one(i, sent, max(0.0, (sent - due) * 1000))))
+        await asyncio.gather(*tasks)
+        result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+def run_fixed_rate(
+    base_url: str,
+    path: str,
+    make_body: Callable[[int], dict],
+    rate: float,
+    duration_s: float,
+    max_requests: int,
+    max_in_flight: int = 32,
+) -> FixedRateResult:
+    """Send POSTs at a fixed rate (open loop) for at most `duration_s` / `max_requests`."""
+    assert_loopback(base_url)
+    return asyncio.run(
+        _run_fixed_rate(base_url, path, make_body, rate, duration_s, max_requests, max_in_flight)
+    )
