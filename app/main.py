@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from app.api import admin, feedback, health, ingest, jobs, match, match_jobs, products
+from app.api import recommend as recommend_api
 from app.api.errors import install_error_handlers
 from app.api.metrics_collector import ServiceCollector
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -93,6 +94,7 @@ def create_app(
         jobs.router,
         match.router,
         match_jobs.router,
+        recommend_api.router,
         feedback.router,
         admin.router,
     )

@@ -134,6 +134,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     else:
         add_train_matcher(train_sub)
         add_eval_matcher(ev_sub)
+    try:
+        from training.cli_recommend import add_eval_recommender, add_train_recommender
+    except ImportError:
+        logger.debug("training.cli_recommend not available: no recommender sub-commands")
+    else:
+        add_train_recommender(train_sub)
+        add_eval_recommender(ev_sub)
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     retrain_corpus_limit: int = Field(default=20_000, ge=1)
     retrain_unlabelled_limit: int = Field(default=5_000, ge=0)
 
+    # Recommender (POST /v1/recommend): a folder from `productmatch train recommender` (None =
+    # zero-shot: the serving bi-encoder's title embeddings). `automated` uses the model's
+    # validation threshold at the target precision unless a threshold is set here.
+    recommend_model_dir: Path | None = None
+    recommend_target_precision: float = Field(default=0.95, ge=0.5, le=1.0, description="0.95 or 0.98 are stored")
+    recommend_automation_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    recommend_max_batch_items: int = Field(default=64, ge=1, le=64)
+
     admin_token: str = DEFAULT_ADMIN_TOKEN
     load_demo_catalogue: bool = True
     log_level: str = "INFO"

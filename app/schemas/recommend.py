@@ -1,0 +1,74 @@
+"""Recommend request and response payloads (POST /v1/recommend, /v1/recommend/batch)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.schemas.product import MAX_TITLE_CHARS, ExternalId
+
+MAX_RECOMMEND_K = 100
+MAX_RECOMMEND_BATCH = 64
+
+
+class RecommendQueryIn(BaseModel):
+    """Exactly one of ``text`` (an offer title) or ``product_id`` (an existing catalogue product)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS, description="query offer title")
+    product_id: ExternalId | None = Field(
+        default=None, description="external id of a catalogue product; the product itself is not returned"
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _has_word(cls, value: str | None) -> str | None:
+        if value is not None and not any(ch.isalnum() for ch in value):
+            raise ValueError("text must contain at least one letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RecommendQueryIn:
+        if (self.text is None) == (self.product_id is None):
+            raise ValueError("give exactly one of text or product_id")
+        return self
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: RecommendQueryIn
+    top_k: int = Field(default=10, ge=1, le=MAX_RECOMMEND_K, description="products to return (1-100)")
+
+
+class RecommendBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[RecommendRequest] = Field(..., min_length=1, max_length=MAX_RECOMMEND_BATCH)
+
+
+class RecommendationOut(BaseModel):
+    external_id: str
+    title: str
+    brand: str | None = None
+    category: str | None = None
+    score: float = Field(description="inner product of the query and the product's label vector (cosine)")
+    prototype: bool = Field(description="true when the product is served by its trained prototype, else by its text")
+    automated: bool = Field(description="true only for the top-1 product when the response is automated")
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendationOut]
+    automated: bool = Field(description="the top-1 product may be used without review (coverage threshold)")
+    automation_score: float | None = Field(
+        default=None, description="score compared with the threshold (cosine, or the pair-head probability)"
+    )
+    threshold: float | None = Field(default=None, description="automation threshold; null = never automated")
+    target_precision: float = Field(description="precision the threshold was chosen for on validation")
+    model: str
+    catalogue_version: int
+    timings_ms: dict[str, float]
+
+
+class RecommendBatchResponse(BaseModel):
+    results: list[RecommendResponse]

@@ -1,0 +1,281 @@
+"""Recommender benchmark on WDC Products: zero-shot MiniLM, NGAME, PRIME, PRIME + ALC / TCM.
+
+Offers -> product clusters, seen (000un), half-unseen (050un) and unseen (100un) test sets
+(training/recommend/benchmark.py). Every trained model starts from the packaged MiniLM with the
+same CPU budget: ``--epochs`` passes over the 1,500 training offers, batch ``--batch-size``,
+only the top ``--trainable-layers`` transformer layers trained (the frozen bottom is computed
+once per text and shared by every run, zero-shot included). Writes
+``benchmarks/results/recommend.json`` and ``docs/benchmarks/recommend.md``.
+
+    .venv/bin/python benchmarks/bench_recommend.py --seeds 0,1 --epochs 1 --budget-minutes 33
+
+Smoke test on a subset: ``--subset 60 --out /tmp/rec.json --md /tmp/rec.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, git_rev, machine  # noqa: E402
+from models.bi_encoder import BiEncoder  # noqa: E402
+from training.recommend.benchmark import QuerySet, RecommendBenchmark, load_benchmark  # noqa: E402
+from training.recommend.cache import FrozenBottomCache  # noqa: E402
+from training.recommend.evaluate import evaluate_recommender  # noqa: E402
+from training.recommend.model import RecommenderModel  # noqa: E402
+from training.recommend.train import train_recommender  # noqa: E402
+
+logger = logging.getLogger("bench_recommend")
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "recommend.md"
+CONFIGS: dict[str, dict[str, Any]] = {
+    "ngame": {"method": "ngame"},
+    "prime": {"method": "prime"},
+    "prime+alc+tcm": {"method": "prime", "alc": True, "tcm": True},
+    "prime+tcm": {"method": "prime", "tcm": True},
+    "prime+alc": {"method": "prime", "alc": True},
+}
+METRICS = ("p@1", "p@5", "r@10", "r@100", "coverage@0.95", "precision@0.95", "coverage@0.98", "precision@0.98")
+
+
+def _memo(fn):  # type: ignore[no-untyped-def]
+    """Memoise a fixed model's text encoder: the three test sets share valid queries and labels."""
+    store: dict[str, np.ndarray] = {}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in store]
+        if todo:
+            for t, v in zip(todo, fn(todo)):
+                store[t] = v
+        return np.stack([store[t] for t in texts]) if texts else fn([])
+
+    return encode
+
+
+def _subset(bench: RecommendBenchmark, n_labels: int) -> RecommendBenchmark:
+    """Smoke-test size: queries of the first ``n_labels`` seen labels (+ as many unseen)."""
+    seen = np.flatnonzero(bench.label_seen)[:n_labels]
+    unseen = np.flatnonzero(~bench.label_seen)[:n_labels]
+    keep = set(seen.tolist()) | set(unseen.tolist())
+
+    def cut(qs: QuerySet | None) -> QuerySet | None:
+        if qs is None:
+            return None
+        return qs.subset([i for i, t in enumerate(qs.targets) if t[0] in keep])
+
+    train = cut(bench.train)
+    assert train is not None
+    return RecommendBenchmark(
+        bench.name, bench.test_name, bench.label_keys, bench.label_texts, bench.label_seen,
+        train, cut(bench.valid), cut(bench.test) or bench.test, dict(bench.notes),
+    )  # fmt: skip
+
+
+def _evaluate_all(model: RecommenderModel, benches: dict[str, RecommendBenchmark]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, bench in benches.items():
+        out[name] = evaluate_recommender(model, bench)
+        if model.pair_head is not None:
+            # The same model with the top-1 cosine as the automation score: ALC's head vs no head.
+            model.automation = "cosine"
+            cos = evaluate_recommender(model, bench)
+            model.automation = "pair"
+            out[name]["cosine_automation"] = {k: cos[k] for k in METRICS[4:]}
+        logger.info("%s %s", name, {k: out[name][k] for k in METRICS})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="wdc-products-80cc20rnd")
+    ap.add_argument("--tests", default="000un,050un,100un")
+    ap.add_argument("--configs", default="ngame,prime,prime+alc+tcm", help="run for every seed")
+    ap.add_argument("--ablations", default="prime+tcm,prime+alc", help="run for the first seed, after the rest")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--trainable-layers", type=int, default=2)
+    ap.add_argument("--max-steps-per-epoch", type=int, default=None)
+    ap.add_argument("--budget-minutes", type=float, default=33.0, help="no new run starts after this")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--subset", type=int, default=None, help="smoke test: labels kept per test set")
+    ap.add_argument("--out", default=str(RESULTS / "recommend.json"))
+    ap.add_argument("--md", default=str(DOC))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    command = "python benchmarks/bench_recommend.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    benches = {t: load_benchmark(args.data, t) for t in args.tests.split(",")}
+    if args.subset:
+        benches = {t: _subset(b, args.subset) for t, b in benches.items()}
+    train_bench = next(iter(benches.values()))  # the train split is the same file for every test set
+    base = BiEncoder.from_pretrained("minilm", max_length=32)
+    n_layers = len(base.backbone.encoder.layer)
+    cache = FrozenBottomCache(base, n_layers - args.trainable_layers, batch_size=128)
+
+    runs: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    zero = RecommenderModel(base, "zero-shot", settings={"name": "minilm-zero-shot"})
+    zero.encode_fn = _memo(lambda texts: cache.encode(base, texts))
+    runs.append({"model": "zero-shot", "seed": None, "results": _evaluate_all(zero, benches)})
+    runs[-1]["seconds"] = round(time.perf_counter() - t0, 1)
+    logger.info("zero-shot done in %.0fs (cache %d texts)", runs[-1]["seconds"], len(cache))
+
+    skipped: list[str] = []
+    last_run = 0.0
+    seeds = [int(s) for s in args.seeds.split(",")]
+    plan = [(name, seed) for seed in seeds for name in args.configs.split(",") if name]
+    plan += [(name, seeds[0]) for name in args.ablations.split(",") if name]
+    for name, seed in plan:
+        elapsed = (time.perf_counter() - started) / 60
+        if elapsed + last_run / 60 > args.budget_minutes:
+            skipped.append(f"{name} seed {seed}")
+            logger.info("budget: skipping %s seed %d (%.1f min elapsed)", name, seed, elapsed)
+            continue
+        t0 = time.perf_counter()
+        encoder = copy.deepcopy(base)
+        model, metrics = train_recommender(
+            train_bench, None, encoder, cache=cache, seed=seed, epochs=args.epochs,
+            batch_size=args.batch_size, trainable_layers=args.trainable_layers,
+            max_steps_per_epoch=args.max_steps_per_epoch, calibrate=False, progress=False,
+            **CONFIGS[name],
+        )  # fmt: skip
+        train_s = time.perf_counter() - t0
+        model.encode_fn = _memo(model.encode_fn)  # type: ignore[arg-type]
+        results = _evaluate_all(model, benches)
+        last_run = time.perf_counter() - t0
+        runs.append(
+            {"model": name, "seed": seed, "train_seconds": round(train_s, 1), "seconds": round(last_run, 1),
+             "history": metrics["history"], "results": results}
+        )  # fmt: skip
+        logger.info("%s seed %d done in %.0fs", name, seed, last_run)
+        _write(args, runs, benches, skipped, command, started)
+    _write(args, runs, benches, skipped, command, started)
+    return 0
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(float(np.mean(kept)), 4) if kept else None
+
+
+def _summary(runs: list[dict[str, Any]], tests: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in dict.fromkeys(r["model"] for r in runs):
+        mine = [r for r in runs if r["model"] == model]
+        out[model] = {"seeds": [r["seed"] for r in mine]}
+        for t in tests:
+            row: dict[str, Any] = {}
+            for key in METRICS:
+                vals = [r["results"][t][key] for r in mine if r["results"][t].get(key) is not None]
+                row[key] = round(float(np.mean(vals)), 4) if vals else None
+            for part in ("seen", "unseen"):
+                vals = [r["results"][t][part]["p@1"] for r in mine if part in r["results"][t]]
+                row[f"{part}_p@1"] = round(float(np.mean(vals)), 4) if vals else None
+            cos = [r["results"][t]["cosine_automation"] for r in mine if "cosine_automation" in r["results"][t]]
+            if cos:
+                row["cosine_automation"] = {k: _mean([c[k] for c in cos]) for k in METRICS[4:]}
+            out[model][t] = row
+    return out
+
+
+def _write(args, runs, benches, skipped, command, started) -> None:  # type: ignore[no-untyped-def]
+    tests = list(benches)
+    payload = {
+        "benchmark": "recommend",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_rev(),
+        "machine": machine(),
+        "command": command,
+        "budget": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "trainable_layers": args.trainable_layers,
+            "max_steps_per_epoch": args.max_steps_per_epoch,
+            "seeds": args.seeds,
+            "budget_minutes": args.budget_minutes,
+            "subset": args.subset,
+            "max_length": 32,
+        },  # fmt: skip
+        "data": {t: b.describe() for t, b in benches.items()},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "skipped_for_budget": skipped,
+        "summary": _summary(runs, tests),
+        "runs": runs,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(payload, indent=2))
+    Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.md).write_text(render_markdown(payload))
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def render_markdown(p: dict[str, Any]) -> str:
+    b, m = p["budget"], p["machine"]
+    lines = [
+        "# Recommender benchmark: WDC Products, offers -> products (issue 6)",
+        "",
+        f"Date {p['date']} (git {p['git']}); machine: 2-core shared CPU VM ({m['cpu']}, {m['cores']} cores, "
+        f"torch {m['torch']}, {m['torch_threads']} threads), load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m['loadavg_at_start'])} (other engineers' jobs on the same cores).",
+        "",
+        f"Command: `{p['command']}` (wall time {p['wall_seconds'] / 60:.1f} min).",
+        "",
+        f"CPU budget for every trained model: {b['epochs']} epoch(s) over the 1,500 training offers, batch "
+        f"{b['batch_size']}, max length {b['max_length']}, only the top {b['trainable_layers']} of 6 MiniLM layers "
+        f"trained (the frozen bottom is computed once per text), seeds {b['seeds']}"
+        + (f", subset {b['subset']} labels" if b["subset"] else "")
+        + ". Numbers are means over the seeds that ran"
+        + (f"; skipped for the time budget: {', '.join(p['skipped_for_budget'])}" if p["skipped_for_budget"] else "")
+        + ".",
+        "",
+        "Metrics in percent. P@1 / P@5 / R@10 / R@100 over all test queries; seen / unseen P@1 split by whether "
+        "the query's product has training offers; C@p = share of **all** test queries whose top-1 is automated at "
+        "the threshold chosen on the validation split for precision p, with the test precision achieved there.",
+        "",
+    ]
+    for t, d in p["data"].items():
+        lines += [
+            f"## Test set {t}: {d['test_queries']} queries ({d['test_queries_seen']} of seen products), "
+            f"{d['labels']} products ({d['labels_seen']} seen)",
+            "",
+            "| model | seeds | P@1 | P@1 seen | P@1 unseen | P@5 | R@10 | R@100 | C@0.95 (prec) | C@0.98 (prec) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for model, s in p["summary"].items():
+            r = s[t]
+            seeds = ",".join(str(x) for x in s["seeds"] if x is not None) or "-"
+            lines.append(
+                f"| {model} | {seeds} | {_f(r['p@1'])} | {_f(r['seen_p@1'])} | {_f(r['unseen_p@1'])} | {_f(r['p@5'])} "
+                f"| {_f(r['r@10'])} | {_f(r['r@100'])} | {_f(r['coverage@0.95'])} ({_f(r['precision@0.95'])}) "
+                f"| {_f(r['coverage@0.98'])} ({_f(r['precision@0.98'])}) |"
+            )
+            if "cosine_automation" in r:
+                c = r["cosine_automation"]
+                lines.append(
+                    f"| ↳ same model, cosine as automation score | | | | | | | | {_f(c['coverage@0.95'])} "
+                    f"({_f(c['precision@0.95'])}) | {_f(c['coverage@0.98'])} ({_f(c['precision@0.98'])}) |"
+                )
+        lines.append("")
+    lines += ["## Notes", "", "<!-- notes -->", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""POST /v1/recommend and /v1/recommend/batch: zero-shot and a saved (tiny) PRIME folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.artefacts import Manifest
+from models.prime import LabelPrototypeNetwork
+from tests.conftest import make_settings, tiny_bi_encoder
+from tests.helpers import product
+from training.recommend.model import RecommenderModel
+
+
+def _load(client, n: int = 8) -> None:
+    for i in range(1, n + 1):
+        body = product(i)
+        assert client.put(f"/v1/products/{body.pop('external_id')}", json=body).status_code in (200, 201)
+
+
+def test_recommend_text_and_product_id(client):
+    _load(client)
+    res = client.post("/v1/recommend", json={"query": {"text": product(3)["title"]}, "top_k": 5})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert len(body["items"]) == 5
+    assert body["items"][0]["external_id"] == "p-00003"
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert body["model"].startswith("text:") and body["catalogue_version"] > 0
+    # zero-shot has no validated threshold: never automated
+    assert body["automated"] is False and body["threshold"] is None
+    assert not any(it["prototype"] or it["automated"] for it in body["items"])
+
+    res = client.post("/v1/recommend", json={"query": {"product_id": "p-00003"}, "top_k": 3}).json()
+    assert len(res["items"]) == 3 and "p-00003" not in {it["external_id"] for it in res["items"]}
+
+
+def test_recommend_refreshes_when_catalogue_changes(client):
+    _load(client, 3)
+    first = client.post("/v1/recommend", json={"query": {"text": "widget"}, "top_k": 10}).json()
+    assert len(first["items"]) == 3
+    body = product(9)
+    client.put(f"/v1/products/{body.pop('external_id')}", json=body)
+    second = client.post("/v1/recommend", json={"query": {"text": "widget"}, "top_k": 10}).json()
+    assert len(second["items"]) == 4 and second["catalogue_version"] > first["catalogue_version"]
+    assert client.delete("/v1/products/p-00009").status_code == 204
+    third = client.post("/v1/recommend", json={"query": {"text": "widget"}, "top_k": 10}).json()
+    assert {it["external_id"] for it in third["items"]} == {"p-00001", "p-00002", "p-00003"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query": {}},
+        {"query": {"text": "a", "product_id": "p-00001"}},
+        {"query": {"text": "   "}},
+        {"query": {"text": "!!!"}},
+        {"query": {"text": "x" * 2001}},
+        {"query": {"text": "ok"}, "top_k": 0},
+        {"query": {"text": "ok"}, "top_k": 101},
+        {"query": {"text": "ok"}, "extra": 1},
+        {"query": {"product_id": "a/b"}},
+    ],
+)
+def test_recommend_rejects_bad_requests(client, payload):
+    assert client.post("/v1/recommend", json=payload).status_code == 422
+
+
+def test_unknown_product_is_404_and_batch_limits(client, settings):
+    _load(client, 2)
+    res = client.post("/v1/recommend", json={"query": {"product_id": "nope"}})
+    assert res.status_code == 404 and "nope" in res.json()["detail"]
+    ok = client.post(
+        "/v1/recommend/batch",
+        json={"items": [{"query": {"text": "widget"}, "top_k": 1}, {"query": {"product_id": "p-00001"}}]},
+    )
+    assert ok.status_code == 200 and len(ok.json()["results"]) == 2
+    assert ok.json()["results"][1]["items"][0]["external_id"] == "p-00002"
+    too_many = {"items": [{"query": {"text": "w"}}] * 65}
+    assert client.post("/v1/recommend/batch", json=too_many).status_code == 422
+    settings.recommend_max_batch_items = 1
+    two = {"items": [{"query": {"text": "w"}}] * 2}
+    assert client.post("/v1/recommend/batch", json=two).status_code == 422
+
+
+def _tiny_prime_folder(folder: Path, keys: list[str]) -> Path:
+    enc = tiny_bi_encoder()
+    titles = [product(int(k[2:]))["title"] for k in keys]
+    text = enc.encode(titles)
+    lpn = LabelPrototypeNetwork(enc.dim, 2, nhead=2, dim_feedforward=16).eval()
+    model = RecommenderModel(
+        enc, "prime", lpn=lpn, seen_keys=keys, seen_texts=titles, seen_vectors=text[::-1].copy(),
+        prototypes=text, free_index=np.array([0, 1] * (len(keys) // 2)),
+    )  # fmt: skip
+    thresholds = {"0.95": {"threshold": -1.0}, "0.98": {"threshold": 2.0}}
+    model.save(folder, Manifest(kind="recommender", backbone="tiny", metrics={"thresholds": thresholds}))
+    return folder
+
+
+def test_trained_model_prototypes_and_automation(tmp_path, db_url, tiny_encoder):
+    from app.main import create_app
+
+    folder = _tiny_prime_folder(tmp_path / "rec", ["p-00001", "p-00002"])
+    settings = make_settings(tmp_path / "var", db_url, recommend_model_dir=folder)
+    app = create_app(settings, encoder=tiny_encoder, background_load=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _load(client, 4)
+        body = client.post("/v1/recommend", json={"query": {"text": "anything"}, "top_k": 4}).json()
+        assert body["model"].startswith("recommender:")
+        flags = {it["external_id"]: it["prototype"] for it in body["items"]}
+        assert flags == {"p-00001": True, "p-00002": True, "p-00003": False, "p-00004": False}
+        # threshold -1 at the default target precision 0.95: the top-1 is automated
+        assert body["automated"] is True and body["threshold"] == -1.0 and body["target_precision"] == 0.95
+        assert [it["automated"] for it in body["items"]] == [True, False, False, False]
+        # the seen product p-00001 is served by its stored vector (here: p-00002's title embedding)
+        vec = RecommenderModel.load(folder).label_vectors(["p-00001"], ["ignored"])[0]
+        assert np.allclose(vec, tiny_bi_encoder().encode([product(2)["title"]])[0], atol=1e-5)
+    assert app.state.unhandled_errors == 0
+
+    settings = make_settings(tmp_path / "var2", db_url, recommend_model_dir=folder, recommend_target_precision=0.98)
+    app = create_app(settings, encoder=tiny_encoder, background_load=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _load(client, 2)
+        assert client.post("/v1/recommend", json={"query": {"text": "x1"}}).json()["automated"] is False
+
+    settings = make_settings(tmp_path / "var3", db_url, recommend_model_dir=tmp_path / "missing")
+    app = create_app(settings, encoder=tiny_encoder, background_load=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        res = client.post("/v1/recommend", json={"query": {"text": "x1"}})
+        assert res.status_code == 503 and "missing" in res.json()["detail"]
+    assert app.state.unhandled_errors == 0

@@ -1,0 +1,206 @@
+"""A recommender model: a bi-encoder plus (PRIME) the label prototype network and seen-label vectors.
+
+Folder layout (no pickles anywhere)::
+
+    manifest.json         kind "recommender", method, settings, metrics
+    encoder/              the bi-encoder (safetensors + tokenizer)
+    prime.safetensors     LPN / pair-head weights, seen-label vectors, prototypes, free-vector index
+    labels.json           keys and texts of the seen labels, in the row order of the tensors
+
+Seen labels (keys in ``labels.json``) are served by their stored prototype vector ``l_r``;
+every other label by its text embedding ``u_r`` (METHODS §4.7).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.artefacts import Manifest, ManifestError, assert_safe_weights, read_manifest, write_manifest
+from models.bi_encoder import BiEncoder
+from models.prime import LabelPrototypeNetwork, PairHead
+
+logger = logging.getLogger(__name__)
+
+MODEL_KIND = "recommender"
+METHODS = ("zero-shot", "ngame", "prime")
+AUTOMATION_SCORES = ("cosine", "pair")
+ZERO_SHOT_MAX_LENGTH = 32
+_WEIGHTS = "prime.safetensors"
+_LABELS = "labels.json"
+
+
+class RecommenderModel:
+    """Query encoder, label vectors (prototype for seen labels, text otherwise), automation score."""
+
+    def __init__(
+        self,
+        encoder: BiEncoder,
+        method: str = "zero-shot",
+        lpn: LabelPrototypeNetwork | None = None,
+        pair_head: PairHead | None = None,
+        seen_keys: Sequence[str] = (),
+        seen_texts: Sequence[str] = (),
+        seen_vectors: np.ndarray | None = None,
+        prototypes: np.ndarray | None = None,
+        free_index: np.ndarray | None = None,
+        automation: str = "cosine",
+        settings: dict[str, Any] | None = None,
+        encode_batch_size: int = 128,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if automation not in AUTOMATION_SCORES:
+            raise ValueError(f"automation must be one of {AUTOMATION_SCORES}, got {automation!r}")
+        if automation == "pair" and pair_head is None:
+            raise ValueError("automation 'pair' needs a pair head (train with --alc)")
+        self.encoder = encoder
+        self.method = method
+        self.lpn = lpn
+        self.pair_head = pair_head
+        self.seen_keys = list(seen_keys)
+        self.seen_texts = list(seen_texts)
+        dim = encoder.dim
+        self.seen_vectors = (
+            np.zeros((0, dim), dtype=np.float32) if seen_vectors is None else np.asarray(seen_vectors, np.float32)
+        )
+        if len(self.seen_vectors) != len(self.seen_keys):
+            raise ValueError("one seen vector per seen key")
+        self.prototypes = prototypes
+        self.free_index = free_index
+        self.automation = automation
+        self.settings = dict(settings or {})
+        self.encode_batch_size = encode_batch_size
+        self._seen_row = {k: i for i, k in enumerate(self.seen_keys)}
+        # Optional replacement for encoder.encode (same vectors, computed faster): the training
+        # package plugs in its frozen-bottom cache here.
+        self.encode_fn: Callable[[list[str]], np.ndarray] | None = None
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.encode_fn is not None:
+            return self.encode_fn(texts)
+        return self.encoder.encode(texts, batch_size=self.encode_batch_size)
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def name(self) -> str:
+        return self.settings.get("name", self.method)
+
+    # ------------------------------------------------------------------ inference
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(list(texts))
+
+    def is_seen(self, key: str) -> bool:
+        return key in self._seen_row
+
+    def label_vectors(self, keys: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        """Seen keys -> stored prototype vectors; the others -> text embeddings of ``texts``."""
+        if len(keys) != len(texts):
+            raise ValueError("one text per label key")
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        unseen = [i for i, k in enumerate(keys) if k not in self._seen_row]
+        seen = [i for i, k in enumerate(keys) if k in self._seen_row]
+        if seen:
+            out[seen] = self.seen_vectors[[self._seen_row[keys[i]] for i in seen]]
+        if unseen:
+            out[unseen] = self._encode([texts[i] for i in unseen])
+        return out
+
+    @torch.inference_mode()
+    def automation_scores(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Score that decides automation of a (query, top-1 label) pair: cosine, or the pair-head probability."""
+        if self.automation == "cosine" or self.pair_head is None:
+            return np.einsum("ij,ij->i", queries, labels)
+        self.pair_head.eval()
+        logits = self.pair_head(torch.from_numpy(np.ascontiguousarray(queries)), torch.from_numpy(labels))
+        return torch.sigmoid(logits).double().numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path, manifest: Manifest) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.save(folder / "encoder")
+        tensors: dict[str, torch.Tensor] = {"seen_vectors": torch.from_numpy(self.seen_vectors).contiguous()}
+        if self.lpn is not None:
+            tensors.update({f"lpn.{k}": v.detach().contiguous() for k, v in self.lpn.state_dict().items()})
+        if self.pair_head is not None:
+            tensors.update({f"pair_head.{k}": v.detach().contiguous() for k, v in self.pair_head.state_dict().items()})
+        if self.prototypes is not None:
+            tensors["prototypes"] = torch.from_numpy(np.asarray(self.prototypes, np.float32)).contiguous()
+        if self.free_index is not None:
+            tensors["free_index"] = torch.from_numpy(np.asarray(self.free_index, np.int64)).contiguous()
+        save_file(tensors, str(folder / _WEIGHTS))
+        (folder / _LABELS).write_text(
+            json.dumps({"keys": self.seen_keys, "texts": self.seen_texts}, ensure_ascii=False), encoding="utf-8"
+        )
+        settings = dict(manifest.settings)
+        settings.update(
+            {
+                "method": self.method,
+                "automation": self.automation,
+                "max_length": self.encoder.max_length,
+                "dim": self.dim,
+                "seen_labels": len(self.seen_keys),
+                "n_free": int(self.lpn.free.shape[0]) if self.lpn is not None else 0,
+                "nhead": int(self.lpn.layer.self_attn.num_heads) if self.lpn is not None else 0,
+                "dim_feedforward": int(self.lpn.layer.linear1.out_features) if self.lpn is not None else 0,
+            }
+        )
+        manifest.settings = settings
+        manifest.kind = MODEL_KIND
+        write_manifest(folder, manifest)
+
+    @classmethod
+    def zero_shot(cls, backbone: str = "minilm", max_length: int = ZERO_SHOT_MAX_LENGTH) -> RecommenderModel:
+        encoder = BiEncoder.from_pretrained(backbone, max_length=max_length)
+        return cls(encoder, "zero-shot", settings={"name": "minilm-zero-shot", "backbone": backbone})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RecommenderModel:
+        """Load a folder written by :meth:`save`; manifest checked, safetensors only."""
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest.kind != MODEL_KIND:
+            raise ManifestError(f"{folder} holds a {manifest.kind!r} model, not a {MODEL_KIND}")
+        assert_safe_weights(folder)
+        assert_safe_weights(folder / "encoder")
+        s = manifest.settings
+        encoder = BiEncoder.from_pretrained(str(folder / "encoder"), max_length=int(s.get("max_length", 32)))
+        tensors = load_file(str(folder / _WEIGHTS)) if (folder / _WEIGHTS).exists() else {}
+        labels = json.loads((folder / _LABELS).read_text(encoding="utf-8")) if (folder / _LABELS).exists() else {}
+        lpn = None
+        if any(k.startswith("lpn.") for k in tensors):
+            lpn = LabelPrototypeNetwork(
+                int(s["dim"]), int(s["n_free"]), nhead=int(s["nhead"]), dim_feedforward=int(s["dim_feedforward"])
+            )
+            lpn.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("lpn.")})
+            lpn.eval()
+        head = None
+        if any(k.startswith("pair_head.") for k in tensors):
+            head = PairHead(int(s["dim"]))
+            head.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("pair_head.")})
+            head.eval()
+        seen = tensors.get("seen_vectors")
+        return cls(
+            encoder,
+            method=str(s.get("method", "zero-shot")),
+            lpn=lpn,
+            pair_head=head,
+            seen_keys=labels.get("keys", []),
+            seen_texts=labels.get("texts", []),
+            seen_vectors=None if seen is None else seen.numpy(),
+            prototypes=tensors["prototypes"].numpy() if "prototypes" in tensors else None,
+            free_index=tensors["free_index"].numpy() if "free_index" in tensors else None,
+            automation=str(s.get("automation", "cosine")),
+            settings={**s, "name": str(folder)},
+        )
