@@ -6,6 +6,8 @@ The main CLI builds the ``train`` / ``eval`` sub-parser groups and calls
 
     productmatch train matcher --data abt-buy --format deepmatcher --out var/models/abt-lea \\
         --arch lea --augment typo --epochs 8 --seed 1
+    productmatch train matcher --data abt-buy --format deepmatcher --out var/models/abt-noise \\
+        --arch vanilla --noise bmm --noise-action downweight --pseudo-labels
     productmatch eval matcher --data abt-buy --format deepmatcher --model var/models/abt-lea \\
         --noise typo --noise-seeds 1,2,3 --json
 """
@@ -108,14 +110,123 @@ def add_train_matcher(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--max-train-pairs", type=_positive_int, default=None, help="stratified subsample of train")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_noise_options(p)
+    _add_pseudo_label_options(p)
     p.set_defaults(func=cmd_train_matcher, needs_settings=False)
     return p
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text!r}")
+    return value
+
+
+def _add_noise_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("label noise (METHODS §7)")
+    g.add_argument(
+        "--noise",
+        choices=("none", "bmm", "knn", "both"),
+        default="none",
+        help="detect noisy training labels after the warm-up: bmm = beta mixture on per-pair losses, "
+        "knn = disagreement with the k nearest labelled pairs, both = mean of the two (default: none)",
+    )
+    g.add_argument(
+        "--noise-action",
+        choices=("downweight", "relabel"),
+        default="downweight",
+        help="downweight: loss weight 1 - p_noise; relabel: bootstrap the target towards the model's own "
+        "prediction in proportion to p_noise (default: downweight)",
+    )
+    g.add_argument(
+        "--noise-warmup",
+        type=_positive_int,
+        default=None,
+        metavar="EPOCHS",
+        help="epochs before the first detection (default: 3/8 of --epochs, at least 1)",
+    )
+    g.add_argument("--noise-knn-k", type=_positive_int, default=25, metavar="K", help="kNN neighbours (default: 25)")
+    g.add_argument(
+        "--noise-knn-features",
+        choices=("matcher", "bi-encoder"),
+        default="matcher",
+        help="kNN pair embedding: the matcher's [CLS] state, or [u, v, |u-v|, u*v] of the packaged "
+        "MiniLM bi-encoder (default: matcher)",
+    )
+
+
+def _add_pseudo_label_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pseudo-labels (METHODS §8)")
+    g.add_argument(
+        "--pseudo-labels",
+        action="store_true",
+        help="also train on unlabelled blocking candidates of the dataset's tables (top-k right records "
+        "of every left record, minus labelled pairs) with soft pseudo-labels from the model",
+    )
+    g.add_argument("--pseudo-k", type=_positive_int, default=10, metavar="K", help="blocker depth (default: 10)")
+    g.add_argument(
+        "--pseudo-blocker",
+        default="minilm",
+        metavar="MODEL",
+        help="bi-encoder for the candidates: minilm (zero-shot) or a blocker folder (default: minilm)",
+    )
+    g.add_argument("--pseudo-max-pairs", type=_positive_int, default=None, metavar="N", help="seeded cap on the pool")
+    g.add_argument(
+        "--pseudo-warmup",
+        type=int,
+        default=2,
+        metavar="EPOCHS",
+        help="labelled-only epochs first (default: 2, at most --epochs - 1)",
+    )
+    g.add_argument(
+        "--min-labelled-share",
+        type=_share,
+        default=0.5,
+        metavar="SHARE",
+        help="at least this share of every batch is labelled (default: 0.5)",
+    )
+    g.add_argument(
+        "--transductive",
+        action="store_true",
+        help="keep records of validation/test pairs in the pool (default: excluded)",
+    )
+
+
+def _unlabelled_pool(args: argparse.Namespace, dataset: PairDataset) -> list[tuple[str, str]] | None:
+    """Serialised blocking candidates for ``--pseudo-labels``; None when the flag is off."""
+    if not args.pseudo_labels:
+        return None
+    from models.bi_encoder import BiEncoder
+    from training.pseudo_labels import serialize_unlabelled, unlabelled_candidates
+
+    if not dataset.left_table or not dataset.right_table:
+        logger.warning("--pseudo-labels: %s has no left/right tables, training on labels only", dataset.name)
+        return []
+    candidates = unlabelled_candidates(
+        dataset,
+        k=args.pseudo_k,
+        encoder=BiEncoder.from_pretrained(args.pseudo_blocker),
+        transductive=args.transductive,
+        max_pairs=args.pseudo_max_pairs,
+        seed=args.seed,
+    )
+    return serialize_unlabelled(candidates, args.fields)
 
 
 def cmd_train_matcher(args: argparse.Namespace) -> int:
     from training.train_matcher import train_matcher  # torch import only when the command runs
 
     dataset = load_cli_dataset(args)
+    pool = _unlabelled_pool(args, dataset)
+    noise_options = {
+        "warmup_epochs": args.noise_warmup,
+        "knn_k": args.noise_knn_k,
+        "knn_features": args.noise_knn_features,
+    }
+    pseudo = None
+    if args.pseudo_labels:
+        pseudo = {"warmup_epochs": args.pseudo_warmup, "min_labelled_share": args.min_labelled_share}
     summary = train_matcher(
         dataset,
         args.out,
@@ -133,6 +244,11 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
         max_train_pairs=args.max_train_pairs,
         threads=args.threads,
         progress=not args.no_progress,
+        noise=args.noise,
+        noise_action=args.noise_action,
+        noise_options=noise_options,
+        unlabelled_pairs=pool,
+        pseudo_label=pseudo,
     )
     summary.pop("history", None)
     sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -41,7 +41,26 @@ from training.data.records import Pair, PairDataset
 from training.data.serialize import FieldSpec, serialize
 from training.data.typos import P_SIDE, TYPO_VERSION, TypoAugmenter
 from training.matcher_io import CALIBRATION_FILE, MATCHER_KIND, PRECISION_TARGETS
-from training.metrics import pr_auc
+from training.metrics import pr_auc, pr_curve
+from training.noise import (
+    NOISE_METHODS,
+    NoiseConfig,
+    NoiseReport,
+    bce_losses,
+    bi_encoder_features,
+    detect_noisy_pairs,
+    noisy_batch_targets,
+    prior_penalty,
+    score_training_pairs,
+)
+from training.pseudo_labels import (
+    PseudoLabelConfig,
+    confident_mask,
+    entropy_penalty,
+    labelled_per_batch,
+    plan_batches,
+    soft_pseudo_labels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +85,19 @@ def subsample(pairs: list[TextPair], n: int | None, seed: int = 0) -> list[TextP
     """
     if n is None or n >= len(pairs):
         return pairs
+    return [pairs[i] for i in subsample_indices([p[2] for p in pairs], n, seed)]
+
+
+def subsample_indices(labels: Sequence[int], n: int | None, seed: int = 0) -> list[int]:
+    """Sorted indices of the pairs :func:`subsample` keeps (all indices when ``n`` is None)."""
+    if n is None or n >= len(labels):
+        return list(range(len(labels)))
     rng = random.Random(seed)
-    pos = [i for i, p in enumerate(pairs) if p[2] == 1]
-    neg = [i for i, p in enumerate(pairs) if p[2] != 1]
-    n_pos = min(len(pos), max(1, round(n * len(pos) / len(pairs)))) if pos else 0
+    pos = [i for i, y in enumerate(labels) if y == 1]
+    neg = [i for i, y in enumerate(labels) if y != 1]
+    n_pos = min(len(pos), max(1, round(n * len(pos) / len(labels)))) if pos else 0
     keep = set(rng.sample(pos, n_pos)) | set(rng.sample(neg, min(len(neg), n - n_pos)))
-    return [p for i, p in enumerate(pairs) if i in keep]
+    return sorted(keep)
 
 
 def pos_weight_for(labels: Sequence[int]) -> float:
@@ -157,80 +183,149 @@ def train_matcher(
     threads: int | None = None,
     eval_batch_size: int = 64,
     progress: bool = True,
+    sample_weights: Sequence[float] | None = None,
+    noise: str = "none",
+    noise_action: str = "downweight",
+    noise_options: NoiseConfig | dict[str, Any] | None = None,
+    unlabelled_pairs: Sequence[tuple[str, str]] | None = None,
+    pseudo_label: PseudoLabelConfig | dict[str, Any] | bool | None = None,
+    keep_noise_report: bool = False,
 ) -> dict[str, Any]:
     """Train, select the best epoch on clean validation, calibrate, save; returns a summary dict.
 
     ``backbone``: ``"minilm"``, ``"mpnet"`` or a model folder; with ``tiny_config`` a random
     model of that config is built instead and ``backbone`` only supplies the tokenizer.
     ``threads``: ``torch.set_num_threads`` for this process (None leaves it as it is).
+
+    Noise-aware training (METHODS §7, all keyword-only):
+
+    * ``sample_weights``: one non-negative loss weight per pair of ``dataset.split("train")``
+      (before ``max_train_pairs`` subsampling), e.g. from reviewers' confidence.
+    * ``noise``: ``"none"`` | ``"bmm"`` (beta mixture on per-pair losses, §7.1) | ``"knn"`` (kNN
+      label disagreement, §7.2) | ``"both"`` (mean of the two probabilities). After the warm-up
+      epochs (``noise_options["warmup_epochs"]``, default 3/8 of ``epochs``, at least 1) and
+      after every later epoch, one eval pass over the training pairs re-runs detection; the
+      next epoch uses it. ``noise_action``: ``"downweight"`` (weight ``1 - p_noise``) or
+      ``"relabel"`` (bootstrap towards the model's own prediction, ``p_noise``-weighted, plus
+      the anti-collapse prior). ``noise_options``: the other :class:`NoiseConfig` fields.
+    * ``unlabelled_pairs``: serialised ``(left, right)`` text pairs without labels (e.g. from
+      :func:`training.pseudo_labels.unlabelled_candidates`); with ``pseudo_label`` (``True``, a
+      dict of :class:`PseudoLabelConfig` fields, or a config) they are trained on with soft
+      pseudo-labels after the pseudo-label warm-up, at least ``min_labelled_share`` of each
+      batch being labelled (§8.2).
+    * ``keep_noise_report``: add the last detection's per-pair probabilities and flags
+      (:meth:`NoiseReport.to_dict`, plus ``train_indices`` into ``dataset.split("train")``).
+
     The summary holds ``out_dir``, ``valid_f1``, ``best_epoch``, ``threshold``,
-    ``thresholds_for_precision``, ``history`` (per epoch) and ``train_seconds``.
+    ``thresholds_for_precision``, ``history`` (per epoch), ``train_seconds``, ``noise`` (None
+    or the warm-up and one summary per detection) and ``pseudo_labels`` (None or pool size and
+    per-epoch use); the manifest records the same under ``settings`` / ``metrics``.
     """
     if augment not in (None, *AUGMENTS):
         raise ValueError(f"augment must be None or one of {AUGMENTS}, got {augment!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
+    if noise not in NOISE_METHODS:
+        raise ValueError(f"noise must be one of {NOISE_METHODS}, got {noise!r}")
+    noise_cfg = None if noise == "none" else NoiseConfig.build(noise, noise_action, noise_options)
+    pseudo_cfg = PseudoLabelConfig.build(pseudo_label)
+    if pseudo_cfg is not None and not unlabelled_pairs:
+        logger.warning("pseudo_label is set but there are no unlabelled pairs: training on labels only")
     if threads is not None:
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
-    train_all = serialize_pairs(dataset.split("train"), fields)
-    train = subsample(train_all, max_train_pairs)
+    train_pairs = dataset.split("train")
+    train_idx = subsample_indices([int(p.label) for p in train_pairs], max_train_pairs)
+    train = serialize_pairs([train_pairs[i] for i in train_idx], fields)
+    weights = _train_weights(sample_weights, len(train_pairs), train_idx)
     valid = serialize_pairs(dataset.split("valid"), fields)
     valid_labels = np.asarray([y for _, _, y in valid], dtype=np.int64)
     if not train or not valid or valid_labels.sum() == 0:
         raise ValueError("training needs non-empty train and valid splits with at least one valid positive")
+    train_labels = np.asarray([y for _, _, y in train], dtype=np.int64)
+    pool = list(unlabelled_pairs or []) if pseudo_cfg is not None else []
 
     seed_everything(seed)
     model = build_model(arch, backbone, max_length, tiny_config, lea_options)
     collator = model.collator
     pos_weight = pos_weight_for([y for _, _, y in train])
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
+    pw_tensor = torch.tensor(pos_weight, dtype=torch.float32)
+    offset = math.log(pos_weight)  # the logit shift of class-balanced BCE (see training.noise)
+    noise_warmup = noise_cfg.warmup_for(epochs) if noise_cfg is not None else None
+    pseudo_warmup = min(pseudo_cfg.warmup_epochs, epochs - 1) if pseudo_cfg is not None else None
+    cap = pseudo_cfg.max_unlabelled if pseudo_cfg is not None else None
+    if cap is not None and len(pool) > cap:
+        keep = np.random.default_rng(seed).choice(len(pool), cap, replace=False)
+        pool = [pool[i] for i in sorted(keep.tolist())]
     optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total_steps = steps_per_epoch * epochs
+    total_steps = sum(
+        _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup) for e in range(1, epochs + 1)
+    )
     scheduler = get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * total_steps), total_steps)
     augmenter = TypoAugmenter(seed, p_side=p_side) if augment == "typo" else None
     order_rng = np.random.default_rng(seed)
+    bi_features = _bi_encoder_features(noise_cfg, train, fields, eval_batch_size)
     logger.info(
-        "training %s matcher (%s, augment=%s) on %d train / %d valid pairs, %d epochs x %d steps, "
-        "pos_weight %.3f, %d torch threads",
+        "training %s matcher (%s, augment=%s, noise=%s/%s, pseudo-labels=%s) on %d train / %d valid pairs "
+        "(+%d unlabelled), %d epochs, %d steps, pos_weight %.3f, %d torch threads",
         arch,
         backbone,
         augment,
+        noise,
+        noise_action if noise_cfg is not None else "-",
+        pseudo_cfg is not None and bool(pool),
         len(train),
         len(valid),
+        len(pool),
         epochs,
-        steps_per_epoch,
+        total_steps,
         pos_weight,
         torch.get_num_threads(),
     )
 
     history: list[dict[str, Any]] = []
+    detections: list[dict[str, Any]] = []
+    pseudo_epochs: list[dict[str, Any]] = []
+    report: NoiseReport | None = None
     best_f1, best_epoch = -1.0, 0
     best_state: dict[str, torch.Tensor] | None = None
     best_logits: np.ndarray | None = None
     collator.reset_timings()
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        model.train()
         epoch_start = time.perf_counter()
-        order = order_rng.permutation(len(train))
+        # Pseudo-labels from the model as it stands before this epoch (eval mode, §8.2 step 2).
+        use_pool: list[tuple[str, str]] = []
+        soft = np.zeros(0)
+        if pseudo_cfg is not None and pool and pseudo_warmup is not None and epoch > pseudo_warmup:
+            use_pool, soft, stats = _pseudo_label_pool(model, pool, pseudo_cfg, offset, eval_batch_size, progress)
+            pseudo_epochs.append({"epoch": epoch, **stats})
+        p_noise = None if report is None else torch.as_tensor(report.p_noise, dtype=torch.float32)
+        share = pseudo_cfg.min_labelled_share if pseudo_cfg is not None else 1.0
+        plan = plan_batches(len(train), len(use_pool), batch_size, share, order_rng)
+        model.train()
         losses: list[float] = []
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"{arch} epoch {epoch}/{epochs}",
-            unit="batch",
-            disable=not progress,
-            leave=False,
-        )
-        for step in bar:
-            chunk = [train[i] for i in order[step * batch_size : (step + 1) * batch_size]]
+        bar = tqdm(plan, desc=f"{arch} epoch {epoch}/{epochs}", unit="batch", disable=not progress, leave=False)
+        for step, (lab_idx, unl_idx) in enumerate(bar):
+            chunk = [train[i] for i in lab_idx] + [(*use_pool[j], 0) for j in unl_idx]
             if augmenter is not None:  # left then right side of each pair, in batch order
                 chunk = [(*augmenter.pair(a, b), y) for a, b, y in chunk]
-            batch = collator([(a, b) for a, b, _ in chunk], labels=[float(y) for _, _, y in chunk])
+            targets = [float(train_labels[i]) for i in lab_idx] + [float(soft[j]) for j in unl_idx]
+            batch = collator([(a, b) for a, b, _ in chunk], labels=targets)
             assert batch.labels is not None
             logits = model.batch_forward(batch)
-            loss = loss_fn(logits, batch.labels.to(logits.device))
+            loss = _batch_loss(
+                logits,
+                batch.labels.to(logits.device),
+                n_labelled=len(lab_idx),
+                weights=torch.as_tensor(weights[lab_idx], dtype=torch.float32),
+                p_noise=None if p_noise is None else p_noise[torch.as_tensor(lab_idx)],
+                noise_cfg=noise_cfg,
+                pseudo_cfg=pseudo_cfg if len(unl_idx) else None,
+                match_rate=report.estimated_match_rate if report is not None else float(train_labels.mean()),
+                pos_weight=pw_tensor,
+                offset=offset,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if max_grad_norm:
@@ -253,6 +348,8 @@ def train_matcher(
             "valid_pr_auc": pr_auc(logits_valid, valid_labels),
             "train_seconds": train_time,
             "valid_seconds": time.perf_counter() - epoch_start - train_time,
+            "noise_weighted": p_noise is not None,
+            "pseudo_labelled": len(use_pool),
         }
         history.append(row)
         improved = choice.f1 > best_f1
@@ -270,6 +367,12 @@ def train_matcher(
             " best" if improved else "",
             row["train_seconds"] + row["valid_seconds"],
         )
+        # Detection after the warm-up and after every later epoch, for the next epoch (§7.1 step 2).
+        if noise_cfg is not None and noise_warmup is not None and noise_warmup <= epoch < epochs:
+            detect_start = time.perf_counter()
+            report = _detect(model, train, train_labels, noise_cfg, bi_features, epoch, eval_batch_size, progress)
+            detections.append({**report.summary(), "seconds": time.perf_counter() - detect_start})
+            row["detect_seconds"] = detections[-1]["seconds"]
     train_seconds = time.perf_counter() - started
     assert best_state is not None and best_logits is not None
     model.load_state_dict(best_state)
@@ -288,8 +391,17 @@ def train_matcher(
         "valid": {
             "best_f1": best.to_dict(),
             "for_precision": {k: (None if v is None else v.to_dict()) for k, v in for_precision.items()},
+            "pr_curve": pr_curve(probs, valid_labels),
         },
     }
+    noise_summary = None
+    if noise_cfg is not None:
+        if noise_warmup is not None and noise_warmup >= epochs:
+            logger.warning("noise warm-up (%d epochs) >= epochs (%d): detection never ran", noise_warmup, epochs)
+        noise_summary = {"warmup_epochs": noise_warmup, "detections": detections}
+    pseudo_summary = None
+    if pseudo_cfg is not None:
+        pseudo_summary = {"warmup_epochs": pseudo_warmup, "pool": len(pool), "epochs": pseudo_epochs}
     settings = {
         "arch": arch,
         "backbone": backbone if tiny_config is None else f"random-init ({backbone} tokenizer)",
@@ -319,6 +431,9 @@ def train_matcher(
         "lea_options": None if model.lex is None else _options_dict(model),
         "torch_threads": torch.get_num_threads(),
         "precision": "fp32",
+        "sample_weights": None if sample_weights is None else _weights_summary(weights),
+        "noise": None if noise_cfg is None else noise_cfg.to_dict(),
+        "pseudo_labels": None if pseudo_cfg is None else {**pseudo_cfg.to_dict(), "unlabelled_pairs": len(pool)},
     }
     metrics = {
         "valid_f1": best_f1,
@@ -329,6 +444,8 @@ def train_matcher(
         "collate_seconds": collator.timings.total,
         "threshold": best.threshold,
         "history": history,
+        "noise": noise_summary,
+        "pseudo_labels": pseudo_summary,
     }
     out.mkdir(parents=True, exist_ok=True)
     model.save(out)
@@ -352,7 +469,7 @@ def train_matcher(
         best.threshold,
         calibrator,
     )
-    return {
+    summary: dict[str, Any] = {
         "out_dir": str(out),
         "arch": arch,
         "augment": augment,
@@ -365,11 +482,175 @@ def train_matcher(
         "train_pairs": len(train),
         "train_seconds": train_seconds,
         "history": history,
+        "noise": noise_summary,
+        "pseudo_labels": pseudo_summary,
     }
+    if keep_noise_report:
+        summary["noise_report"] = None if report is None else {**report.to_dict(), "train_indices": train_idx}
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# helpers of the noise-aware loop
+# --------------------------------------------------------------------------------------------
+
+
+def _train_weights(sample_weights: Sequence[float] | None, n_all: int, train_idx: list[int]) -> np.ndarray:
+    """Per-pair loss weights of the (subsampled) training pairs; all ones by default."""
+    if sample_weights is None:
+        return np.ones(len(train_idx), dtype=np.float32)
+    w = np.asarray(sample_weights, dtype=np.float32)
+    if w.shape != (n_all,):
+        raise ValueError(f"sample_weights has {w.size} values for {n_all} training pairs")
+    if not np.all(np.isfinite(w)) or (w < 0).any():
+        raise ValueError("sample_weights must be finite and non-negative")
+    return w[train_idx]
+
+
+def _weights_summary(weights: np.ndarray) -> dict[str, float]:
+    return {
+        "mean": float(weights.mean()),
+        "min": float(weights.min()),
+        "max": float(weights.max()),
+        "zero": int((weights == 0).sum()),
+    }
+
+
+def _steps_in_epoch(
+    epoch: int,
+    n_labelled: int,
+    n_pool: int,
+    batch_size: int,
+    pseudo_cfg: PseudoLabelConfig | None,
+    pseudo_warmup: int | None,
+) -> int:
+    # For the LR schedule: pseudo-label epochs have more (smaller-labelled) batches. The pool
+    # size before confidence filtering is used, which can only overestimate the steps.
+    if pseudo_cfg is None or not n_pool or pseudo_warmup is None or epoch <= pseudo_warmup:
+        return math.ceil(n_labelled / batch_size)
+    per_batch = labelled_per_batch(n_labelled, n_pool, batch_size, pseudo_cfg.min_labelled_share)
+    return math.ceil(n_labelled / per_batch)
+
+
+def _batch_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    n_labelled: int,
+    weights: torch.Tensor,
+    p_noise: torch.Tensor | None,
+    noise_cfg: NoiseConfig | None,
+    pseudo_cfg: PseudoLabelConfig | None,
+    match_rate: float,
+    pos_weight: torch.Tensor,
+    offset: float,
+) -> torch.Tensor:
+    """Class-balanced BCE over the batch with per-pair targets and weights, plus the extra terms.
+
+    The first ``n_labelled`` rows are labelled (weights, noise handling); the rest are
+    pseudo-labelled (soft targets, weight ``pseudo_cfg.weight``). Weights scale each pair's
+    loss and the mean is over the batch, so uniform weights give the plain BCE.
+    """
+    lab_targets, lab_weights = targets[:n_labelled], weights.to(logits.device)
+    relabel = False
+    if p_noise is not None and noise_cfg is not None:
+        lab_targets, noise_w = noisy_batch_targets(
+            lab_targets, p_noise.to(logits.device), logits[:n_labelled], noise_cfg.action, offset
+        )
+        lab_weights = lab_weights * noise_w
+        relabel = noise_cfg.action == "relabel"
+    n_unl = logits.shape[0] - n_labelled
+    all_targets = torch.cat([lab_targets, targets[n_labelled:]])
+    unl_weight = pseudo_cfg.weight if pseudo_cfg is not None else 1.0
+    all_weights = torch.cat([lab_weights, torch.full((n_unl,), unl_weight, device=logits.device)])
+    per_pair = F.binary_cross_entropy_with_logits(
+        logits, all_targets, pos_weight=pos_weight.to(logits.device), reduction="none"
+    )
+    loss = (per_pair * all_weights).mean()
+    if relabel and noise_cfg is not None and noise_cfg.prior_weight:
+        loss = loss + noise_cfg.prior_weight * prior_penalty(logits[:n_labelled], match_rate, offset)
+    if pseudo_cfg is not None and n_unl:
+        if pseudo_cfg.prior_weight:
+            loss = loss + pseudo_cfg.prior_weight * prior_penalty(logits, match_rate, offset)
+        if pseudo_cfg.entropy_weight:
+            loss = loss + pseudo_cfg.entropy_weight * entropy_penalty(logits, offset)
+    return loss
+
+
+def _bi_encoder_features(
+    cfg: NoiseConfig | None, train: list[TextPair], fields: FieldSpec, batch_size: int
+) -> np.ndarray | None:
+    """Pair rows for kNN detection from a bi-encoder, computed once (they do not change)."""
+    if cfg is None or not cfg.uses_knn or cfg.knn_features != "bi-encoder":
+        return None
+    from models.bi_encoder import BiEncoder
+
+    encoder = BiEncoder.from_pretrained(cfg.knn_encoder)
+    if cfg.knn_fields is None or cfg.knn_fields == fields:
+        lefts, rights = [a for a, _, _ in train], [b for _, b, _ in train]
+    else:
+        raise ValueError("knn_fields other than the matcher's fields need the records; pass knn_fields=None")
+    return bi_encoder_features(encoder, lefts, rights, batch_size=batch_size)
+
+
+def _detect(
+    model: LeaCrossEncoder,
+    train: list[TextPair],
+    labels: np.ndarray,
+    cfg: NoiseConfig,
+    bi_features: np.ndarray | None,
+    epoch: int,
+    batch_size: int,
+    progress: bool,
+) -> NoiseReport:
+    """One eval pass over the training pairs (losses, [CLS] states), then detection."""
+    want_cls = cfg.uses_knn and cfg.knn_features == "matcher"
+    logits, cls = score_training_pairs(
+        model, [(a, b) for a, b, _ in train], batch_size=batch_size, features=want_cls, progress=progress
+    )
+    features = cls if want_cls else bi_features
+    return detect_noisy_pairs(labels, losses=bce_losses(logits, labels), features=features, config=cfg, epoch=epoch)
+
+
+def _pseudo_label_pool(
+    model: LeaCrossEncoder,
+    pool: list[tuple[str, str]],
+    cfg: PseudoLabelConfig,
+    offset: float,
+    batch_size: int,
+    progress: bool,
+) -> tuple[list[tuple[str, str]], np.ndarray, dict[str, Any]]:
+    """Soft labels for the pool from the current model; the pairs kept and their labels."""
+    logits, _ = score_training_pairs(model, pool, batch_size=batch_size, progress=progress)
+    soft = soft_pseudo_labels(logits, offset)
+    keep = confident_mask(soft, cfg.min_confidence)
+    kept = [pool[i] for i in np.flatnonzero(keep)]
+    stats = {
+        "pool": len(pool),
+        "used": len(kept),
+        "mean_soft_label": float(soft[keep].mean()) if keep.any() else 0.0,
+        "predicted_match_share": float((soft[keep] >= 0.5).mean()) if keep.any() else 0.0,
+    }
+    logger.info(
+        "pseudo-labels: %d of %d unlabelled pairs used, mean soft label %.3f, %.1f%% predicted matches",
+        stats["used"],
+        stats["pool"],
+        stats["mean_soft_label"],
+        100 * stats["predicted_match_share"],
+    )
+    return kept, soft[keep], stats
 
 
 def _options_dict(model: LeaCrossEncoder) -> dict[str, Any]:
     return asdict(model.options)
 
 
-__all__ = ["ARCHS", "build_model", "pos_weight_for", "serialize_pairs", "subsample", "train_matcher"]
+__all__ = [
+    "ARCHS",
+    "build_model",
+    "pos_weight_for",
+    "serialize_pairs",
+    "subsample",
+    "subsample_indices",
+    "train_matcher",
+]
