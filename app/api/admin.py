@@ -1,13 +1,16 @@
-"""Admin operations (bearer token): index check, repair, rebuild and snapshot."""
+"""Admin operations (bearer token): index check, repair, rebuild and snapshot; model versions
+(list, precision/recall curve, promote, roll back) and retraining."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path as PathLib
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from app.api.deps import AdminDep, ServicesDep
 from app.api.responses import COMMON, errors
@@ -17,6 +20,10 @@ from app.registry import store
 from app.schemas.job import JobAccepted
 from app.schemas.retrain import RetrainRequest
 from app.services import NotReady
+
+# As in training.matcher_io (not imported here: it pulls in torch and transformers).
+CALIBRATION_FILE = "calibration.json"
+MATCHER_KIND = "matcher"
 
 router = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep], responses={**COMMON, **errors(401, 403)}
@@ -73,6 +80,49 @@ async def list_models(services: ServicesDep, kind: Annotated[str | None, Query(m
     return {"versions": [_version_out(r) for r in rows]}
 
 
+class PrPoint(BaseModel):
+    threshold: float
+    precision: float
+    recall: float
+
+
+class PrCurve(BaseModel):
+    version: str
+    points: list[PrPoint] = Field(description="precision and recall of `probability >= threshold`, ascending")
+    threshold: float = Field(description="the version's decision threshold (best F1 on validation)")
+
+
+def _read_pr_curve(row) -> PrCurve:  # type: ignore[no-untyped-def]
+    path = PathLib(row.path) / CALIBRATION_FILE
+    try:
+        calibration = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        msg = f"{row.version} has no readable {CALIBRATION_FILE}: no precision/recall curve"
+        raise HTTPException(404, msg) from exc
+    if not isinstance(calibration, dict):
+        calibration = {}
+    points = (calibration.get("valid") or {}).get("pr_curve")
+    if not points or calibration.get("threshold") is None:
+        raise HTTPException(
+            404,
+            f"{row.version} has no precision/recall curve: its {CALIBRATION_FILE} predates pr_curve"
+            " (retrain the matcher to record one)",
+        )
+    return PrCurve(version=row.version, points=points, threshold=calibration["threshold"])
+
+
+@router.get("/models/{version}/pr-curve", response_model=PrCurve, responses=errors(404, 409))
+async def pr_curve(version: Annotated[str, Path(max_length=128)], services: ServicesDep) -> PrCurve:
+    """Precision and recall against the decision threshold on the matcher's validation split."""
+    try:
+        row = await run_in_threadpool(store.get, services.factory, version)
+    except store.RegistryError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    if row.kind != MATCHER_KIND:
+        raise HTTPException(409, f"{version} is a {row.kind} model: only a {MATCHER_KIND} has a precision/recall curve")
+    return await run_in_threadpool(_read_pr_curve, row)
+
+
 @router.post("/models/{version}/promote", status_code=202, response_model=JobAccepted, responses=errors(404))
 async def promote(version: Annotated[str, Path(max_length=128)], services: ServicesDep):
     """Embed the catalogue with the version (bi-encoder), build its index, then activate it."""
@@ -108,10 +158,11 @@ async def rollback_version(version: Annotated[str, Path(max_length=128)], servic
         raise HTTPException(404, str(exc)) from exc
     if row.status != store.ACTIVE:
         raise HTTPException(409, f"{version} is {row.status}, not active: there is nothing to roll back")
-    job, _ = await run_in_threadpool(
+    await run_in_threadpool(ensure_queue, services.queue)
+    job, created = await run_in_threadpool(
         jobs_store.create_job, services.factory, "rollback", {"kind": row.kind}, f"rollback:{row.kind}"
     )
-    await run_in_threadpool(services.queue.push, job.id)
+    await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, created)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
 
 

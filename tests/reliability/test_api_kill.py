@@ -98,33 +98,10 @@ def _start(tmp_path: Path, tiny_encoder_dir: Path) -> tuple[ApiServer, str]:
     return server, db_url
 
 
-def test_sigkill_api_mid_ingestion_then_resume(tmp_path, tiny_encoder_dir):
-    n = 1500
-    server, db_url = _start(tmp_path, tiny_encoder_dir)
-    try:
-        feed = _feed(tmp_path / "feed.jsonl", range(1, n + 1), 0)
-        job_id = _submit(server, feed)
-        kill_after = random.Random(SEED).randint(200, 900)
-        _kill_mid_job(server, job_id, kill_after, n)
-
-        server.start()  # same data directory and database: the job must resume, not restart
-        with server.client() as c:
-            done = wait_job_http(c, job_id)
-        assert done["state"] == "completed", (done, server.tail())
-        assert done["attempts"] >= 2
-        assert done["progress"]["rows_done"] == n and done["rows_ok"] == n and done["rows_failed"] == 0
-        expected = {product(i)["external_id"]: product(i)["title"] for i in range(1, n + 1)}
-        _verify(server, db_url, expected, tmp_path / "var" / "index")
-        factory = make_session_factory(make_engine(db_url))
-        with factory() as s:
-            assert s.scalar(select(func.count(Job.id))) == 1  # the resumed job is the same job
-        assert server.unhandled_errors() == 0
-    finally:
-        server.stop()
-
-
-def test_crash_loop_with_integrity_checks(tmp_path, tiny_encoder_dir):
-    """R2: N kill/restart cycles with a fixed seed; the integrity check holds after each."""
+def test_sigkill_api_mid_ingestion_crash_loop(tmp_path, tiny_encoder_dir):
+    """R1 + R2: N kill/restart cycles with a fixed seed. In each, the killed job resumes from its
+    checkpoint in the restarted API (the same job, a second attempt), and the integrity check
+    holds: DB == index, one row and one vector per product, snapshots load, nothing duplicated."""
     iterations, per_feed, shift = 3, 900, 300
     rng = random.Random(SEED)
     server, db_url = _start(tmp_path, tiny_encoder_dir)
@@ -135,15 +112,23 @@ def test_crash_loop_with_integrity_checks(tmp_path, tiny_encoder_dir):
             feed = _feed(tmp_path / f"feed-{it}.jsonl", ids, revision=it)
             job_id = _submit(server, feed)
             kill_after = rng.randint(100, per_feed - 250)
-            _kill_mid_job(server, job_id, kill_after, per_feed)
-            server.start()
+            killed = _kill_mid_job(server, job_id, kill_after, per_feed)
+
+            server.start()  # same data folder and database: the job resumes, it does not restart
             with server.client() as c:
                 done = wait_job_http(c, job_id)
             assert done["state"] == "completed", (it, done, server.tail())
+            assert done["attempts"] >= 2, done
             assert done["rows_failed"] == 0 and done["progress"]["rows_done"] == per_feed
+            assert done["rows_ok"] + done["rows_unchanged"] == per_feed  # chunk counters are exactly-once
+            assert 0 < killed["progress"]["rows_done"] < per_feed
             for n in ids:
                 expected[product(n)["external_id"]] = product(n)["title"] + (f" rev {it}" if it else "")
             _verify(server, db_url, expected, tmp_path / "var" / "index")
+            engine = make_engine(db_url)
+            with make_session_factory(engine)() as s:
+                assert s.scalar(select(func.count(Job.id))) == it + 1  # one job per feed, none re-created
+            engine.dispose()
         assert server.unhandled_errors() == 0
     finally:
         server.stop()

@@ -17,6 +17,7 @@ from app.db.models import Product
 from tests.helpers import product
 
 N_START, N_MAX = 60, 90
+N_WRITES = 45
 SEED = 5
 
 
@@ -49,7 +50,7 @@ def test_match_during_upserts_deletes_and_index_swaps(client, admin_headers):
     def writer() -> None:
         rng = random.Random(SEED)
         try:
-            for rev in range(1, 91):
+            for rev in range(1, N_WRITES + 1):
                 n = rng.randint(1, N_MAX)
                 ext = product(n)["external_id"]
                 if rng.random() < 0.3:
@@ -67,7 +68,7 @@ def test_match_during_upserts_deletes_and_index_swaps(client, admin_headers):
 
     def swapper() -> None:
         try:
-            while not stop.wait(0.4):
+            while not stop.wait(0.3):
                 swaps.append(client.post("/v1/admin/index/rebuild", headers=admin_headers).status_code)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
@@ -82,7 +83,7 @@ def test_match_during_upserts_deletes_and_index_swaps(client, admin_headers):
     assert not errors, errors
     assert time.monotonic() - started < 120
 
-    assert len(writes) == 90 and swaps, (writes, swaps)
+    assert len(writes) == N_WRITES and swaps, (writes, swaps)
     assert all(code in (200, 201) for op, code in writes if op == "put"), writes
     assert all(code in (204, 404) for op, code in writes if op == "delete"), writes
     assert all(code == 200 for code in swaps), swaps

@@ -171,3 +171,54 @@ def test_postgres_restart_fails_cleanly_then_recovers(tmp_path, tiny_encoder_dir
         assert report["consistent"] and report["stats"]["live"] == 30 + 1 - 1 + 5, report
     assert server.proc.pid == pid and server.proc.poll() is None  # recovered without a restart
     assert server.unhandled_errors() == 0, server.tail()
+
+
+class _FlakyQueue:
+    """Answers the ping, then fails the push: Redis went away between the two."""
+
+    def ping(self) -> bool:
+        return True
+
+    def push(self, job_id: str) -> None:
+        from app.jobs.queue import QueueUnavailable
+
+        raise QueueUnavailable("Redis is unavailable: connection reset")
+
+
+@pytest.mark.parametrize("flaky", [False, True], ids=["redis-down", "push-fails-after-ping"])
+def test_every_job_submission_is_all_or_nothing(tmp_path, sqlite_url, tiny_encoder, flaky):
+    """Each job-creating endpoint answers 503 and leaves no job row and no file behind."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.registry import store as registry
+    from tests.conftest import make_settings
+    from tests.reliability.conftest import free_port
+
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings = make_settings(tmp_path / "var", sqlite_url, redis_url=dead_redis)
+    app = create_app(settings, encoder=tiny_encoder, background_load=False)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        services = app.state.services
+        if flaky:
+            services.queue = _FlakyQueue()
+        from tests.reliability.test_security import _artefact
+
+        version = registry.register(services.factory, _artefact(tmp_path / "m"), settings.model_dir).version
+        calls = {
+            "ingest": lambda: _upload(c, range(1, 4)),
+            "promote": lambda: c.post(f"/v1/admin/models/{version}/promote", headers=ADMIN),
+            "rollback": lambda: c.post("/v1/admin/models/rollback", headers=ADMIN),
+            "retrain": lambda: c.post(
+                "/v1/admin/retrain", headers=ADMIN, json={"target": "matcher", "sources": ["feedback"]}
+            ),
+        }
+        for name, call in calls.items():
+            res = call()
+            assert res.status_code == 503, (name, res.text)
+            assert "not submitted" in res.json()["detail"], (name, res.text)
+        assert _job_count(sqlite_url) == 0
+        uploads = settings.upload_dir
+        assert not uploads.exists() or not any(uploads.iterdir())
+        assert _match(c, 1).status_code == 200  # matching never needs the queue
+    assert app.state.unhandled_errors == 0
