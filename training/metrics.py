@@ -1,4 +1,5 @@
-"""Match-class metrics: precision / recall / F1 at a threshold, best-F1 threshold, PR-AUC.
+"""Match-class metrics: precision / recall / F1 at a threshold, best-F1 threshold, PR-AUC,
+precision/recall against threshold (PR curve).
 
 Conventions (METHODS §0): F1 is the F1 of the positive (match) class; a pair is predicted a match
 iff ``score >= threshold``; the threshold is chosen on the clean validation split and reused
@@ -92,12 +93,48 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(np.diff(recall) * sweep["precision"]))
 
 
+def pr_curve(scores: np.ndarray, labels: np.ndarray, points: int = 50) -> list[dict[str, float]]:
+    """Precision and recall of ``score >= t`` at ``points`` evenly spaced thresholds over [0, 1].
+
+    Meant for calibrated validation probabilities (the matcher's ``calibration.json`` keeps it
+    for the UI's chart). Returns ``[{"threshold", "precision", "recall"}, ...]`` with thresholds
+    ascending from 0.0 to 1.0 inclusive, as plain floats (JSON-ready).
+
+    Conventions: a threshold at which nothing is predicted a match has **precision 1.0** (no
+    false positives were made; the curve ends at (recall 0, precision 1) instead of dropping to
+    0 or NaN); recall is 0.0 when there are no positive labels. Note that :func:`scores_at`
+    uses 0 for the same undefined precision, because there it feeds F1.
+    """
+    if points < 2:
+        raise ValueError(f"points must be >= 2, got {points}")
+    s, y = _arrays(scores, labels)
+    n_pos = int(y.sum())
+    pos_scores = np.sort(s[y == 1])
+    neg_scores = np.sort(s[y == 0])
+    thresholds = np.linspace(0.0, 1.0, points)
+    # Pairs with score >= t: everything from the first index where the sorted score reaches t.
+    tp = pos_scores.size - np.searchsorted(pos_scores, thresholds, side="left")
+    fp = neg_scores.size - np.searchsorted(neg_scores, thresholds, side="left")
+    curve = []
+    for t, tp_t, fp_t in zip(thresholds, tp, fp):
+        predicted = int(tp_t + fp_t)
+        curve.append(
+            {
+                "threshold": float(t),
+                "precision": float(tp_t / predicted) if predicted else 1.0,
+                "recall": float(tp_t / n_pos) if n_pos else 0.0,
+            }
+        )
+    return curve
+
+
 __all__ = [
     "BinaryScores",
     "ThresholdChoice",
     "best_f1_threshold",
     "f1_at",
     "pr_auc",
+    "pr_curve",
     "precision_recall_f1",
     "scores_at",
     "threshold_for_best_f1",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score
 
-from training.metrics import best_f1_threshold, f1_at, pr_auc, precision_recall_f1, scores_at
+from training.metrics import best_f1_threshold, f1_at, pr_auc, pr_curve, precision_recall_f1, scores_at
 
 
 def test_scores_at_counts_and_ratios() -> None:
@@ -46,6 +46,36 @@ def test_pr_auc_equals_average_precision() -> None:
     assert pr_auc(scores, labels) == pytest.approx(average_precision_score(labels, scores))
     assert pr_auc(np.array([0.9, 0.1]), np.array([1, 0])) == pytest.approx(1.0)
     assert pr_auc(np.array([0.9, 0.1]), np.array([0, 0])) == 0.0
+
+
+def test_pr_curve_sweeps_evenly_spaced_thresholds() -> None:
+    rng = np.random.default_rng(2)
+    labels = (rng.random(200) < 0.3).astype(int)
+    probs = np.clip(labels * 0.4 + rng.random(200) * 0.6, 0.0, 1.0)
+    probs[:3] = [0.0, 1.0, 0.5]  # scores exactly on a threshold count as predicted (>=)
+    curve = pr_curve(probs, labels, points=21)
+    assert [p["threshold"] for p in curve] == pytest.approx(np.linspace(0.0, 1.0, 21))
+    for point in curve:
+        r = scores_at(probs, labels, point["threshold"])
+        assert point["recall"] == pytest.approx(r.recall)
+        assert point["precision"] == pytest.approx(r.precision if r.tp + r.fp else 1.0)
+        assert all(type(v) is float for v in point.values())  # JSON-ready
+    assert curve[0]["recall"] == 1.0 and curve[0]["precision"] == pytest.approx(labels.mean())
+    recalls = [p["recall"] for p in curve]
+    assert recalls == sorted(recalls, reverse=True)
+    assert len(pr_curve(probs, labels)) == 50
+
+
+def test_pr_curve_precision_is_one_when_nothing_is_predicted() -> None:
+    curve = pr_curve(np.array([0.2, 0.4, 0.6]), np.array([0, 1, 1]), points=3)  # t = 0, 0.5, 1
+    assert curve == [
+        {"threshold": 0.0, "precision": pytest.approx(2 / 3), "recall": 1.0},
+        {"threshold": 0.5, "precision": 1.0, "recall": 0.5},
+        {"threshold": 1.0, "precision": 1.0, "recall": 0.0},  # nothing predicted: the 1.0 convention
+    ]
+    assert [p["recall"] for p in pr_curve(np.array([0.3, 0.9]), np.array([0, 0]), points=2)] == [0.0, 0.0]
+    with pytest.raises(ValueError):
+        pr_curve(np.array([0.3]), np.array([1]), points=1)
 
 
 def test_length_mismatch_raises() -> None:

@@ -1,8 +1,9 @@
-// Catalogue: keyset-paged list (GET /v1/products), lookup by external id (GET /v1/products/{id}).
+// Catalogue: keyset-paged list (GET /v1/products), lookup by external id (GET /v1/products/{id}),
+// file upload (POST /v1/ingest) with the ingestion job followed (GET /v1/jobs/{id}) to its end.
 "use strict";
 
 (() => {
-  const { api, el, $, show, showError, money, when } = PM;
+  const { api, el, $, show, showError, money, when, pollJob, ingestForm } = PM;
   const state = { cursors: [null], page: 0, next: null, params: {} };
 
   function showProduct(p) {
@@ -100,6 +101,15 @@
     const id = $("lookup-id").value.trim();
     if (id) lookup(id);
   });
+
+  ingestForm(
+    { form: "cat-ingest-form", file: "cat-ingest-file", format: "cat-ingest-format", error: "cat-ingest-error", status: "cat-ingest-status" },
+    (accepted) => {
+      // The job view shows the <progress> bar while it runs and the row errors when it ends;
+      // the product list reloads (same page, same filters) so the new rows show up.
+      pollJob(accepted.job_id, $("cat-ingest-job"), $("cat-ingest-error"), 300, () => loadPage());
+    },
+  );
 
   state.params = { query: "", brand: "", limit: $("list-limit").value };
   loadPage();

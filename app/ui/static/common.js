@@ -137,7 +137,12 @@ const PM = (() => {
   // Draw a job (GET /v1/jobs/{id} body) into `container`.
   function renderJob(container, job) {
     const p = job.progress || {};
-    const progress = el("progress", { max: p.rows_total || 1, value: p.rows_total ? p.rows_done : FINISHED.has(job.state) ? 1 : 0 });
+    const progress = el("progress", {
+      className: "job-progress",
+      max: p.rows_total || 1,
+      value: p.rows_total ? p.rows_done : FINISHED.has(job.state) ? 1 : 0,
+      "aria-label": "job progress",
+    });
     const fields = el(
       "dl",
       { className: "fields" },
@@ -168,9 +173,10 @@ const PM = (() => {
     container.replaceChildren(...parts);
   }
 
-  // Poll GET /v1/jobs/{id} into `container` until the job finishes; errors go to `errorNode`.
+  // Poll GET /v1/jobs/{id} into `container` until the job finishes; errors go to `errorNode`;
+  // `onFinish(job)` (optional) runs once with the finished job.
   // Returns a stop() function; a newer poll on the same container stops the older one.
-  function pollJob(jobId, container, errorNode, intervalMs = 700) {
+  function pollJob(jobId, container, errorNode, intervalMs = 700, onFinish = null) {
     if (container._stopPoll) container._stopPoll();
     let stopped = false;
     let timer = null;
@@ -186,7 +192,10 @@ const PM = (() => {
         if (stopped) return;
         if (errorNode) show(errorNode, "");
         renderJob(container, job);
-        if (FINISHED.has(job.state)) return;
+        if (FINISHED.has(job.state)) {
+          if (onFinish) onFinish(job);
+          return;
+        }
       } catch (err) {
         if (errorNode) showError(errorNode, err);
         if (err.status === 404) return;
@@ -197,5 +206,56 @@ const PM = (() => {
     return stop;
   }
 
-  return { api, ApiError, el, $, show, showError, fmt, money, when, compactJson, productLink, getToken, setToken, renderJob, pollJob, FINISHED };
+  // Wire a catalogue upload form (CSV with a header, or JSON Lines) to POST /v1/ingest.
+  // `ids`: element ids {form, file, format, error, status}; `onAccepted(accepted, file)` gets the
+  // 202 body ({job_id, state, status_url}) and follows the job (e.g. with pollJob).
+  function ingestForm(ids, onAccepted) {
+    $(ids.form).addEventListener("submit", async (event) => {
+      event.preventDefault();
+      show($(ids.error), "");
+      show($(ids.status), "");
+      const file = $(ids.file).files[0];
+      if (!file) {
+        show($(ids.error), "choose a file first");
+        return;
+      }
+      const form = new FormData();
+      form.append("file", file, file.name);
+      if ($(ids.format).value) form.append("format", $(ids.format).value);
+      try {
+        const accepted = await api("POST", "/v1/ingest", { form });
+        $(ids.status).replaceChildren(`Uploaded ${file.name}: job `, el("code", {}, accepted.job_id), ` ${accepted.state}.`);
+        $(ids.status).hidden = false;
+        onAccepted(accepted, file);
+      } catch (err) {
+        showError($(ids.error), err);
+      }
+    });
+  }
+
+  // Letters and digits, as the service's word splitter (rapidfuzz default_process) sees words.
+  const WORD = /[\p{L}\p{N}]+/gu;
+  const wordKey = (word) => String(word).toLowerCase().replace(/[^\p{L}\p{N}]+/gu, "");
+
+  // `text` as text nodes with every word found in `words` (Map: lower-case word -> {pair, note})
+  // wrapped in <mark class="pair-word pN" title=note>; built with DOM nodes, never HTML.
+  function highlightWords(text, words) {
+    const nodes = [];
+    const value = String(text ?? "");
+    let last = 0;
+    for (const m of value.matchAll(WORD)) {
+      const hit = words.get(m[0].toLowerCase());
+      if (!hit) continue;
+      if (m.index > last) nodes.push(document.createTextNode(value.slice(last, m.index)));
+      nodes.push(el("mark", { className: `pair-word p${hit.pair % 5}`, title: hit.note, dataset: { pair: String(hit.pair) } }, m[0]));
+      last = m.index + m[0].length;
+    }
+    if (last < value.length || !nodes.length) nodes.push(document.createTextNode(value.slice(last)));
+    return nodes;
+  }
+
+  return {
+    api, ApiError, el, $, show, showError, fmt, money, when, compactJson, productLink, getToken, setToken,
+    renderJob, pollJob, ingestForm, highlightWords, wordKey, FINISHED,
+  };
 })();

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, el, $, show, showError, renderJob, pollJob } = PM;
+  const { api, $, show, showError, renderJob, pollJob, ingestForm } = PM;
 
   async function showJob(jobId, follow) {
     show($("job-error"), "");
@@ -29,27 +29,9 @@
     if (jobId) showJob(jobId, $("job-follow").checked);
   });
 
-  $("ingest-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    show($("ingest-error"), "");
-    show($("ingest-status"), "");
-    const file = $("ingest-file").files[0];
-    if (!file) {
-      show($("ingest-error"), "choose a file first");
-      return;
-    }
-    const form = new FormData();
-    form.append("file", file, file.name);
-    if ($("ingest-format").value) form.append("format", $("ingest-format").value);
-    try {
-      const accepted = await api("POST", "/v1/ingest", { form });
-      $("ingest-status").replaceChildren(document.createTextNode(`Uploaded ${file.name}: job `), el("code", {}, accepted.job_id), document.createTextNode(` ${accepted.state}.`));
-      $("ingest-status").hidden = false;
-      showJob(accepted.job_id, true);
-    } catch (err) {
-      showError($("ingest-error"), err);
-    }
-  });
+  ingestForm({ form: "ingest-form", file: "ingest-file", format: "ingest-format", error: "ingest-error", status: "ingest-status" }, (accepted) =>
+    showJob(accepted.job_id, true),
+  );
 
   const wanted = new URLSearchParams(window.location.search).get("id");
   if (wanted) showJob(wanted, true);
