@@ -18,6 +18,7 @@ import argparse
 import copy
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -46,6 +47,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "prime+tcm": {"method": "prime", "tcm": True},
     "prime+alc": {"method": "prime", "alc": True},
 }
+NOTES = "<!-- notes -->"
 METRICS = ("p@1", "p@5", "r@10", "r@100", "coverage@0.95", "precision@0.95", "coverage@0.98", "precision@0.98")
 
 
@@ -112,10 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subset", type=int, default=None, help="smoke test: labels kept per test set")
     ap.add_argument("--out", default=str(RESULTS / "recommend.json"))
     ap.add_argument("--md", default=str(DOC))
+    ap.add_argument("--latency", action="store_true", help="measure API latency and add it to --out / --md")
+    ap.add_argument("--latency-requests", type=int, default=200)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    if args.latency:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+        torch.set_num_threads(args.threads)
+        payload = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+        payload["latency"] = latency(args)
+        payload["latency"]["command"] = "python benchmarks/bench_recommend.py " + " ".join(argv or sys.argv[1:])
+        payload["latency"]["machine"] = machine()
+        Path(args.out).write_text(json.dumps(payload, indent=2))
+        if "summary" in payload:
+            Path(args.md).write_text(render_markdown(payload))
+        return 0
     command = "python benchmarks/bench_recommend.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     benches = {t: load_benchmark(args.data, t) for t in args.tests.split(",")}
@@ -165,6 +180,79 @@ def main(argv: list[str] | None = None) -> int:
         _write(args, runs, benches, skipped, command, started)
     _write(args, runs, benches, skipped, command, started)
     return 0
+
+
+def latency(args: argparse.Namespace) -> dict[str, Any]:
+    """p50 / p99 of POST /v1/recommend (one query) and /batch (32 queries), in-process ASGI, 2 threads.
+
+    Catalogue = the 1,000 products of the 100un benchmark (500 seen, 500 unseen), ingested
+    through POST /v1/ingest. Two models: zero-shot (serving MiniLM) and a PRIME folder (its
+    weights barely trained: latency depends on the architecture, not on the quality).
+    """
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.db.migrate import upgrade
+    from app.main import create_app
+    from app.pipeline.encoder import Encoder
+    from benchmarks.common import percentile
+
+    bench = load_benchmark(args.data, "100un")
+    rows = [{"external_id": k, "title": t} for k, t in zip(bench.label_keys, bench.label_texts)]
+    feed = "\n".join(json.dumps(r) for r in rows).encode()
+    queries = bench.test.texts + bench.valid.texts if bench.valid is not None else bench.test.texts
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rec-"))
+    prime_dir = tmp / "prime"
+    base = BiEncoder.from_pretrained("minilm", max_length=32)
+    train_recommender(
+        bench, prime_dir, base, method="prime", epochs=1, max_steps_per_epoch=2, trainable_layers=2,
+        calibrate=True, progress=False,
+    )  # fmt: skip
+    out: dict[str, Any] = {"catalogue": len(rows), "requests": args.latency_requests, "client": "in-process ASGI"}
+    encoder = Encoder.load("minilm", max_length=32, threads=args.threads)
+    for name, model_dir in (("zero-shot", None), ("prime", prime_dir)):
+        db = tmp / f"{name}.db"
+        upgrade(f"sqlite:///{db}")
+        settings = Settings(
+            _env_file=None, environment="test", data_dir=tmp / f"var-{name}", database_url=f"sqlite:///{db}",
+            load_demo_catalogue=False, redis_url=None, recommend_model_dir=model_dir, admin_token="x" * 32,
+        )  # type: ignore[call-arg]  # fmt: skip
+        app = create_app(settings, encoder=encoder, background_load=False)
+        with TestClient(app) as client:
+            job = client.post("/v1/ingest", files={"file": ("cat.jsonl", feed)}, data={"format": "jsonl"}).json()
+            deadline = time.monotonic() + 1800
+            while client.get(f"/v1/jobs/{job['job_id']}").json()["state"] not in ("completed", "failed"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("ingest did not finish")
+                time.sleep(0.5)
+            t0 = time.perf_counter()
+            first = client.post("/v1/recommend", json={"query": {"text": queries[0]}})
+            build_s = time.perf_counter() - t0  # first call builds the label index
+            assert first.status_code == 200, first.text
+            single: list[float] = []
+            for q in queries[1 : 1 + args.latency_requests]:
+                t = time.perf_counter()
+                res = client.post("/v1/recommend", json={"query": {"text": q}, "top_k": 10})
+                single.append((time.perf_counter() - t) * 1000)
+                assert res.status_code == 200
+            batch: list[float] = []
+            for start in range(0, min(len(queries), 32 * 10), 32):
+                items = [{"query": {"text": q}, "top_k": 10} for q in queries[start : start + 32]]
+                t = time.perf_counter()
+                assert client.post("/v1/recommend/batch", json={"items": items}).status_code == 200
+                batch.append((time.perf_counter() - t) * 1000)
+        out[name] = {
+            "label_index_build_s": round(build_s, 2),
+            "single_p50_ms": round(percentile(single, 50), 1),
+            "single_p99_ms": round(percentile(single, 99), 1),
+            "batch32_p50_ms": round(percentile(batch, 50), 1),
+            "batch32_p99_ms": round(percentile(batch, 99), 1),
+        }
+        logger.info("latency %s: %s", name, out[name])
+    out["loadavg_after"] = list(os.getloadavg())
+    return out
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -273,7 +361,28 @@ def render_markdown(p: dict[str, Any]) -> str:
                     f"({_f(c['precision@0.95'])}) | {_f(c['coverage@0.98'])} ({_f(c['precision@0.98'])}) |"
                 )
         lines.append("")
-    lines += ["## Notes", "", "<!-- notes -->", ""]
+    lat = p.get("latency")
+    if lat:
+        lm = lat["machine"]
+        lines += [
+            "## Latency of POST /v1/recommend",
+            "",
+            f"Command: `{lat['command']}`; {lat['client']} (no network), sequential requests, "
+            f"{lat['requests']} single queries and 10 batches of 32, catalogue of {lat['catalogue']} products "
+            f"(SQLite, FAISS flat), torch threads {lm['torch_threads']}, load average at start "
+            f"{', '.join(f'{x:.1f}' for x in lm['loadavg_at_start'])}.",
+            "",
+            "| model | label index build (first call) | single p50 | single p99 | batch of 32 p50 | batch of 32 p99 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in ("zero-shot", "prime"):
+            r = lat[name]
+            lines.append(
+                f"| {name} | {r['label_index_build_s']} s | {r['single_p50_ms']} ms | {r['single_p99_ms']} ms "
+                f"| {r['batch32_p50_ms']} ms | {r['batch32_p99_ms']} ms |"
+            )
+        lines.append("")
+    lines += ["## Notes", "", NOTES, ""]
     return "\n".join(lines)
 
 

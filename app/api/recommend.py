@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
 from app.api.responses import errors
+from app.recommend.images import ImageRejected, ImageSource
 from app.recommend.service import Query, RecommenderUnavailable, RecommendService, Result, UnknownProduct
 from app.schemas.recommend import (
     RecommendationOut,
@@ -40,7 +41,8 @@ RecommenderDep = Annotated[RecommendService, Depends(get_recommender)]
 
 
 def _query(req: RecommendRequest) -> Query:
-    return Query(text=req.query.text, product_id=req.query.product_id, k=req.top_k)
+    images = tuple(ImageSource(im.data_base64, im.path, im.url) for im in req.query.images)
+    return Query(text=req.query.text, product_id=req.query.product_id, k=req.top_k, images=images)
 
 
 def _response(result: Result, target: float) -> RecommendResponse:
@@ -62,6 +64,7 @@ def _response(result: Result, target: float) -> RecommendResponse:
         threshold=result.threshold,
         target_precision=target,
         model=result.model,
+        images_used=result.images_used,
         catalogue_version=result.catalogue_version,
         timings_ms=result.timings_ms,
     )
@@ -72,6 +75,8 @@ async def _run(recommender: RecommendService, queries: list[Query]) -> list[Resu
         return await run_in_threadpool(recommender.recommend, queries)
     except UnknownProduct as exc:
         raise HTTPException(404, str(exc)) from None
+    except ImageRejected as exc:
+        raise HTTPException(422, str(exc)) from None
     except RecommenderUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from None
 

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     recommend_target_precision: float = Field(default=0.95, ge=0.5, le=1.0, description="0.95 or 0.98 are stored")
     recommend_automation_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
     recommend_max_batch_items: int = Field(default=64, ge=1, le=64)
+    # Query images (ViXML models only): uploads are always allowed, local paths only below
+    # recommend_image_dir, URLs only when explicitly allowed (a server-side fetch).
+    recommend_image_max_bytes: int = Field(default=1_000_000, ge=1_000, le=20_000_000)
+    recommend_image_dir: Path | None = None
+    recommend_allow_image_urls: bool = False
+    recommend_image_url_timeout: float = Field(default=5.0, gt=0, le=60)
 
     admin_token: str = DEFAULT_ADMIN_TOKEN
     load_demo_catalogue: bool = True

@@ -26,6 +26,7 @@ from app.core.config import Settings
 from app.db import products as product_repo
 from app.db.models import Product
 from app.pipeline.encoder import Encoder
+from app.recommend.images import ImageRejected, ImageSource, QueryImages
 from app.recommend.label_index import LabelIndex, LabelRow, LabelState
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Query:
     text: str | None
     product_id: str | None
     k: int
+    images: tuple[ImageSource, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,14 @@ class Result:
     model: str
     catalogue_version: int
     timings_ms: dict[str, float]
+    images_used: int = 0
 
 
 class _ZeroShot:
     """The serving encoder as a recommender: every product is its title embedding."""
 
     automation = "cosine"
+    uses_images = False
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
@@ -77,7 +81,7 @@ class _ZeroShot:
         self.dim = encoder.dim
         self.thresholds: dict[str, Any] = {}
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str], image_feats: Any = None, image_mask: Any = None) -> np.ndarray:
         return self.encoder.encode(list(texts))
 
     def label_vectors(self, keys: Sequence[str], texts: Sequence[str]) -> np.ndarray:
@@ -103,11 +107,12 @@ class _Trained:
         self.dim = self.model.dim
         self.automation = self.model.automation
         self.thresholds = dict(manifest.metrics.get("thresholds") or {})
+        self.uses_images = self.model.uses_images
         self._lock = threading.Lock()
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str], image_feats: Any = None, image_mask: Any = None) -> np.ndarray:
         with self._lock:
-            return self.model.encode_queries(list(texts))
+            return self.model.encode_queries(list(texts), image_feats, image_mask)
 
     def label_vectors(self, keys: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         with self._lock:
@@ -134,6 +139,7 @@ class RecommendService:
         self._trained: _Trained | None = None
         self._trained_key: tuple[str, float] | None = None
         self._load_lock = threading.Lock()
+        self.images = QueryImages(settings)
 
     # ------------------------------------------------------------------ model
     def model(self) -> _ZeroShot | _Trained:
@@ -206,7 +212,15 @@ class RecommendService:
                 selves.append(None)
         if missing:
             raise UnknownProduct(f"unknown product_id: {', '.join(sorted(set(missing)))}")
-        vectors = model.encode_queries(texts).astype(np.float32)
+        feats = mask = None
+        with_images = [list(q.images) for q in queries]
+        if any(with_images):
+            if not model.uses_images:
+                raise ImageRejected(
+                    "the active recommender has no image input (train one with image fusion); send text or product_id"
+                )
+            feats, mask = self.images.bank(with_images)
+        vectors = model.encode_queries(texts, feats, mask).astype(np.float32)
         t_encode = time.perf_counter()
         depth = min(len(state), max((q.k for q in queries), default=1) + 1)
         if depth > 0:
@@ -234,6 +248,7 @@ class RecommendService:
                     model=model.model_id,
                     catalogue_version=state.catalogue_version,
                     timings_ms={},
+                    images_used=0 if mask is None else int(mask[i].sum()),
                 )
             )
         t_end = time.perf_counter()

@@ -8,6 +8,35 @@ from app.schemas.product import MAX_TITLE_CHARS, ExternalId
 
 MAX_RECOMMEND_K = 100
 MAX_RECOMMEND_BATCH = 64
+MAX_QUERY_IMAGES = 3
+# ~1 MB of image bytes as base64; the request body limit (MAX_BODY_BYTES) applies on top.
+MAX_IMAGE_BASE64_CHARS = 1_400_000
+
+
+class ImageIn(BaseModel):
+    """One query image: exactly one of an upload (base64), a server-side path or a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_base64: str | None = Field(
+        default=None, min_length=4, max_length=MAX_IMAGE_BASE64_CHARS, description="PNG/JPEG/WebP/GIF, base64"
+    )
+    path: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="a file below RECOMMEND_IMAGE_DIR"
+    )
+    url: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="fetched only when RECOMMEND_ALLOW_IMAGE_URLS is set",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageIn:
+        if sum(v is not None for v in (self.data_base64, self.path, self.url)) != 1:
+            raise ValueError("give exactly one of data_base64, path or url")
+        return self
 
 
 class RecommendQueryIn(BaseModel):
@@ -18,6 +47,11 @@ class RecommendQueryIn(BaseModel):
     text: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS, description="query offer title")
     product_id: ExternalId | None = Field(
         default=None, description="external id of a catalogue product; the product itself is not returned"
+    )
+    images: list[ImageIn] = Field(
+        default_factory=list,
+        max_length=MAX_QUERY_IMAGES,
+        description="up to 3 query images; used only by a recommender trained with image fusion (ViXML)",
     )
 
     @field_validator("text")
@@ -66,6 +100,7 @@ class RecommendResponse(BaseModel):
     threshold: float | None = Field(default=None, description="automation threshold; null = never automated")
     target_precision: float = Field(description="precision the threshold was chosen for on validation")
     model: str
+    images_used: int = Field(default=0, description="query images turned into image tokens")
     catalogue_version: int
     timings_ms: dict[str, float]
 

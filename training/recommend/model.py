@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from models.artefacts import Manifest, ManifestError, assert_safe_weights, read_manifest, write_manifest
 from models.bi_encoder import BiEncoder
 from models.prime import LabelPrototypeNetwork, PairHead
+from models.vixml import ImageFusionEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class RecommenderModel:
         automation: str = "cosine",
         settings: dict[str, Any] | None = None,
         encode_batch_size: int = 128,
+        fusion: ImageFusionEncoder | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -79,6 +81,10 @@ class RecommenderModel:
         self.settings = dict(settings or {})
         self.encode_batch_size = encode_batch_size
         self._seen_row = {k: i for i, k in enumerate(self.seen_keys)}
+        # ViXML: query images become tokens through this projection (None = a text-only model).
+        self.fusion = fusion
+        if fusion is not None and fusion.encoder is not encoder:
+            raise ValueError("the image fusion must wrap the model's own encoder")
         # Optional replacement for encoder.encode (same vectors, computed faster): the training
         # package plugs in its frozen-bottom cache here.
         self.encode_fn: Callable[[list[str]], np.ndarray] | None = None
@@ -96,8 +102,17 @@ class RecommenderModel:
     def name(self) -> str:
         return self.settings.get("name", self.method)
 
+    @property
+    def uses_images(self) -> bool:
+        return self.fusion is not None
+
     # ------------------------------------------------------------------ inference
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_queries(
+        self, texts: Sequence[str], image_feats: np.ndarray | None = None, image_mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Query vectors; with a fusion and image features ``(n, 3, 1280)`` + mask, images become tokens."""
+        if image_feats is not None and self.fusion is not None and image_mask is not None and image_mask.any():
+            return self.fusion.encode(list(texts), image_feats, image_mask, batch_size=self.encode_batch_size)
         return self._encode(list(texts))
 
     def is_seen(self, key: str) -> bool:
@@ -135,6 +150,9 @@ class RecommenderModel:
             tensors.update({f"lpn.{k}": v.detach().contiguous() for k, v in self.lpn.state_dict().items()})
         if self.pair_head is not None:
             tensors.update({f"pair_head.{k}": v.detach().contiguous() for k, v in self.pair_head.state_dict().items()})
+        if self.fusion is not None:
+            fused = {k: v for k, v in self.fusion.state_dict().items() if not k.startswith("encoder.")}
+            tensors.update({f"image.{k}": v.detach().contiguous() for k, v in fused.items()})
         if self.prototypes is not None:
             tensors["prototypes"] = torch.from_numpy(np.asarray(self.prototypes, np.float32)).contiguous()
         if self.free_index is not None:
@@ -154,6 +172,8 @@ class RecommenderModel:
                 "n_free": int(self.lpn.free.shape[0]) if self.lpn is not None else 0,
                 "nhead": int(self.lpn.layer.self_attn.num_heads) if self.lpn is not None else 0,
                 "dim_feedforward": int(self.lpn.layer.linear1.out_features) if self.lpn is not None else 0,
+                "image_dim": int(self.fusion.project.in_features) if self.fusion is not None else 0,
+                "image_layer_norm": bool(self.fusion is not None and isinstance(self.fusion.norm, torch.nn.LayerNorm)),
             }
         )
         manifest.settings = settings
@@ -190,6 +210,11 @@ class RecommenderModel:
             head = PairHead(int(s["dim"]))
             head.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("pair_head.")})
             head.eval()
+        fusion = None
+        if any(k.startswith("image.") for k in tensors):
+            fusion = ImageFusionEncoder(encoder, int(s["image_dim"]), layer_norm=bool(s.get("image_layer_norm")))
+            fusion.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("image.")}, strict=False)
+            fusion.eval()
         seen = tensors.get("seen_vectors")
         return cls(
             encoder,
@@ -203,4 +228,5 @@ class RecommenderModel:
             free_index=tensors["free_index"].numpy() if "free_index" in tensors else None,
             automation=str(s.get("automation", "cosine")),
             settings={**s, "name": str(folder)},
+            fusion=fusion,
         )
