@@ -136,6 +136,7 @@ def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
         "promoted": promoted,
         "valid_f1": summary.get("valid_f1"),
         "noise": summary.get("noise"),
+        "pseudo_labels": summary.get("pseudo_labels"),
     }
     if promoted:
         store.activate(ctx.factory, version)

@@ -175,3 +175,31 @@ def test_retrain_on_an_allowed_benchmark_folder(retrain_client, admin_headers, t
     assert job["state"] == "completed", job
     assert job["result"]["data"]["sources"]["tiny-bench"]["test_pairs"] == 16
     assert job["result"]["matcher"]["promoted"] is False
+
+
+def test_noise_detection_and_pseudo_labels_run_in_the_job(retrain_client, admin_headers) -> None:
+    from app.db.feedback import queue_for_review
+
+    _catalogue_and_labels(retrain_client)
+    factory = retrain_client.app.state.services.factory
+    # Review items nobody labelled: their candidates are the unlabelled pool for pseudo-labels.
+    queue_for_review(
+        factory,
+        [
+            {
+                "offer": {"title": f"unlabelled widget {n}"},
+                "candidates": [{"external_id": f"p-{(n + j) % N_PRODUCTS:05d}", "score": 0.5} for j in range(3)],
+                "top_score": 0.5,
+                "model_versions": {},
+            }
+            for n in range(20)
+        ],
+    )
+    body = BODY | {"noise": "both", "noise_action": "downweight", "pseudo_labels": True, "epochs": 2}
+    res = retrain_client.post("/v1/admin/retrain", json=body, headers=admin_headers)
+    job = wait_job(retrain_client, res.json()["job_id"], timeout=300)
+    assert job["state"] == "completed", job
+    assert job["result"]["data"]["unlabelled_pairs"] == 60
+    matcher = job["result"]["matcher"]
+    assert matcher["noise"], "the noise detector ran and reported"
+    assert matcher["pseudo_labels"], "pseudo-labelled pairs were used"
