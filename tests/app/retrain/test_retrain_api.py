@@ -49,6 +49,13 @@ def _catalogue_and_labels(client, n_labels: int = N_PRODUCTS) -> None:
     assert res.status_code == 200 and res.json()["failed"] == 0, res.text
 
 
+def _sqlite_only(db_url: str) -> None:
+    # Training is database-independent and costs tens of seconds per run: the matcher retrain
+    # test covers both databases, the other training paths run once (on SQLite).
+    if not db_url.startswith("sqlite"):
+        pytest.skip("training path covered on SQLite; PostgreSQL is covered by the matcher retrain test")
+
+
 BODY = {"target": "matcher", "sources": ["feedback"], "epochs": 1, "seed": 3, "noise": "none", "arch": "vanilla"}
 
 
@@ -130,7 +137,8 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     assert store.active(factory, "matcher") is None  # back to the zero-shot scorer
 
 
-def test_blocker_retrain_promotes_and_reindexes(retrain_client, admin_headers) -> None:
+def test_blocker_retrain_promotes_and_reindexes(retrain_client, admin_headers, db_url) -> None:
+    _sqlite_only(db_url)
     _catalogue_and_labels(retrain_client)
     body = BODY | {"target": "blocker", "promote": "force"}
     job = wait_job(
@@ -157,7 +165,8 @@ def test_blocker_retrain_promotes_and_reindexes(retrain_client, admin_headers) -
     assert res.json()["model_versions"]["encoder"] == blocker["version"]
 
 
-def test_retrain_on_an_allowed_benchmark_folder(retrain_client, admin_headers, tmp_path: Path) -> None:
+def test_retrain_on_an_allowed_benchmark_folder(retrain_client, admin_headers, tmp_path: Path, db_url) -> None:
+    _sqlite_only(db_url)
     folder = tmp_path / "benchmarks" / "tiny-bench"
     folder.mkdir(parents=True)
     titles = [f"{b} {n} model {i}" for i, (b, n) in enumerate(zip(["acme", "globex"] * 20, ["cam", "tv"] * 20))]
@@ -177,7 +186,8 @@ def test_retrain_on_an_allowed_benchmark_folder(retrain_client, admin_headers, t
     assert job["result"]["matcher"]["promoted"] is False
 
 
-def test_noise_detection_and_pseudo_labels_run_in_the_job(retrain_client, admin_headers) -> None:
+def test_noise_detection_and_pseudo_labels_run_in_the_job(retrain_client, admin_headers, db_url) -> None:
+    _sqlite_only(db_url)
     from app.db.feedback import queue_for_review
 
     _catalogue_and_labels(retrain_client)
