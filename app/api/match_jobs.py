@@ -124,8 +124,9 @@ async def match_job_results(services: ServicesDep, job_id: Annotated[str, PathPa
         )
     if job.state == store.FAILED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} failed: {job.message}")
-    out = Path(job.payload["output_path"])
-    if not out.is_file():
+    payload = job.payload or {}
+    out = Path(payload.get("output_path") or "")
+    fmt = payload.get("output")
+    if fmt not in MEDIA_TYPES or not out.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"the result file of job {job_id} is no longer available")
-    fmt = job.payload["output"]
     return FileResponse(out, media_type=MEDIA_TYPES[fmt], filename=f"match-results-{job_id}.{fmt}")

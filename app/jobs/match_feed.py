@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from pydantic import ValidationError
-from sqlalchemy import update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from app.core.config import Settings
-from app.db.models import Job
+from app.db.models import Job, Product
 from app.jobs import store
 from app.jobs.context import JobContext, JobFailed
 from app.jobs.ingest_files import CSV, MAX_LINE_BYTES, RawRow, UnreadableFile, _coerce_csv_cell, check_upload
@@ -391,6 +391,30 @@ def build_scorer(settings: Settings, factory: sessionmaker[Session]) -> tuple[Sc
     return scorer, Decider(match_at, min(match_at, settings.matcher_review_probability))
 
 
+class FeedPipeline(MatchPipeline):
+    """`MatchPipeline` whose candidate lookup always sends IN lists of one fixed length.
+
+    A chunk's candidate ids number anything up to chunk_rows * k, and every distinct IN-list
+    length is a distinct SQL string: SQLite keeps the last 128 of those per connection, about
+    1 MB each at chunk sizes, so memory grew with the feed until the cache filled, and a long
+    enough list would pass SQLite's limit on host parameters. Fixed-size batches, the last one
+    padded by repeating an id, keep one statement shape.
+    """
+
+    load_batch = 512
+
+    def _load(self, ids: list[int]) -> dict[int, Product]:
+        out: dict[int, Product] = {}
+        n = self.load_batch
+        with self.factory() as session:
+            for start in range(0, len(ids), n):
+                part = ids[start : start + n]
+                padded = part + [part[-1]] * (n - len(part))
+                rows = session.scalars(select(Product).options(defer(Product.attributes)).where(Product.id.in_(padded)))
+                out.update((int(p.id), p) for p in rows)
+        return out
+
+
 _index_lock = threading.Lock()
 _index_cache: dict[tuple[str, ...], IndexService] = {}
 
@@ -420,7 +444,7 @@ def pipeline_for(ctx: JobContext) -> MatchPipeline:
         else:
             index.catch_up()
     scorer, decider = build_scorer(settings, ctx.factory)
-    return MatchPipeline(encoder, index, ctx.factory, scorer, decider)
+    return FeedPipeline(encoder, index, ctx.factory, scorer, decider)
 
 
 # -- the job -------------------------------------------------------------------------------
@@ -609,6 +633,8 @@ def run_match_feed(ctx: JobContext, job: Job) -> str:
     committer.timings["engine"] = engine
     if committer.first_chunk < len(scan.chunks):
         pipeline = pipeline_for(ctx)
+        # A promotion between attempts changes the model mid-feed: the job says which answered.
+        committer.timings["model_versions"] = pipeline.model_versions()
         logger.info(
             "job %s: matching %d offers from row %d (%s engine, index version %d)",
             job.id,

@@ -35,6 +35,7 @@ from app.jobs.match_feed import (
     ChunkCommitter,
     ChunkStart,
     FeedJob,
+    FeedPipeline,
     FeedScan,
     OfferResult,
     ResultRow,
@@ -174,7 +175,7 @@ class Searcher:
         factory = make_session_factory(make_engine(settings.database_url))
         scorer, decider = build_scorer(settings, factory)
         self.encoder = _Precomputed(model_id)
-        self.pipeline = MatchPipeline(self.encoder, _FrozenIndex(index), factory, scorer, decider)  # type: ignore[arg-type]
+        self.pipeline = FeedPipeline(self.encoder, _FrozenIndex(index), factory, scorer, decider)  # type: ignore[arg-type]
         self.k, self.brand, self.category = k, brand, category
 
     def __call__(self, batch: Batch) -> Batch:

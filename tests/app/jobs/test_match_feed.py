@@ -282,6 +282,29 @@ def test_a_stale_worker_cannot_commit_a_chunk_twice(tmp_path, sqlite_url, tiny_e
     assert job.checkpoint == 5 and job.rows_ok == 5
 
 
+def test_candidate_lookup_uses_one_statement_shape(tmp_path, sqlite_url, tiny_encoder):
+    """Fixed-size IN lists: memory must not grow with the number of distinct candidate counts."""
+    from sqlalchemy import event
+
+    from app.jobs.match_feed import pipeline_for
+
+    ctx = _ctx(make_settings(tmp_path / "var", sqlite_url), tiny_encoder)
+    _load_catalogue(ctx, tmp_path, 30)
+    pipeline = pipeline_for(ctx)
+    pipeline.load_batch = 8
+    statements: set[str] = set()
+    engine = ctx.factory.kw["bind"]
+    listener = lambda conn, cursor, statement, *rest: statements.add(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        for n in (1, 5, 8, 13, 30):
+            ids = list(range(1, n + 1))
+            assert sorted(pipeline._load(ids)) == ids
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len([s for s in statements if "FROM products" in s]) == 1
+
+
 # -- R1/R6 for bulk matching: SIGKILL a real worker mid-job ------------------------------------
 
 N_OFFERS = 1500
