@@ -90,7 +90,7 @@ class _ZeroShot:
     def is_seen(self, key: str) -> bool:
         return False
 
-    def automation_scores(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def automation_scores(self, queries: np.ndarray, labels: np.ndarray, top_scores: Any = None) -> np.ndarray:
         return np.einsum("ij,ij->i", queries, labels)
 
 
@@ -121,9 +121,9 @@ class _Trained:
     def is_seen(self, key: str) -> bool:
         return self.model.is_seen(key)
 
-    def automation_scores(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def automation_scores(self, queries: np.ndarray, labels: np.ndarray, top_scores: Any = None) -> np.ndarray:
         with self._lock:
-            return self.model.automation_scores(queries, labels)
+            return self.model.automation_scores(queries, labels, top_scores)
 
 
 class RecommendService:
@@ -236,7 +236,10 @@ class RecommendService:
             automated = False
             if picked:
                 top = picked[0][0]
-                auto_score = float(model.automation_scores(vectors[i : i + 1], state.vectors[top : top + 1])[0])
+                top_scores = np.array([[s for _, s in picked[:2]]], dtype=np.float64)
+                auto_score = float(
+                    model.automation_scores(vectors[i : i + 1], state.vectors[top : top + 1], top_scores)[0]
+                )
                 automated = threshold is not None and auto_score >= threshold
             items = [Item(state.rows[j], s, bool(state.seen[j])) for j, s in picked]
             results.append(

@@ -265,3 +265,22 @@ def _tiny_from_pretrained(cls, name_or_path, max_length: int = 64):  # type: ign
     tok = AutoTokenizer.from_pretrained(name_or_path)
     backbone = AutoModel.from_pretrained(name_or_path, use_safetensors=True)
     return cls(backbone, tok, max_length=max_length, name=str(name_or_path)).eval()
+
+
+def test_automation_scores_and_coverage_by_score(wdc_folder: Path) -> None:
+    from training.recommend.model import automation_score
+
+    q = np.array([[1.0, 0.0], [0.6, 0.8]])
+    lab = np.array([[0.8, 0.6], [0.6, 0.8]])
+    top = np.array([[0.8, 0.7], [1.0, 0.2]])
+    np.testing.assert_allclose(automation_score("cosine", q, lab, top), [0.8, 1.0])
+    np.testing.assert_allclose(automation_score("margin", q, lab, top), [0.1, 0.8])
+    with pytest.raises(ValueError):
+        automation_score("pair", q, lab, top)  # no pair head given
+    bench = load_benchmark(wdc_folder)
+    zero = RecommenderModel(tiny_bi_encoder(), "zero-shot")
+    result = evaluate_recommender(zero, bench)
+    assert set(result["coverage_by_score"]) == {"cosine", "margin"} and result["automation"] == "cosine"
+    zero.automation = "margin"
+    margin = evaluate_recommender(zero, bench)
+    assert margin["coverage@0.95"] == margin["coverage_by_score"]["margin"]["coverage@0.95"]

@@ -2,8 +2,9 @@
 
 A recommender is anything with ``encode_queries(texts) -> (n, d)`` and
 ``label_vectors(keys, texts) -> (n_labels, d)`` (unit vectors, exact inner product search),
-and optionally ``automation_scores(query_vectors, label_vectors, top1) -> (n,)`` when the
-automation score is not the top-1 cosine (ALC's pair head).
+an ``automation`` attribute (``cosine`` - the top-1 score, ``margin`` - top-1 minus top-2, or
+``pair`` - the ALC pair-head probability, which needs ``pair_head`` / ``pair_probabilities``).
+Coverage is reported for the model's own score and, under ``coverage_by_score``, for each.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from training.recommend.benchmark import QuerySet, RecommendBenchmark
 from training.recommend.metrics import DEFAULT_TARGETS, choose_threshold, coverage_at, precision_recall_at, top_k
+from training.recommend.model import automation_score
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +39,17 @@ def _rank(rec: Recommender, queries: QuerySet, labels: np.ndarray) -> tuple[np.n
     return ranked, scores, q
 
 
-def _automation(rec: Any, q: np.ndarray, labels: np.ndarray, ranked: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    fn = getattr(rec, "automation_scores", None)
-    if fn is None or len(ranked) == 0:
-        return scores[:, 0] if len(ranked) else np.zeros(0)
-    return np.asarray(fn(q, labels[ranked[:, 0]]), dtype=np.float64)
+def _score_sets(
+    rec: Any, q: np.ndarray, labels: np.ndarray, ranked: np.ndarray, scores: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Every automation score the model offers: top-1 cosine, top-1 minus top-2 margin, pair head."""
+    if len(ranked) == 0:
+        return {"cosine": np.zeros(0), "margin": np.zeros(0)}
+    top1 = labels[ranked[:, 0]]
+    out = {name: automation_score(name, q, top1, scores) for name in ("cosine", "margin")}
+    if getattr(rec, "pair_head", None) is not None:
+        out["pair"] = np.asarray(rec.pair_probabilities(q, top1), dtype=np.float64)
+    return out
 
 
 def _ranking_metrics(ranked: np.ndarray, targets: list[list[int]]) -> dict[str, float]:
@@ -65,19 +73,22 @@ def evaluate_recommender(
     labels = np.asarray(rec.label_vectors(bench.label_keys, bench.label_texts), dtype=np.float32)
     ranked, scores, q = _rank(rec, bench.test, labels)
     correct = np.array([int(ranked[i, 0]) in set(t) for i, t in enumerate(bench.test.targets)], dtype=bool)
-    auto = _automation(rec, q, labels, ranked, scores)
+    kind = getattr(rec, "automation", "cosine")
+    test_sets = _score_sets(rec, q, labels, ranked, scores)
+    auto = test_sets[kind]
     out: dict[str, Any] = dict(_ranking_metrics(ranked, bench.test.targets))
 
     threshold_split = "valid"
     if bench.valid is not None and len(bench.valid):
         v_ranked, v_scores, v_q = _rank(rec, bench.valid, labels)
         v_correct = np.array([int(v_ranked[i, 0]) in set(t) for i, t in enumerate(bench.valid.targets)], dtype=bool)
-        v_auto = _automation(rec, v_q, labels, v_ranked, v_scores)
+        valid_sets = _score_sets(rec, v_q, labels, v_ranked, v_scores)
         out["valid_p@1"] = float(v_correct.mean())
     else:
         # No validation split: the threshold would have to be fitted on test itself; say so.
         logger.warning("%s has no valid queries: coverage thresholds are chosen on test", bench.name)
-        threshold_split, v_auto, v_correct = "test", auto, correct
+        threshold_split, valid_sets, v_correct = "test", test_sets, correct
+    v_auto = valid_sets[kind]
     thresholds: dict[str, Any] = {}
     for target in targets:
         choice = choose_threshold(v_auto, v_correct, target)
@@ -90,6 +101,18 @@ def evaluate_recommender(
             "valid_precision": _clean(choice.valid_precision),
         }
     out["thresholds"] = thresholds
+    out["automation"] = kind
+    # The same coverage protocol for every automation score the model offers (ALC: pair head).
+    by_score: dict[str, Any] = {}
+    for name, values in test_sets.items():
+        entry: dict[str, Any] = {}
+        for target in targets:
+            choice = choose_threshold(valid_sets[name], v_correct, target)
+            cov, prec = coverage_at(values, correct, choice.threshold)
+            entry[f"coverage@{target:g}"], entry[f"precision@{target:g}"] = _clean(cov), _clean(prec)
+            entry[f"threshold@{target:g}"] = _clean(choice.threshold)
+        by_score[name] = entry
+    out["coverage_by_score"] = by_score
     out["threshold_split"] = threshold_split
     out["queries"] = len(bench.test)
     out["labels"] = bench.n_labels
@@ -116,7 +139,7 @@ def calibrate_thresholds(
     labels = np.asarray(rec.label_vectors(bench.label_keys, bench.label_texts), dtype=np.float32)
     ranked, scores, q = _rank(rec, bench.valid, labels)
     correct = np.array([int(ranked[i, 0]) in set(t) for i, t in enumerate(bench.valid.targets)], dtype=bool)
-    auto = _automation(rec, q, labels, ranked, scores)
+    auto = _score_sets(rec, q, labels, ranked, scores)[getattr(rec, "automation", "cosine")]
     out: dict[str, Any] = {"valid_p@1": _clean(float(correct.mean())), "valid_queries": len(bench.valid)}
     for target in targets:
         choice = choose_threshold(auto, correct, target)

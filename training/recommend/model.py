@@ -32,10 +32,30 @@ logger = logging.getLogger(__name__)
 
 MODEL_KIND = "recommender"
 METHODS = ("zero-shot", "ngame", "prime")
-AUTOMATION_SCORES = ("cosine", "pair")
+AUTOMATION_SCORES = ("cosine", "margin", "pair")
 ZERO_SHOT_MAX_LENGTH = 32
 _WEIGHTS = "prime.safetensors"
 _LABELS = "labels.json"
+
+
+def automation_score(
+    kind: str,
+    queries: np.ndarray,
+    labels: np.ndarray,
+    top_scores: np.ndarray | None,
+    pair: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Automation score of each query's top-1 label (see :data:`AUTOMATION_SCORES`)."""
+    cosine = np.einsum("ij,ij->i", queries, labels).astype(np.float64)
+    if kind == "cosine":
+        return cosine
+    if kind == "margin":
+        if top_scores is None or top_scores.shape[1] < 2:
+            return cosine  # a single label has no runner-up
+        return (top_scores[:, 0] - top_scores[:, 1]).astype(np.float64)
+    if kind == "pair" and pair is not None:
+        return pair(queries, labels)
+    raise ValueError(f"unknown automation score {kind!r}")
 
 
 class RecommenderModel:
@@ -132,13 +152,21 @@ class RecommenderModel:
         return out
 
     @torch.inference_mode()
-    def automation_scores(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Score that decides automation of a (query, top-1 label) pair: cosine, or the pair-head probability."""
-        if self.automation == "cosine" or self.pair_head is None:
-            return np.einsum("ij,ij->i", queries, labels)
+    def pair_probabilities(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """ALC pair-head probability that each (query, label) row pair is correct."""
+        if self.pair_head is None:
+            raise ValueError("this model has no pair head")
         self.pair_head.eval()
-        logits = self.pair_head(torch.from_numpy(np.ascontiguousarray(queries)), torch.from_numpy(labels))
+        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        logits = self.pair_head(q, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)))
         return torch.sigmoid(logits).double().numpy()
+
+    def automation_scores(
+        self, queries: np.ndarray, labels: np.ndarray, top_scores: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The score that decides automation of (query, top-1 label): cosine, top-1 minus top-2 cosine
+        (``margin``; needs ``top_scores``, the ranked scores of each query), or the pair-head probability."""
+        return automation_score(self.automation, queries, labels, top_scores, self.pair_probabilities)
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path, manifest: Manifest) -> None:
