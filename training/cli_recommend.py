@@ -82,7 +82,10 @@ def add_train_recommender(train_sub: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--tcm-m-neg", type=float, default=0.5)
     p.add_argument("--alc", action="store_true", help="add the ALC-style pair classifier + hard-set softmax (§6.4)")
     p.add_argument(
-        "--automation", choices=("cosine", "pair"), default=None, help="automation score (default: pair with --alc)"
+        "--automation",
+        choices=("cosine", "margin", "pair"),
+        default=None,
+        help="automation score: top-1 cosine, top-1 minus top-2 (margin), ALC pair head (default: pair with --alc)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_recommender, needs_settings=False)

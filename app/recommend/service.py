@@ -97,13 +97,15 @@ class _ZeroShot:
 class _Trained:
     """A recommender folder; calls are serialised like the serving encoder's."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, version: str = "") -> None:
         from models.artefacts import read_manifest
         from training.recommend.model import RecommenderModel
 
         manifest = read_manifest(folder)
         self.model = RecommenderModel.load(folder)
-        self.model_id = f"recommender:{folder.name}:{manifest.created_at}"
+        # The manifest's mtime is part of the id: a folder retrained within the same second still
+        # counts as a new model, so the label index is rebuilt.
+        self.model_id = f"recommender:{folder.name}:{manifest.created_at}:{version}"
         self.dim = self.model.dim
         self.automation = self.model.automation
         self.thresholds = dict(manifest.metrics.get("thresholds") or {})
@@ -156,7 +158,7 @@ class RecommendService:
             with self._load_lock:  # a retrained folder (new manifest) is picked up on the next request
                 if self._trained is None or self._trained_key != key:
                     try:
-                        self._trained = _Trained(path)
+                        self._trained = _Trained(path, version=f"{key[1]:.6f}")
                     except (ValueError, OSError, KeyError) as exc:
                         raise RecommenderUnavailable(f"cannot load the recommender at {path}: {exc}") from exc
                     self._trained_key = key
