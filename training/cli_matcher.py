@@ -187,6 +187,13 @@ def _add_pseudo_label_options(p: argparse.ArgumentParser) -> None:
         help="at least this share of every batch is labelled (default: 0.5)",
     )
     g.add_argument(
+        "--pseudo-min-confidence",
+        type=float,
+        default=0.0,
+        metavar="C",
+        help="use only pool pairs with |2p - 1| >= C (default: 0, all pairs, as the spec's soft labels)",
+    )
+    g.add_argument(
         "--transductive",
         action="store_true",
         help="keep records of validation/test pairs in the pool (default: excluded)",
@@ -226,7 +233,11 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
     }
     pseudo = None
     if args.pseudo_labels:
-        pseudo = {"warmup_epochs": args.pseudo_warmup, "min_labelled_share": args.min_labelled_share}
+        pseudo = {
+            "warmup_epochs": args.pseudo_warmup,
+            "min_labelled_share": args.min_labelled_share,
+            "min_confidence": args.pseudo_min_confidence,
+        }
     summary = train_matcher(
         dataset,
         args.out,

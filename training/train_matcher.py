@@ -257,6 +257,9 @@ def train_matcher(
     if cap is not None and len(pool) > cap:
         keep = np.random.default_rng(seed).choice(len(pool), cap, replace=False)
         pool = [pool[i] for i in sorted(keep.tolist())]
+    match_rate = float(train_labels.mean())  # the prior of the anti-collapse terms (§7.1 step 4, §8.2)
+    if noise_cfg is not None and noise_cfg.prior_match_rate is not None:
+        match_rate = noise_cfg.prior_match_rate
     optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
     total_steps = sum(
         _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup) for e in range(1, epochs + 1)
@@ -322,7 +325,7 @@ def train_matcher(
                 p_noise=None if p_noise is None else p_noise[torch.as_tensor(lab_idx)],
                 noise_cfg=noise_cfg,
                 pseudo_cfg=pseudo_cfg if len(unl_idx) else None,
-                match_rate=report.estimated_match_rate if report is not None else float(train_labels.mean()),
+                match_rate=match_rate,
                 pos_weight=pw_tensor,
                 offset=offset,
             )

@@ -360,7 +360,7 @@ def test_cli_trains_with_noise_detection_and_pseudo_labels(tmp_path: Path, capsy
     argv += ["--arch", "vanilla", "--backbone", str(backbone), "--epochs", "2", "--batch-size", "8"]
     argv += ["--max-length", "32", "--no-progress", "--noise", "both", "--noise-action", "relabel"]
     argv += ["--noise-knn-k", "5", "--pseudo-labels", "--pseudo-blocker", str(blocker), "--pseudo-k", "5"]
-    argv += ["--pseudo-warmup", "1", "--transductive"]
+    argv += ["--pseudo-warmup", "1", "--transductive", "--pseudo-min-confidence", "0.0"]
     assert _cli(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["out_dir"] == str(out)
@@ -369,3 +369,4 @@ def test_cli_trains_with_noise_detection_and_pseudo_labels(tmp_path: Path, capsy
     manifest = read_manifest(out)
     assert manifest.settings["noise"]["method"] == "both" and manifest.settings["noise"]["knn_k"] == 5
     assert manifest.settings["pseudo_labels"]["unlabelled_pairs"] == summary["pseudo_labels"]["pool"]
+    assert manifest.settings["pseudo_labels"]["min_confidence"] == 0.0

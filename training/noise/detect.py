@@ -56,7 +56,10 @@ class NoiseConfig:
     ``"bi-encoder"`` = the spec's ``[u, v, |u - v|, u ⊙ v]`` of ``knn_encoder`` embeddings of the
     two sides (``knn_fields``: text fields, default the matcher's).
     ``prior_weight``: weight of the anti-collapse term ``Σ_c π_c log(π_c / p̄_c)`` added in
-    ``relabel`` mode, with ``π`` the noise-corrected match rate of the report.
+    ``relabel`` mode; ``π`` = ``prior_match_rate``, by default the match rate of the training
+    labels (the spec's "real match rate", computed from train). The report's
+    ``estimated_match_rate`` is not used: with a rare class, a few points of noise probability
+    on many non-matches inflate it.
     """
 
     method: str = "bmm"
@@ -73,6 +76,7 @@ class NoiseConfig:
     knn_encoder: str = "minilm"
     knn_fields: str | list[str] | None = None
     prior_weight: float = 1.0
+    prior_match_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in NOISE_METHODS[1:]:
