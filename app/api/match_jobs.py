@@ -17,8 +17,9 @@ from app.api.deps import ServicesDep
 from app.api.ingest import _confined
 from app.api.responses import COMMON, errors
 from app.jobs import store
-from app.jobs.ingest_files import UnreadableFile, detect_format
+from app.jobs.ingest_files import UnreadableFile, UnsupportedFileType, detect_format
 from app.jobs.match_feed import KIND, MEDIA_TYPES, check_feed, make_payload
+from app.jobs.submit import ensure_queue, push_or_withdraw
 from app.schemas.match import MAX_TOP_K
 from app.schemas.match_job import Engine, MatchJobAccepted, OutputFormat
 from app.schemas.product import MAX_SHORT_CHARS
@@ -65,6 +66,8 @@ async def submit_match_job(
         fmt = detect_format(name, format)
     except UnreadableFile as exc:
         raise HTTPException(422, str(exc)) from exc
+    # Refuse (503) before storing anything when the job queue is down.
+    await run_in_threadpool(ensure_queue, services.queue)
     target = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
 
     def save() -> None:
@@ -85,14 +88,18 @@ async def submit_match_job(
             check_feed(target, fmt)
         except UnreadableFile as exc:
             target.unlink(missing_ok=True)
-            binary = any(word in str(exc) for word in ("binary", "compressed"))  # archives too
+            binary = isinstance(exc, UnsupportedFileType) or "binary" in str(exc)
             code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if binary else 422
             raise HTTPException(code, str(exc)) from exc
 
     await run_in_threadpool(save)
     payload = make_payload(settings, job_id, target, fmt, output, k, brand, category, engine, name)
-    job, _ = await run_in_threadpool(store.create_job, services.factory, KIND, payload, None, job_id)
-    await run_in_threadpool(services.queue.push, job.id)
+    try:
+        job, _ = await run_in_threadpool(store.create_job, services.factory, KIND, payload, None, job_id)
+    except Exception:
+        target.unlink(missing_ok=True)  # e.g. the database is down (503): leave no stray feed copy
+        raise
+    await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, True, [target])
     return MatchJobAccepted(
         job_id=job.id,
         state=job.state,

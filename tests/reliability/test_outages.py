@@ -212,6 +212,7 @@ def test_every_job_submission_is_all_or_nothing(tmp_path, sqlite_url, tiny_encod
             "retrain": lambda: c.post(
                 "/v1/admin/retrain", headers=ADMIN, json={"target": "matcher", "sources": ["feedback"]}
             ),
+            "match-feed": lambda: c.post("/v1/match/jobs", files={"file": ("feed.csv", _csv(range(1, 4)), "text/csv")}),
         }
         for name, call in calls.items():
             res = call()
