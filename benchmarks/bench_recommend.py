@@ -97,6 +97,10 @@ NOTES = """\
 - The ViXML demo ran at the same time as the second invocation (its train times are inflated); it
   shows the mechanism (the image tokens carry the colour the title lacks: 49.2 -> 68.3 P@1 against a
   text-only ceiling of 50), not a product-data result.
+- SmolLM2 decoder fusion was only loaded and timed, not trained: one forward of 32 queries took
+  46.5 s here (load average ~12, fp32 after GGUF dequantisation, LoRA adapters unmerged); METHODS
+  §5.5 measured 1.9 s for 33 x 32 tokens on an idle CPU without LoRA. On CPU the decoder backbone
+  is for offline catalogue encoding only, as METHODS says; training it needs a GPU.
 """
 SCORES = ("cosine", "margin", "pair")
 METRICS = ("p@1", "p@5", "r@10", "r@100", "coverage@0.95", "precision@0.95", "coverage@0.98", "precision@0.98")
