@@ -20,7 +20,7 @@ import platform
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,6 @@ class RecommendConfig:
     calibrate: bool = True  # choose automation thresholds on the valid split after training
     cache_frozen: bool = True  # with trainable_layers: run the frozen bottom once per text
     num_threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in TRAIN_METHODS:
