@@ -443,6 +443,7 @@ def _f(v: Any) -> str:
 
 def render_markdown(p: dict[str, Any]) -> str:
     b, m = p["budget"], p["machine"]
+    merged = {str(r["seed"]) for r in p["runs"] if r.get("merged_from")}
     lines = [
         "# Recommender benchmark: WDC Products, offers -> products (issue 6)",
         "",
@@ -455,6 +456,11 @@ def render_markdown(p: dict[str, Any]) -> str:
         f"CPU budget for every trained model: {b['epochs']} epoch(s) over the 1,500 training offers, batch "
         f"{b['batch_size']}, max length {b['max_length']}, only the top {b['trainable_layers']} of 6 MiniLM layers "
         f"trained (the frozen bottom is computed once per text), seeds {b['seeds']}"
+        + (
+            f" in this invocation, seed(s) {', '.join(sorted(merged))} merged from an earlier one (see the notes)"
+            if merged
+            else ""
+        )
         + (f", subset {b['subset']} labels" if b["subset"] else "")
         + ". Numbers are means over the seeds that ran"
         + (f"; skipped for the time budget: {', '.join(p['skipped_for_budget'])}" if p["skipped_for_budget"] else "")
