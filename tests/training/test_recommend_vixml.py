@@ -71,6 +71,7 @@ def test_encoder_fusion_tokens_and_masking() -> None:
 
 
 def test_decoder_fusion_template_with_lora() -> None:
+    pytest.importorskip("peft")  # the optional `vixml` extra
     from transformers import AutoTokenizer, LlamaConfig, LlamaModel
 
     from models.backbones import minilm_path
