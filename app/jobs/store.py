@@ -153,14 +153,10 @@ def orphaned_jobs(factory: sessionmaker[Session], queued_grace_seconds: float = 
 
 def active_jobs(factory: sessionmaker[Session]) -> list[str]:
     with factory() as session:
-        return list(
-            session.scalars(select(Job.id).where(Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at))
-        )
+        return list(session.scalars(select(Job.id).where(Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at)))
 
 
-def add_row_errors(
-    session: Session, job_id: str, errors: list[tuple[int, str | None, str]], cap: int
-) -> None:
+def add_row_errors(session: Session, job_id: str, errors: list[tuple[int, str | None, str]], cap: int) -> None:
     """Store row errors up to `cap` per job; the total is counted on the job regardless."""
     stored = session.scalar(select(func.count(JobRowError.id)).where(JobRowError.job_id == job_id)) or 0
     room = max(0, cap - stored)
@@ -189,7 +185,7 @@ def set_stage(
         job = session.get(Job, job_id)
         if job is None:
             return
-        job.stage, job.rows_done, job.rows_total = stage, done, total
+        job.stage, job.rows_done, job.rows_total = stage[:64], done, total  # the column holds 64
         if result is not None:
             job.result = result
 

@@ -83,7 +83,7 @@ def _train_blocker(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
 
     key = retrain_key(req, data, "bi-encoder", _backbone(ctx))
     existing = _already_trained(ctx, "bi-encoder", key)
-    p.stage("training blocker" if existing is None else f"reusing {existing} (same data and settings)")
+    p.stage("training blocker" if existing is None else "reusing the blocker trained on the same data")
     folder = work / "blocker" if existing is None else Path(store.get(ctx.factory, existing).path)
     if existing is None:
         train_blocker(
@@ -116,7 +116,7 @@ def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
     key = retrain_key(req, data, "matcher", _backbone(ctx))
     existing = _already_trained(ctx, "matcher", key)
     if existing is not None:
-        p.stage(f"reusing {existing} (same data and settings)")
+        p.stage("reusing the matcher trained on the same data")
         folder = Path(store.get(ctx.factory, existing).path)
         summary: dict[str, Any] = store.get(ctx.factory, existing).metrics or {}
     else:

@@ -113,7 +113,7 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     repeat = retrain_client.post("/v1/admin/retrain", json=BODY | {"promote": "force"}, headers=admin_headers)
     assert repeat.json()["job_id"] != first.json()["job_id"]
     repeated = wait_job(retrain_client, repeat.json()["job_id"], timeout=240)
-    assert repeated["state"] == "completed", repeated
+    assert repeated["state"] == "completed", repeated["message"]
     assert repeated["result"]["matcher"]["version"] == matcher["version"]
     assert repeated["result"]["matcher"]["reused"] is True
     assert len(store.list_versions(factory, "matcher")) == 1
