@@ -333,9 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="rebuild, check or repair the FAISS index from the database")
     index.add_argument("action", choices=["rebuild", "check", "repair"])
     index.add_argument("--kind", choices=["flat", "hnsw", "ivfpq"], default=None)
-    index.add_argument(
-        "--reembed", action="store_true", help="embed products that lack a vector for the model"
-    )
+    index.add_argument("--reembed", action="store_true", help="embed products that lack a vector for the model")
     index.set_defaults(func=cmd_index)
 
     models = sub.add_parser("models", help="register, list, promote or roll back model versions")

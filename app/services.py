@@ -26,6 +26,7 @@ from app.pipeline.match import MatchPipeline
 from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
 from app.registry import store
 from app.registry.encoders import EncoderProvider
+from app.registry.scorers import serving_scorer
 from app.search.params import IndexParams
 from app.search.sync import IndexService
 
@@ -126,23 +127,7 @@ class Services:
         )
 
     def _scorer(self) -> tuple[Scorer, Decider]:
-        """The active trained matcher with its precision-targeted thresholds, else zero-shot."""
-        s = self.settings
-        row = store.active(self.factory, "matcher")
-        if row is None:
-            return ZeroShotScorer(s.lexical_weight), Decider(s.match_threshold, s.review_threshold)
-        from app.pipeline.rerank import CrossEncoderScorer
-
-        scorer = CrossEncoderScorer(row.version, row.path)
-        match_at = scorer.threshold_for_precision(s.match_precision)
-        if match_at is None:
-            match_at = float(scorer.calibration.get("threshold", 0.5))
-            logger.warning(
-                "matcher %s never reached precision %.2f; using its best-F1 threshold",
-                row.version,
-                s.match_precision,
-            )
-        return scorer, Decider(match_at, min(match_at, s.matcher_review_probability))
+        return serving_scorer(self.settings, self.factory)
 
     def build_runtime(self, encoder: Encoder, index: IndexService | None = None) -> Runtime:
         """Embed what the encoder lacks, open (or rebuild) its index, wire a pipeline."""
@@ -166,9 +151,7 @@ class Services:
     def load(self, encoder: Encoder | None = None) -> None:
         """Load the encoder, open the index and build the pipeline (runs off the event loop)."""
         try:
-            self.provider = EncoderProvider(
-                self.settings, self.factory, lambda: self._default_encoder(encoder)
-            )
+            self.provider = EncoderProvider(self.settings, self.factory, lambda: self._default_encoder(encoder))
             self.runtime = self.build_runtime(self.provider.refresh())
             threading.Thread(target=self._follow, name="runtime-follower", daemon=True).start()
             if self.settings.redis_url is None:

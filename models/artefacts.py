@@ -41,8 +41,7 @@ class Manifest:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ManifestError(
-                f"manifest schema_version {version!r} is not supported by this release "
-                f"(supports {SCHEMA_VERSION})"
+                f"manifest schema_version {version!r} is not supported by this release (supports {SCHEMA_VERSION})"
             )
         known = {f for f in cls.__dataclass_fields__}
         missing = {"kind", "backbone"} - set(data)

@@ -75,9 +75,7 @@ class BiEncoder(nn.Module):
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         kwargs.pop("token_type_ids", None)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         pooled = mean_pool(out.last_hidden_state, attention_mask)

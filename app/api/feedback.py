@@ -52,9 +52,7 @@ async def review_queue(services: ServicesDep, limit: Annotated[int, Query(ge=1, 
     return ReviewPage(items=[ReviewItemOut.model_validate(r, from_attributes=True) for r in rows])
 
 
-@router.post(
-    "/feedback", status_code=status.HTTP_201_CREATED, response_model=FeedbackOut, responses=errors(404)
-)
+@router.post("/feedback", status_code=status.HTTP_201_CREATED, response_model=FeedbackOut, responses=errors(404))
 async def feedback(body: FeedbackIn, services: ServicesDep):
     offer: dict[str, Any]
     if body.review_id is not None:
@@ -89,9 +87,7 @@ async def list_feedback(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ):
     """Labels newest first; with both ids, `effective_label` is the latest one."""
-    rows = await run_in_threadpool(
-        repo.labels_for, services.factory, product_external_id, offer_external_id, limit
-    )
+    rows = await run_in_threadpool(repo.labels_for, services.factory, product_external_id, offer_external_id, limit)
     effective = None
     if rows and product_external_id and offer_external_id:
         effective = "match" if rows[0].label == 1 else "no_match"
@@ -133,9 +129,7 @@ async def import_feedback(
             problems.append({"row": number, "message": exc.errors()[0]["msg"], "field": "offer_title"})
             continue
         if label is None or not row.get("product_external_id"):
-            problems.append(
-                {"row": number, "message": "label must be match/no_match/1/0 and the product id given"}
-            )
+            problems.append({"row": number, "message": "label must be match/no_match/1/0 and the product id given"})
             continue
         labels.append(
             {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -14,10 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from app.api.deps import ServicesDep
-from app.api.ingest import _confined
 from app.api.responses import COMMON, errors
+from app.api.uploads import confined, refuse_declared_archive, store_copy
 from app.jobs import store
-from app.jobs.ingest_files import UnreadableFile, UnsupportedFileType, detect_format
+from app.jobs.ingest_files import UnreadableFile, detect_format
 from app.jobs.match_feed import KIND, MEDIA_TYPES, check_feed, make_payload
 from app.jobs.submit import ensure_queue, push_or_withdraw
 from app.schemas.match import MAX_TOP_K
@@ -59,9 +58,10 @@ async def submit_match_job(
         raise HTTPException(422, f"top_k: at most {settings.max_top_k}")
     if engine == "ray" and importlib.util.find_spec("ray") is None:
         raise HTTPException(422, "engine: ray is not installed on this server (pip install 'productmatch[ray]')")
+    refuse_declared_archive(file)
     job_id = str(uuid.uuid4())
     name = file.filename if file is not None else path
-    source = _confined(Path(settings.ingest_allowed_dir), path) if path is not None else None  # type: ignore[arg-type]
+    source = confined(Path(settings.ingest_allowed_dir), path) if path is not None else None  # type: ignore[arg-type]
     try:
         fmt = detect_format(name, format)
     except UnreadableFile as exc:
@@ -70,29 +70,10 @@ async def submit_match_job(
     await run_in_threadpool(ensure_queue, services.queue)
     target = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
 
-    def save() -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if file is not None:
-            with target.open("wb") as out:
-                shutil.copyfileobj(file.file, out, length=1 << 20)
-        else:
-            assert source is not None
-            if source.stat().st_size > settings.match_feed_max_bytes:
-                raise HTTPException(
-                    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                    f"feed exceeds the limit of {settings.match_feed_max_bytes} bytes",
-                )
-            # A private copy: the job seeks to chunk offsets on resume, so the feed must not change.
-            shutil.copyfile(source, target)
-        try:
-            check_feed(target, fmt)
-        except UnreadableFile as exc:
-            target.unlink(missing_ok=True)
-            binary = isinstance(exc, UnsupportedFileType) or "binary" in str(exc)
-            code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if binary else 422
-            raise HTTPException(code, str(exc)) from exc
-
-    await run_in_threadpool(save)
+    # A private copy: the job seeks to chunk offsets on resume, so the feed must not change.
+    await run_in_threadpool(
+        store_copy, file, source, target, settings.match_feed_max_bytes, lambda path: check_feed(path, fmt)
+    )
     payload = make_payload(settings, job_id, target, fmt, output, k, brand, category, engine, name)
     try:
         job, _ = await run_in_threadpool(store.create_job, services.factory, KIND, payload, None, job_id)

@@ -30,9 +30,7 @@ class ServiceCollector(Collector):
         jobs = GaugeMetricFamily("productmatch_jobs", "Jobs by kind and state", labels=["kind", "state"])
         try:
             with self.services.factory() as session:
-                rows = session.execute(
-                    select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
-                )
+                rows = session.execute(select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state))
                 for kind, state, count in rows:
                     jobs.add_metric([kind, state], float(count))
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB blinked

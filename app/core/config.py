@@ -128,9 +128,7 @@ class Settings(BaseSettings):
             raise ValueError("REVIEW_THRESHOLD must not exceed MATCH_THRESHOLD")
         if self.environment != "development" and self.environment != "test":
             if self.admin_token == DEFAULT_ADMIN_TOKEN or len(self.admin_token) < 16:
-                raise ValueError(
-                    "ADMIN_TOKEN must be set to a secret of at least 16 characters outside development"
-                )
+                raise ValueError("ADMIN_TOKEN must be set to a secret of at least 16 characters outside development")
         return self
 
     def ensure_dirs(self) -> None:

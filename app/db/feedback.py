@@ -60,9 +60,7 @@ def add_labels(factory: sessionmaker[Session], labels: Sequence[dict[str, Any]])
         review_ids = sorted({r.review_id for r in rows if r.review_id})
         if review_ids:
             session.execute(
-                update(ReviewItem)
-                .where(ReviewItem.id.in_(review_ids))
-                .values(status=LABELLED, resolved_at=utcnow())
+                update(ReviewItem).where(ReviewItem.id.in_(review_ids)).values(status=LABELLED, resolved_at=utcnow())
             )
     return rows
 

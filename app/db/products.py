@@ -73,9 +73,7 @@ def store_vectors(
     if not ids:
         return
     session.execute(
-        delete(ProductEmbedding).where(
-            ProductEmbedding.product_id.in_(ids), ProductEmbedding.model_id == model_id
-        )
+        delete(ProductEmbedding).where(ProductEmbedding.product_id.in_(ids), ProductEmbedding.model_id == model_id)
     )
     if text_changed:
         session.execute(delete(ProductEmbedding).where(ProductEmbedding.product_id.in_(sorted(text_changed))))
@@ -179,9 +177,7 @@ def embedded_ids(session: Session, model_id: str) -> np.ndarray:
     return np.array(sorted(rows), dtype=np.int64)
 
 
-def ids_needing_embedding(
-    session: Session, model_id: str, limit: int
-) -> list[tuple[int, str, str | None, str]]:
+def ids_needing_embedding(session: Session, model_id: str, limit: int) -> list[tuple[int, str, str | None, str]]:
     """Products without a current vector from `model_id`: (id, title, brand, text hash)."""
     rows = session.execute(
         select(Product.id, Product.title, Product.brand, Product.text_hash)

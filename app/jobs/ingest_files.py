@@ -74,9 +74,7 @@ def detect_format(filename: str | None, declared: str | None = None) -> str:
         return CSV
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return JSONL
-    raise UnreadableFile(
-        "cannot tell the file format: name the file .csv or .jsonl, or pass format=csv|jsonl"
-    )
+    raise UnreadableFile("cannot tell the file format: name the file .csv or .jsonl, or pass format=csv|jsonl")
 
 
 def check_upload(path: Path, fmt: str) -> None:
@@ -97,15 +95,11 @@ def check_upload(path: Path, fmt: str) -> None:
         fh.seek(0)
         while chunk := fh.read(1 << 20):
             if b"\x00" in chunk:
-                raise UnsupportedFileType(
-                    "the file looks binary (it contains NUL bytes); send UTF-8 CSV or JSON Lines"
-                )
+                raise UnsupportedFileType("the file looks binary (it contains NUL bytes); send UTF-8 CSV or JSON Lines")
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                raise UnreadableFile(
-                    f"the file is not valid UTF-8 (byte offset {offset + exc.start})"
-                ) from exc
+                raise UnreadableFile(f"the file is not valid UTF-8 (byte offset {offset + exc.start})") from exc
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import defer
 
 from app.core.config import Settings
 from app.db.models import Job, Product
@@ -38,7 +38,8 @@ from app.jobs import store
 from app.jobs.context import JobContext, JobFailed
 from app.jobs.ingest_files import CSV, MAX_LINE_BYTES, RawRow, UnreadableFile, _coerce_csv_cell, check_upload
 from app.pipeline.match import MatchPipeline, MatchQuery, MatchResult
-from app.pipeline.scoring import MATCH, Decider, Scorer, ZeroShotScorer
+from app.pipeline.scoring import MATCH
+from app.registry.scorers import serving_scorer as build_scorer
 from app.schemas.match_job import OfferRow
 from app.schemas.product import OfferIn
 from app.search.params import IndexParams
@@ -373,22 +374,6 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 # -- the serving pieces a job needs ------------------------------------------------------------
-
-
-def build_scorer(settings: Settings, factory: sessionmaker[Session]) -> tuple[Scorer, Decider]:
-    """The scorer and thresholds the API serves with (same rule as `Services._scorer`)."""
-    from app.registry import store as registry
-
-    row = registry.active(factory, "matcher")
-    if row is None:
-        return ZeroShotScorer(settings.lexical_weight), Decider(settings.match_threshold, settings.review_threshold)
-    from app.pipeline.rerank import CrossEncoderScorer
-
-    scorer = CrossEncoderScorer(row.version, row.path)
-    match_at = scorer.threshold_for_precision(settings.match_precision)
-    if match_at is None:
-        match_at = float(scorer.calibration.get("threshold", 0.5))
-    return scorer, Decider(match_at, min(match_at, settings.matcher_review_probability))
 
 
 class FeedPipeline(MatchPipeline):

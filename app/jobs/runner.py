@@ -78,9 +78,7 @@ def run_job(ctx: JobContext, job_id: str, owner: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - retried, then reported on the job
         logger.exception("job %s raised", job_id)
         if job.attempts >= MAX_ATTEMPTS:
-            store.finish(
-                ctx.factory, job_id, owner, store.FAILED, f"failed after {job.attempts} attempts: {exc}"
-            )
+            store.finish(ctx.factory, job_id, owner, store.FAILED, f"failed after {job.attempts} attempts: {exc}")
             return store.FAILED
         store.release(ctx.factory, job_id, owner, f"attempt {job.attempts} failed: {exc}; will retry")
         return None

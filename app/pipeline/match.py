@@ -143,9 +143,7 @@ class MatchPipeline:
         if not ids:
             return {}
         with self.factory() as session:
-            rows = session.scalars(
-                select(Product).options(defer(Product.attributes)).where(Product.id.in_(ids))
-            )
+            rows = session.scalars(select(Product).options(defer(Product.attributes)).where(Product.id.in_(ids)))
             return {int(p.id): p for p in rows}
 
 

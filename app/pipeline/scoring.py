@@ -63,9 +63,7 @@ class ZeroShotScorer:
             lexical = fuzz.token_set_ratio(offer_text, text, processor=utils.default_process) / 100.0
             blended = (1.0 - w) * max(0.0, min(1.0, float(cos))) + w * lexical
             explanation = closest_words(offer_text, text) if explain else None
-            out.append(
-                ScoredCandidate(score=round(blended, 6), lexical=round(lexical, 6), explanation=explanation)
-            )
+            out.append(ScoredCandidate(score=round(blended, 6), lexical=round(lexical, 6), explanation=explanation))
         return out
 
 
@@ -78,9 +76,7 @@ def closest_words(offer_text: str, product_text: str, top: int = 5) -> list[dict
     sims = process.cdist(a, b, scorer=Levenshtein.normalized_similarity)
     best = sims.argmax(axis=1)
     pairs = sorted(((a[i], b[j], float(sims[i, j])) for i, j in enumerate(best)), key=lambda p: (-p[2], p[0]))
-    return [
-        {"offer_word": wa, "product_word": wb, "similarity": round(sim, 4)} for wa, wb, sim in pairs[:top]
-    ]
+    return [{"offer_word": wa, "product_word": wb, "similarity": round(sim, 4)} for wa, wb, sim in pairs[:top]]
 
 
 @dataclass(frozen=True)

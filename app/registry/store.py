@@ -78,9 +78,7 @@ def get(factory: sessionmaker[Session], version: str) -> ModelVersion:
 
 def active(factory: sessionmaker[Session], kind: str) -> ModelVersion | None:
     with factory() as session:
-        return session.scalar(
-            select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.status == ACTIVE)
-        )
+        return session.scalar(select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.status == ACTIVE))
 
 
 def list_versions(factory: sessionmaker[Session], kind: str | None = None) -> list[ModelVersion]:
@@ -99,9 +97,7 @@ def activate(factory: sessionmaker[Session], version: str) -> ModelVersion:
     with factory() as session, session.begin():
         session.execute(
             update(ModelVersion)
-            .where(
-                ModelVersion.kind == row.kind, ModelVersion.status == ACTIVE, ModelVersion.version != version
-            )
+            .where(ModelVersion.kind == row.kind, ModelVersion.status == ACTIVE, ModelVersion.version != version)
             .values(status=RETIRED)
         )
         session.execute(
@@ -131,9 +127,7 @@ def deactivate(factory: sessionmaker[Session], kind: str) -> None:
     """Retire the active version: the service falls back to the packaged zero-shot model."""
     with factory() as session, session.begin():
         session.execute(
-            update(ModelVersion)
-            .where(ModelVersion.kind == kind, ModelVersion.status == ACTIVE)
-            .values(status=RETIRED)
+            update(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.status == ACTIVE).values(status=RETIRED)
         )
 
 

@@ -70,9 +70,7 @@ class Backend:
     def search_params(self, k: int, sel: faiss.IDSelector | None, widen: float) -> Any:
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
-    def exact_search(
-        self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def exact_search(self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the stored vectors that `sel` lets through."""
         if self.exact_index is None:
             raise RuntimeError(f"{self.name} keeps no exact vectors")
@@ -231,9 +229,7 @@ class IVFPQBackend(Backend):
         }
 
 
-_BY_NAME: dict[str, type[Backend]] = {
-    b.name: b for b in (FlatBackend, ExactSideBackend, HNSWBackend, IVFPQBackend)
-}
+_BY_NAME: dict[str, type[Backend]] = {b.name: b for b in (FlatBackend, ExactSideBackend, HNSWBackend, IVFPQBackend)}
 _FAISS_TYPES: dict[str, tuple[type, ...]] = {
     "flat": (faiss.IndexIDMap2,),
     "exact_side": (faiss.IndexFlatIP,),
@@ -275,9 +271,7 @@ def backend_from_index(name: str, index: faiss.Index, params: IndexParams) -> Ba
         raise ValueError(f"backend {name!r} does not belong to kind {params.kind!r}")
     # deserialize_index already returns the concrete class; faiss.downcast_index here would
     # return a non-owning wrapper whose index dies with the original Python object.
-    if not isinstance(index, _FAISS_TYPES[name]) or (
-        name == "exact_side" and type(index) is not faiss.IndexFlatIP
-    ):
+    if not isinstance(index, _FAISS_TYPES[name]) or (name == "exact_side" and type(index) is not faiss.IndexFlatIP):
         raise ValueError(f"stored faiss index is {type(index).__name__}, expected {name}")
     if int(index.metric_type) != faiss.METRIC_INNER_PRODUCT:
         raise ValueError("stored faiss index does not use inner product")

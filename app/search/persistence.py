@@ -143,9 +143,7 @@ def read_index_file(path: str | Path) -> tuple[dict[str, Any], dict[str, memoryv
     view = memoryview(data)
     magic = bytes(view[: len(MAGIC)])
     if magic != MAGIC:
-        raise IndexFormatError(
-            f"{path}: not a productmatch vector index (magic {magic!r}, expected {MAGIC!r})"
-        )
+        raise IndexFormatError(f"{path}: not a productmatch vector index (magic {magic!r}, expected {MAGIC!r})")
     if len(data) < _PREFIX.size:
         raise IndexCorrupt(f"{path}: truncated before the header")
     _, head_len, head_sha = _PREFIX.unpack_from(data)
@@ -165,9 +163,7 @@ def read_index_file(path: str | Path) -> tuple[dict[str, Any], dict[str, memoryv
         raise IndexCorrupt(f"{path}: payload is {payload.nbytes} bytes, header says {expected_bytes}")
     actual = hashlib.sha256(payload).hexdigest()
     if actual != expected_sha:
-        raise IndexCorrupt(
-            f"{path}: payload checksum mismatch (expected {expected_sha[:16]}..., got {actual[:16]}...)"
-        )
+        raise IndexCorrupt(f"{path}: payload checksum mismatch (expected {expected_sha[:16]}..., got {actual[:16]}...)")
     sections = {s["name"]: payload[s["offset"] : s["offset"] + s["length"]] for s in header["sections"]}
     return header, sections
 
@@ -205,9 +201,7 @@ def load_state(path: str | Path) -> tuple[IndexParams, int, IndexState]:
         backend = backend_from_index(header["backend"], index, params)
         arrays = {name: decode_array(sections[name], name) for name in _CATALOG_SECTIONS}
         attrs = header["attributes"]
-        catalog = Catalog.from_arrays(
-            not backend.uses_labels, arrays, attrs["brand_values"], attrs["category_values"]
-        )
+        catalog = Catalog.from_arrays(not backend.uses_labels, arrays, attrs["brand_values"], attrs["category_values"])
         _check_consistent(header, backend.dim, backend.ntotal, catalog, dim)
         state = IndexState(backend, catalog, int(header["version"]), params)
     except IndexCorrupt:
@@ -217,9 +211,7 @@ def load_state(path: str | Path) -> tuple[IndexParams, int, IndexState]:
     return params, dim, state
 
 
-def _check_consistent(
-    header: dict[str, Any], index_dim: int, ntotal: int, catalog: Catalog, dim: int
-) -> None:
+def _check_consistent(header: dict[str, Any], index_dim: int, ntotal: int, catalog: Catalog, dim: int) -> None:
     if index_dim != dim:
         raise ValueError(f"faiss index has dim {index_dim}, header says {dim}")
     expected_total = catalog.n_slots if not catalog.reuse_slots else catalog.n_live

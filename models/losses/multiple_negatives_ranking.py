@@ -82,8 +82,7 @@ class MultipleNegativesRankingLoss(nn.Module):
     ) -> torch.Tensor:
         if anchors.shape != positives.shape or anchors.dim() != 2:
             raise ValueError(
-                "anchors and positives must both be (B, D), got "
-                f"{tuple(anchors.shape)} and {tuple(positives.shape)}"
+                f"anchors and positives must both be (B, D), got {tuple(anchors.shape)} and {tuple(positives.shape)}"
             )
         a = nn.functional.normalize(anchors, p=2, dim=-1)
         p = nn.functional.normalize(positives, p=2, dim=-1)
@@ -94,9 +93,7 @@ class MultipleNegativesRankingLoss(nn.Module):
             labels = labels.reshape(-1).to(scores.device)
             if labels.shape[0] != n:
                 raise ValueError(f"{labels.shape[0]} labels for {n} rows")
-            duplicate = (labels[:, None] == labels[None, :]) & ~torch.eye(
-                n, dtype=torch.bool, device=scores.device
-            )
+            duplicate = (labels[:, None] == labels[None, :]) & ~torch.eye(n, dtype=torch.bool, device=scores.device)
             scores = scores.masked_fill(duplicate, float("-inf"))
         return nn.functional.cross_entropy(scores, target)
 

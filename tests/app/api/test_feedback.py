@@ -71,9 +71,7 @@ def test_feedback_bad_input(client):
         ).status_code
         == 422
     )
-    res = client.post(
-        "/v1/feedback", json={"review_id": "nope", "product_external_id": "p", "label": "match"}
-    )
+    res = client.post("/v1/feedback", json={"review_id": "nope", "product_external_id": "p", "label": "match"})
     assert res.status_code == 404
 
 

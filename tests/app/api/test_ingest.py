@@ -120,9 +120,7 @@ def test_server_side_path_is_confined(client, settings):
 def test_blank_titles_are_never_indexed(client):
     rows = [dict(external_id=f"blank-{i}", title=t) for i, t in enumerate(["", " ", "...", "-- !!"] * 50)]
     rows.append(GOOD[0])
-    job = wait_job(
-        client, _upload(client, "blank.csv", _csv(rows, ["external_id", "title"])).json()["job_id"]
-    )
+    job = wait_job(client, _upload(client, "blank.csv", _csv(rows, ["external_id", "title"])).json()["job_id"])
     assert job["rows_ok"] == 1 and job["rows_failed"] == 200
     assert job["error_count"] == 200
     stats = client.get("/readyz").json()["index"]

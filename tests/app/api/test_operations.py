@@ -91,9 +91,7 @@ def test_body_limit_chunked_and_exact(client, settings):
             yield b" " * n
 
     # Chunked body (no Content-Length) that grows past the limit.
-    res = client.put(
-        "/v1/products/c1", content=chunks(limit + 10), headers={"content-type": "application/json"}
-    )
+    res = client.put("/v1/products/c1", content=chunks(limit + 10), headers={"content-type": "application/json"})
     assert res.status_code == 413
     # A body exactly at the limit is accepted by the middleware (and judged by validation).
     body = b'{"title": "exact"}'

@@ -86,9 +86,7 @@ def test_bad_product_bodies_are_422_and_change_nothing(client):
         res = client.put("/v1/products/p-00003", json=body)
         assert res.status_code == 422, (body, res.text)
         assert res.json()["detail"], body
-    res = client.put(
-        "/v1/products/p-00003", content=b"{not json", headers={"content-type": "application/json"}
-    )
+    res = client.put("/v1/products/p-00003", content=b"{not json", headers={"content-type": "application/json"})
     assert res.status_code == 422
     res = client.put(
         "/v1/products/p-00003",

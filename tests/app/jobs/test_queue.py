@@ -67,9 +67,7 @@ def test_lease_excludes_a_second_claimant(tmp_path, sqlite_url):
     assert not store.claim(factory, job.id, "b", 30)
     with factory() as s, s.begin():
         s.execute(
-            update(Job)
-            .where(Job.id == job.id)
-            .values(lease_expires_at=datetime.now(timezone.utc) - timedelta(1))
+            update(Job).where(Job.id == job.id).values(lease_expires_at=datetime.now(timezone.utc) - timedelta(1))
         )
     assert job.id in store.orphaned_jobs(factory)
     assert store.claim(factory, job.id, "b", 30)
@@ -96,9 +94,7 @@ def test_redis_queue_roundtrip_and_reaper(tmp_path, redis_url, sqlite_url, tiny_
     queue.ack("j1")
     assert queue.pop(0.1) is None
 
-    settings = make_settings(
-        tmp_path / "var", sqlite_url, redis_url=redis_url, queue_name=name, job_lease_seconds=1
-    )
+    settings = make_settings(tmp_path / "var", sqlite_url, redis_url=redis_url, queue_name=name, job_lease_seconds=1)
     ctx = _ctx(settings, tiny_encoder)
     feed = _feed(tmp_path / "f.jsonl", 30)
     job, _ = store.create_job(ctx.factory, "ingest", {"path": str(feed), "format": "jsonl"})

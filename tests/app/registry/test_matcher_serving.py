@@ -45,9 +45,7 @@ def test_promoted_matcher_reranks_and_explains(client, admin_headers, settings, 
     assert services.runtime.pipeline.scorer.name == row.version
     assert services.encoder.model_id == "tiny-test"  # the blocker is untouched
 
-    body = client.post(
-        "/v1/match", json={"offer": {"title": product(3)["title"]}, "top_k": 5, "explain": True}
-    ).json()
+    body = client.post("/v1/match", json={"offer": {"title": product(3)["title"]}, "top_k": 5, "explain": True}).json()
     assert body["model_versions"]["scorer"] == row.version
     assert len(body["candidates"]) == 5
     scores = [c["score"] for c in body["candidates"]]

@@ -19,9 +19,7 @@ from tests.helpers import product, wait_job
 def _artefact(folder, seed: int):
     torch.manual_seed(seed)
     BiEncoder.from_config(TINY_CONFIG, max_length=32).save(folder)
-    write_manifest(
-        folder, Manifest(kind="bi-encoder", backbone="tiny", metrics={"recall@10": 0.5 + seed / 100})
-    )
+    write_manifest(folder, Manifest(kind="bi-encoder", backbone="tiny", metrics={"recall@10": 0.5 + seed / 100}))
     return folder
 
 

@@ -46,9 +46,7 @@ def queries_near(vectors: np.ndarray, nq: int, noise: float = 0.2, seed: int = 1
     return unit(vectors[rows] + noise * rng.standard_normal((nq, dim)) / np.sqrt(dim))
 
 
-def exact_topk(
-    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth from a plain IndexFlatIP (as faiss contrib tests do), mapped to product ids."""
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(vectors)

@@ -31,9 +31,7 @@ def _one_faiss_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
-def saved(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[VectorIndex, Path]:
+def saved(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[VectorIndex, Path]:
     """An index with replaced and removed products (tombstones for label kinds), saved once."""
     params, n = VARIANTS[request.param]
     ids, vectors, brands, cats = catalogue(n, DIM)
@@ -173,9 +171,7 @@ def test_unknown_params_from_newer_code_are_refused(saved: tuple[VectorIndex, Pa
         VectorIndex.load(_rewrite(index, tmp_path / "p.pmindex", params=params))
 
 
-def test_inconsistent_contents_are_refused_as_corrupt(
-    saved: tuple[VectorIndex, Path], tmp_path: Path
-) -> None:
+def test_inconsistent_contents_are_refused_as_corrupt(saved: tuple[VectorIndex, Path], tmp_path: Path) -> None:
     index, _ = saved
     with pytest.raises(IndexCorrupt, match="live"):
         VectorIndex.load(_rewrite(index, tmp_path / "a.pmindex", live=len(index) + 1))

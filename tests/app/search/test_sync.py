@@ -21,9 +21,7 @@ def _rows(ns):
 
 def _service(url, encoder, tmp_path, kind="flat"):
     factory = make_session_factory(make_engine(url))
-    return factory, IndexService(
-        factory, encoder.model_id, encoder.dim, IndexParams(kind=kind), tmp_path / "idx"
-    )
+    return factory, IndexService(factory, encoder.model_id, encoder.dim, IndexParams(kind=kind), tmp_path / "idx")
 
 
 def _db_ids(factory):

@@ -170,9 +170,7 @@ def test_rebuild_replays_writes_made_while_it_was_building(monkeypatch: pytest.M
     extra = unit(np.random.default_rng(3).standard_normal((1, DIM)))
 
     def slow_build(*args: object, **kwargs: object) -> IndexState:
-        writer = threading.Thread(
-            target=index.upsert, args=([424242], extra, ["Acme"], [None]), kwargs={"version": 8}
-        )
+        writer = threading.Thread(target=index.upsert, args=([424242], extra, ["Acme"], [None]), kwargs={"version": 8})
         writer.start()
         writer.join()
         assert index.search(extra, 1).ids == [[424242]]  # the old state serves meanwhile

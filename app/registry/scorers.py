@@ -1,0 +1,32 @@
+"""Which scorer serves: the active trained matcher with its precision-targeted thresholds, else
+the zero-shot blend. One rule for the API and for bulk match jobs."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.config import Settings
+from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
+from app.registry import store
+
+logger = logging.getLogger(__name__)
+
+
+def serving_scorer(settings: Settings, factory: sessionmaker[Session]) -> tuple[Scorer, Decider]:
+    row = store.active(factory, "matcher")
+    if row is None:
+        return ZeroShotScorer(settings.lexical_weight), Decider(settings.match_threshold, settings.review_threshold)
+    from app.pipeline.rerank import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(row.version, row.path)
+    match_at = scorer.threshold_for_precision(settings.match_precision)
+    if match_at is None:
+        match_at = float(scorer.calibration.get("threshold", 0.5))
+        logger.warning(
+            "matcher %s never reached precision %.2f; using its best-F1 threshold",
+            row.version,
+            settings.match_precision,
+        )
+    return scorer, Decider(match_at, min(match_at, settings.matcher_review_probability))
