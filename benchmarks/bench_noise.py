@@ -64,18 +64,21 @@ def _floats(text: str) -> list[float]:
 
 
 def _detectors(text: str) -> list[tuple[str, str]]:
-    """``method:action[:warmup]`` items; the warm-up (epochs) overrides ``--noise-warmup``."""
+    """``method:action[:warmup[:d]]`` items; the warm-up (epochs) overrides ``--noise-warmup``;
+    ``d`` flags only pairs the model also misclassifies (``require_disagreement``)."""
     out = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
-        method, action, *rest = part.split(":") + [""]
-        warmup = rest[0]
-        if method not in ("bmm", "knn", "both") or action not in ("downweight", "relabel") or len(rest) > 2:
+        method, action, *rest = part.split(":") + ["", ""]
+        warmup, gate = rest[0], rest[1]
+        bad = method not in ("bmm", "knn", "both") or action not in ("downweight", "relabel")
+        if bad or len(part.split(":")) > 4 or gate not in ("", "d"):
             raise argparse.ArgumentTypeError(
-                f"bad detector {part!r}: use method:action[:warmup], e.g. bmm:downweight:2"
+                f"bad detector {part!r}: use method:action[:warmup[:d]], e.g. bmm:downweight:2:d"
             )
         if warmup and not warmup.isdigit():
             raise argparse.ArgumentTypeError(f"bad warm-up in {part!r}")
-        out.append((method, f"{action}-w{warmup}" if warmup else action))
+        suffix = (f"-w{warmup}" if warmup else "") + ("-d" if gate else "")
+        out.append((method, action + suffix))
     if not out:
         raise argparse.ArgumentTypeError("at least one detector")
     return out
@@ -159,7 +162,9 @@ def one_run(
     kind, _, variant = head.partition(":")
     method, _, action = variant.partition("-")
     action, _, warmup_text = action.partition("-w")
+    warmup_text, _, flags = warmup_text.partition("-")
     warmup = int(warmup_text) if warmup_text else args.noise_warmup
+    gate = flags == "d"  # "-d": flag only pairs the model also misclassifies
     dataset = clean if kind == "clean" else with_train_labels(clean, flips[rate][0])
     detect = kind == "detect"
     folder = args.work_dir / name.replace("@", "_").replace(":", "_")
@@ -181,7 +186,7 @@ def one_run(
         progress=args.progress,
         noise=method if detect else "none",
         noise_action=action if detect else "downweight",
-        noise_options={"warmup_epochs": warmup, "knn_k": args.knn_k},
+        noise_options={"warmup_epochs": warmup, "knn_k": args.knn_k, "require_disagreement": gate},
         keep_noise_report=detect,
     )
     train_wall = time.perf_counter() - started

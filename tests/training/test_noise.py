@@ -370,3 +370,28 @@ def test_cli_trains_with_noise_detection_and_pseudo_labels(tmp_path: Path, capsy
     assert manifest.settings["noise"]["method"] == "both" and manifest.settings["noise"]["knn_k"] == 5
     assert manifest.settings["pseudo_labels"]["unlabelled_pairs"] == summary["pseudo_labels"]["pool"]
     assert manifest.settings["pseudo_labels"]["min_confidence"] == 0.0
+
+
+def test_disagreement_gate_keeps_pairs_the_model_gets_right() -> None:
+    """Hard negatives (high loss, still predicted non-match) are not flagged with the gate on."""
+    from training.noise.detect import NoiseConfig, detect_noisy_pairs
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros(300, dtype=np.int64)
+    labels[:60] = 1
+    losses = np.concatenate(
+        [
+            rng.uniform(0.01, 0.05, 50),  # clean matches
+            rng.uniform(2.5, 3.5, 10),  # flipped: labelled match, predicted non-match
+            rng.uniform(0.01, 0.05, 160),  # easy non-matches
+            rng.uniform(0.55, 0.68, 60),  # hard non-matches: right label, predicted right
+            rng.uniform(2.5, 3.5, 20),  # flipped: labelled non-match, predicted match
+        ]
+    )
+    plain = detect_noisy_pairs(labels, losses=losses, config=NoiseConfig(method="bmm"))
+    gated = detect_noisy_pairs(labels, losses=losses, config=NoiseConfig(method="bmm", require_disagreement=True))
+    disagree = losses > np.log(2.0)
+    np.testing.assert_array_equal(gated.flagged, plain.flagged & disagree)
+    assert not gated.flagged[220:280].any(), "hard negatives stay"
+    assert gated.flagged[50:60].all() and gated.flagged[280:].all(), "the flips are still found"
+    assert np.all(gated.p_noise[~disagree] == 0.0)

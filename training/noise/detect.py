@@ -77,6 +77,11 @@ class NoiseConfig:
     knn_fields: str | list[str] | None = None
     prior_weight: float = 1.0
     prior_match_rate: float | None = None
+    # Only a pair the current model also gets wrong (loss above ln 2: the predicted class is not
+    # the label) may be flagged. With a rare positive class the mixture fitted on non-match
+    # losses puts the hard negatives - correct labels, high loss, still predicted non-match -
+    # in the "noisy" component; the gate keeps them.
+    require_disagreement: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in NOISE_METHODS[1:]:
@@ -232,6 +237,11 @@ def detect_noisy_pairs(
     else:
         assert p_knn is not None and flagged_knn is not None
         p_noise, flagged = p_knn, flagged_knn
+    if cfg.require_disagreement and losses is not None:
+        disagree = np.asarray(losses, dtype=np.float64) > math.log(2.0)
+        p_noise = np.where(disagree, p_noise, 0.0)
+        flagged = np.asarray(flagged, dtype=bool) & disagree
+        settings["gated_by_disagreement"] = int((~disagree).sum())
     report = NoiseReport(
         method=cfg.method,
         labels=y,
