@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +13,9 @@ from fastapi.responses import FileResponse
 
 from app.api.deps import ServicesDep
 from app.api.responses import COMMON, errors
-from app.api.uploads import confined, refuse_declared_archive, store_copy
+from app.api.uploads import submit_file_job
 from app.jobs import store
-from app.jobs.ingest_files import UnreadableFile, detect_format
 from app.jobs.match_feed import KIND, MEDIA_TYPES, check_feed, make_payload
-from app.jobs.submit import ensure_queue, push_or_withdraw
 from app.schemas.match import MAX_TOP_K
 from app.schemas.match_job import Engine, MatchJobAccepted, OutputFormat
 from app.schemas.product import MAX_SHORT_CHARS
@@ -51,36 +48,24 @@ async def submit_match_job(
     offer fields of `/v1/match` are optional. Bad rows are reported on the job, never fatal.
     """
     settings = services.settings
-    if (file is None) == (path is None):
-        raise HTTPException(422, "send exactly one of 'file' (upload) or 'path'")
     k = top_k if top_k is not None else settings.default_top_k
     if k > settings.max_top_k:
         raise HTTPException(422, f"top_k: at most {settings.max_top_k}")
     if engine == "ray" and importlib.util.find_spec("ray") is None:
         raise HTTPException(422, "engine: ray is not installed on this server (pip install 'productmatch[ray]')")
-    refuse_declared_archive(file)
-    job_id = str(uuid.uuid4())
-    name = file.filename if file is not None else path
-    source = confined(Path(settings.ingest_allowed_dir), path) if path is not None else None  # type: ignore[arg-type]
-    try:
-        fmt = detect_format(name, format)
-    except UnreadableFile as exc:
-        raise HTTPException(422, str(exc)) from exc
-    # Refuse (503) before storing anything when the job queue is down.
-    await run_in_threadpool(ensure_queue, services.queue)
-    target = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
-
-    # A private copy: the job seeks to chunk offsets on resume, so the feed must not change.
-    await run_in_threadpool(
-        store_copy, file, source, target, settings.match_feed_max_bytes, lambda path: check_feed(path, fmt)
+    # The job seeks to chunk offsets on resume, so it works on its own copy of the feed.
+    job = await submit_file_job(
+        services,
+        KIND,
+        file,
+        path,
+        format,
+        settings.match_feed_max_bytes,
+        check_feed,
+        lambda job_id, copy, fmt, name: make_payload(
+            settings, job_id, copy, fmt, output, k, brand, category, engine, name
+        ),
     )
-    payload = make_payload(settings, job_id, target, fmt, output, k, brand, category, engine, name)
-    try:
-        job, _ = await run_in_threadpool(store.create_job, services.factory, KIND, payload, None, job_id)
-    except Exception:
-        target.unlink(missing_ok=True)  # e.g. the database is down (503): leave no stray feed copy
-        raise
-    await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, True, [target])
     return MatchJobAccepted(
         job_id=job.id,
         state=job.state,

@@ -8,12 +8,18 @@ the copy is refused before a job exists when it is an archive, binary or over it
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 
-from app.jobs.ingest_files import UnreadableFile, UnsupportedFileType
+from app.db.models import Job
+from app.jobs import store
+from app.jobs.ingest_files import UnreadableFile, UnsupportedFileType, detect_format
+from app.jobs.submit import ensure_queue, push_or_withdraw
 
 # Declared part types that are never plain CSV / JSON Lines: archives and compressed files are
 # refused before a byte is stored (their content is also sniffed, whatever they claim to be).
@@ -86,3 +92,44 @@ def store_copy(
         binary = isinstance(exc, UnsupportedFileType) or "binary" in str(exc)
         code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if binary else 422
         raise HTTPException(code, str(exc)) from exc
+
+
+async def submit_file_job(
+    services: Any,
+    kind: str,
+    file: UploadFile | None,
+    path: str | None,
+    declared_format: str | None,
+    max_source_bytes: int,
+    check: Callable[[Path, str], None],
+    payload: Callable[[str, Path, str, str | None], dict[str, Any]],
+) -> Job:
+    """Validate, copy and queue a file job, all or nothing.
+
+    ``check(copy, fmt)`` refuses unreadable files; ``payload(job_id, copy, fmt, name)`` is the
+    job's payload. Nothing is stored when the queue is down (503), and the copy is removed when
+    the job cannot be created or pushed.
+    """
+    settings = services.settings
+    if (file is None) == (path is None):
+        raise HTTPException(422, "send exactly one of 'file' (upload) or 'path'")
+    refuse_declared_archive(file)
+    job_id = str(uuid.uuid4())
+    name = file.filename if file is not None else path
+    source = confined(Path(settings.ingest_allowed_dir), path) if path is not None else None
+    try:
+        fmt = detect_format(name, declared_format)
+    except UnreadableFile as exc:
+        raise HTTPException(422, str(exc)) from exc
+    await run_in_threadpool(ensure_queue, services.queue)
+    target = Path(settings.upload_dir) / f"{job_id}.{fmt}"
+    await run_in_threadpool(store_copy, file, source, target, max_source_bytes, lambda copy: check(copy, fmt))
+    try:
+        job, _ = await run_in_threadpool(
+            store.create_job, services.factory, kind, payload(job_id, target, fmt, name), None, job_id
+        )
+    except Exception:
+        target.unlink(missing_ok=True)  # e.g. the database is down (503): leave no stray copy
+        raise
+    await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, True, [target])
+    return job
