@@ -13,8 +13,6 @@ from models.vixml import DecoderFusionEncoder, ImageFeatureExtractor, ImageFusio
 from tests.conftest import tiny_bi_encoder
 from training.recommend.vixml_demo import generate, run_demo
 
-PIL = pytest.importorskip("PIL")
-
 
 class _TinyVision(nn.Module):
     """Stands in for EfficientNet-Lite0: extract_features -> (B, 8, h, w)."""

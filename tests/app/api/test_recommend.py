@@ -158,7 +158,6 @@ def _b64(data: bytes) -> str:
 
 
 def test_images_rejected_by_a_text_model(client):
-    pytest.importorskip("PIL")
     _load(client, 2)
     res = client.post(
         "/v1/recommend", json={"query": {"text": "widget", "images": [{"data_base64": _b64(_png((1, 2, 3)))}]}}
@@ -171,7 +170,6 @@ def test_images_rejected_by_a_text_model(client):
 
 
 def test_fusion_model_uses_checked_images(tmp_path, db_url, tiny_encoder):
-    pytest.importorskip("PIL")
     from app.main import create_app
     from models.vixml import ImageFeatureExtractor, ImageFusionEncoder
     from tests.training.test_recommend_vixml import _TinyVision

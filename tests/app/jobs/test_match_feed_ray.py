@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import ray  # a dev dependency: the Ray engine is tested in CI
 
 from app.db.base import make_engine, make_session_factory
 from app.jobs import store
@@ -16,8 +17,6 @@ from app.jobs.match_feed import KIND, make_payload, read_results
 from app.jobs.runner import run_job
 from tests.conftest import make_settings
 from tests.helpers import product
-
-ray = pytest.importorskip("ray")
 
 N_CATALOGUE = 80
 

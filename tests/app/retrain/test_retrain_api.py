@@ -16,6 +16,17 @@ N_PRODUCTS = 60
 
 @pytest.fixture
 def retrain_client(tmp_path: Path, db_url: str, tiny_encoder, tiny_encoder_dir: Path):
+    yield from _client(tmp_path, db_url, tiny_encoder, tiny_encoder_dir)
+
+
+@pytest.fixture
+def sqlite_retrain_client(tmp_path: Path, sqlite_url: str, tiny_encoder, tiny_encoder_dir: Path):
+    # Training is database-independent and costs tens of seconds per run: the matcher retrain
+    # test covers both databases, the other training paths run once, on SQLite.
+    yield from _client(tmp_path, sqlite_url, tiny_encoder, tiny_encoder_dir)
+
+
+def _client(tmp_path: Path, db_url: str, tiny_encoder, tiny_encoder_dir: Path):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from app.main import create_app
@@ -47,13 +58,6 @@ def _catalogue_and_labels(client, n_labels: int = N_PRODUCTS) -> None:
         rows.append(f"widget model {n} by {brand},o-{n},{brand},p-{(n + 7) % N_PRODUCTS:05d},no_match")
     res = client.post("/v1/feedback/import", files={"file": ("labels.csv", "\n".join(rows).encode())})
     assert res.status_code == 200 and res.json()["failed"] == 0, res.text
-
-
-def _sqlite_only(db_url: str) -> None:
-    # Training is database-independent and costs tens of seconds per run: the matcher retrain
-    # test covers both databases, the other training paths run once (on SQLite).
-    if not db_url.startswith("sqlite"):
-        pytest.skip("training path covered on SQLite; PostgreSQL is covered by the matcher retrain test")
 
 
 BODY = {"target": "matcher", "sources": ["feedback"], "epochs": 1, "seed": 3, "noise": "none", "arch": "vanilla"}
@@ -137,8 +141,8 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     assert store.active(factory, "matcher") is None  # back to the zero-shot scorer
 
 
-def test_blocker_retrain_promotes_and_reindexes(retrain_client, admin_headers, db_url) -> None:
-    _sqlite_only(db_url)
+def test_blocker_retrain_promotes_and_reindexes(sqlite_retrain_client, admin_headers) -> None:
+    retrain_client = sqlite_retrain_client
     _catalogue_and_labels(retrain_client)
     body = BODY | {"target": "blocker", "promote": "force"}
     job = wait_job(
@@ -165,8 +169,8 @@ def test_blocker_retrain_promotes_and_reindexes(retrain_client, admin_headers, d
     assert res.json()["model_versions"]["encoder"] == blocker["version"]
 
 
-def test_retrain_on_an_allowed_benchmark_folder(retrain_client, admin_headers, tmp_path: Path, db_url) -> None:
-    _sqlite_only(db_url)
+def test_retrain_on_an_allowed_benchmark_folder(sqlite_retrain_client, admin_headers, tmp_path: Path) -> None:
+    retrain_client = sqlite_retrain_client
     folder = tmp_path / "benchmarks" / "tiny-bench"
     folder.mkdir(parents=True)
     titles = [f"{b} {n} model {i}" for i, (b, n) in enumerate(zip(["acme", "globex"] * 20, ["cam", "tv"] * 20))]
@@ -186,8 +190,8 @@ def test_retrain_on_an_allowed_benchmark_folder(retrain_client, admin_headers, t
     assert job["result"]["matcher"]["promoted"] is False
 
 
-def test_noise_detection_and_pseudo_labels_run_in_the_job(retrain_client, admin_headers, db_url) -> None:
-    _sqlite_only(db_url)
+def test_noise_detection_and_pseudo_labels_run_in_the_job(sqlite_retrain_client, admin_headers) -> None:
+    retrain_client = sqlite_retrain_client
     from app.db.feedback import queue_for_review
 
     _catalogue_and_labels(retrain_client)
