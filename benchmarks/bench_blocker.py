@@ -188,9 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 record = _run_one(args, dataset, task, name, method, seed)
                 entry[key] = record
                 _save(args.out, results)
-                logger.info(
-                    "%s %s: %s", name, key, {k: v for k, v in record.items() if k.startswith("recall@")}
-                )
+                logger.info("%s %s: %s", name, key, {k: v for k, v in record.items() if k.startswith("recall@")})
     results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results["summary"] = summarise(results, args)
     _save(args.out, results)
@@ -203,9 +201,7 @@ def _run_one(
     started = time.perf_counter()
     record: dict[str, Any] = {"method": method, "seed": seed}
     if method == "lexical":
-        record.update(
-            evaluate_blocker_task(task, args.ks, None, args.noise_seeds, lexical_workers=args.threads)
-        )
+        record.update(evaluate_blocker_task(task, args.ks, None, args.noise_seeds, lexical_workers=args.threads))
     elif method == "zero-shot":
         model = BiEncoder.from_pretrained("minilm", max_length=args.zero_shot_max_length)
         record["max_length"] = args.zero_shot_max_length

@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--embed-texts", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="ingest", help="results file benchmarks/results/<name>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -108,7 +109,7 @@ def main() -> None:
     texts = [embed_text(p) for p in catalogue(args.embed_texts, args.seed + 1)]
     embed = embed_only(texts, encoder, args.repeats)
     path = write_result(
-        "ingest",
+        args.name,
         {
             "machine": info,
             "command": " ".join(sys.argv),

@@ -64,20 +64,23 @@ def _floats(text: str) -> list[float]:
 
 
 def _detectors(text: str) -> list[tuple[str, str]]:
-    """``method:action[:warmup[:d]]`` items; the warm-up (epochs) overrides ``--noise-warmup``;
-    ``d`` flags only pairs the model also misclassifies (``require_disagreement``)."""
+    """``method:action[:warmup[:flags]]`` items; the warm-up (epochs) overrides ``--noise-warmup``;
+    flag ``d``: only pairs the model also misclassifies are flagged (``require_disagreement``);
+    flag ``r``: detect once after the warm-up, then retrain a fresh model (``restart``);
+    flag ``h``: handle the 0/1 flag instead of the noise probability (``hard_flags``)."""
     out = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         method, action, *rest = part.split(":") + ["", ""]
         warmup, gate = rest[0], rest[1]
         bad = method not in ("bmm", "knn", "both") or action not in ("downweight", "relabel")
-        if bad or len(part.split(":")) > 4 or gate not in ("", "d"):
+        if bad or len(part.split(":")) > 4 or set(gate) - set("drh") or len(set(gate)) != len(gate):
             raise argparse.ArgumentTypeError(
-                f"bad detector {part!r}: use method:action[:warmup[:d]], e.g. bmm:downweight:2:d"
+                f"bad detector {part!r}: use method:action[:warmup[:flags]] with flags from d, r, h, "
+                "e.g. bmm:downweight:2:dr"
             )
         if warmup and not warmup.isdigit():
             raise argparse.ArgumentTypeError(f"bad warm-up in {part!r}")
-        suffix = (f"-w{warmup}" if warmup else "") + ("-d" if gate else "")
+        suffix = (f"-w{warmup}" if warmup else "") + (f"-{gate}" if gate else "")
         out.append((method, action + suffix))
     if not out:
         raise argparse.ArgumentTypeError("at least one detector")
@@ -164,7 +167,9 @@ def one_run(
     action, _, warmup_text = action.partition("-w")
     warmup_text, _, flags = warmup_text.partition("-")
     warmup = int(warmup_text) if warmup_text else args.noise_warmup
-    gate = flags == "d"  # "-d": flag only pairs the model also misclassifies
+    gate = "d" in flags  # flag only pairs the model also misclassifies
+    restart = "r" in flags  # detect once after the warm-up, then retrain from scratch
+    hard = "h" in flags  # drop / relabel flagged pairs entirely
     dataset = clean if kind == "clean" else with_train_labels(clean, flips[rate][0])
     detect = kind == "detect"
     folder = args.work_dir / name.replace("@", "_").replace(":", "_")
@@ -186,7 +191,13 @@ def one_run(
         progress=args.progress,
         noise=method if detect else "none",
         noise_action=action if detect else "downweight",
-        noise_options={"warmup_epochs": warmup, "knn_k": args.knn_k, "require_disagreement": gate},
+        noise_options={
+            "warmup_epochs": warmup,
+            "knn_k": args.knn_k,
+            "require_disagreement": gate,
+            "restart": restart,
+            "hard_flags": hard,
+        },
         keep_noise_report=detect,
     )
     train_wall = time.perf_counter() - started

@@ -70,9 +70,7 @@ EXTRAS = ["Pro", "Plus", "Max", "Lite", "Mini", "Ultra", "Gen 2", "Gen 3", "2024
 def product(i: int, rng: random.Random) -> dict:
     brand = rng.choice(BRANDS)
     kind = rng.choice(TYPES)
-    code = (
-        f"{rng.choice('ABCDEFGHJKLMNPRSTVXZ')}{rng.choice('ABCDEFGHJKLMNPRSTVXZ')}-{rng.randint(100, 9999)}"
-    )
+    code = f"{rng.choice('ABCDEFGHJKLMNPRSTVXZ')}{rng.choice('ABCDEFGHJKLMNPRSTVXZ')}-{rng.randint(100, 9999)}"
     parts = [brand, kind, code]
     if rng.random() < 0.6:
         parts.append(rng.choice(EXTRAS))

@@ -153,6 +153,4 @@ def run_fixed_rate(
 ) -> FixedRateResult:
     """Send POSTs at a fixed rate (open loop) for at most `duration_s` / `max_requests`."""
     assert_loopback(base_url)
-    return asyncio.run(
-        _run_fixed_rate(base_url, path, make_body, rate, duration_s, max_requests, max_in_flight)
-    )
+    return asyncio.run(_run_fixed_rate(base_url, path, make_body, rate, duration_s, max_requests, max_in_flight))

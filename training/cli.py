@@ -55,9 +55,7 @@ def _fields(text: str) -> list[str]:
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", required=True, help="dataset folder (relative paths also under the data root)"
-    )
+    parser.add_argument("--data", required=True, help="dataset folder (relative paths also under the data root)")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument(
         "--fields",
@@ -87,9 +85,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     tb.add_argument("--offers-per-anchor", type=int, default=2, help="P")
     tb.add_argument("--hard-negatives", type=int, default=4, help="M, per anchor offer")
     tb.add_argument("--neighbour-k", type=int, default=20, help="blocker candidates mined per record")
-    tb.add_argument(
-        "--remine", action="store_true", help="re-mine candidates with the current encoder each epoch"
-    )
+    tb.add_argument("--remine", action="store_true", help="re-mine candidates with the current encoder each epoch")
     tb.add_argument("--only-labelled-negatives", action="store_true")
     tb.add_argument("--typo-augment", type=float, default=0.0, help="share of training texts typo-noised")
     tb.add_argument("--max-valid-queries", type=int, default=1000)
@@ -109,18 +105,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     ev_sub = ev.add_subparsers(dest="eval_command", required=True)
     eb = ev_sub.add_parser("blocker", help="blocking recall@k (METHODS §9.5 protocol)")
     _add_data_args(eb)
-    eb.add_argument(
-        "--model", default=None, help="model folder saved by `train blocker` (default: zero-shot MiniLM)"
-    )
+    eb.add_argument("--model", default=None, help="model folder saved by `train blocker` (default: zero-shot MiniLM)")
     eb.add_argument("--lexical", action="store_true", help="evaluate the token_set_ratio baseline instead")
     eb.add_argument("--k", type=_int_list, default=[1, 5, 10, 20, 50], help="e.g. 1,5,10,20,50")
     eb.add_argument("--split", default="test")
-    eb.add_argument(
-        "--max-length", type=int, default=None, help="default: the model's manifest, or 256 zero-shot"
-    )
-    eb.add_argument(
-        "--noise", choices=["typo"], default=None, help="also score typo-noised queries (typo-v1)"
-    )
+    eb.add_argument("--max-length", type=int, default=None, help="default: the model's manifest, or 256 zero-shot")
+    eb.add_argument("--noise", choices=["typo"], default=None, help="also score typo-noised queries (typo-v1)")
     eb.add_argument("--noise-seeds", type=_int_list, default=[1, 2, 3])
     eb.add_argument("--threads", type=int, default=None)
     eb.add_argument("--json", action="store_true", help="print one JSON object")

@@ -154,6 +154,16 @@ def _add_noise_options(p: argparse.ArgumentParser) -> None:
         help="kNN pair embedding: the matcher's [CLS] state, or [u, v, |u-v|, u*v] of the packaged "
         "MiniLM bi-encoder (default: matcher)",
     )
+    g.add_argument(
+        "--noise-gate",
+        action="store_true",
+        help="flag a pair only when the model also misclassifies it (protects hard negatives of a rare class)",
+    )
+    g.add_argument(
+        "--noise-restart",
+        action="store_true",
+        help="detect once after the warm-up, then train a fresh model for --epochs on the corrected labels",
+    )
 
 
 def _add_pseudo_label_options(p: argparse.ArgumentParser) -> None:
@@ -230,6 +240,8 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
         "warmup_epochs": args.noise_warmup,
         "knn_k": args.noise_knn_k,
         "knn_features": args.noise_knn_features,
+        "require_disagreement": args.noise_gate,
+        "restart": args.noise_restart,
     }
     pseudo = None
     if args.pseudo_labels:

@@ -164,9 +164,7 @@ def blocking_recall(
 
 def lexical_scores(queries: Sequence[str], corpus: Sequence[str], workers: int = 1) -> np.ndarray:
     """rapidfuzz ``token_set_ratio`` of every query against every corpus text, (nq, nc)."""
-    return process.cdist(
-        list(queries), list(corpus), scorer=fuzz.token_set_ratio, dtype=np.float32, workers=workers
-    )
+    return process.cdist(list(queries), list(corpus), scorer=fuzz.token_set_ratio, dtype=np.float32, workers=workers)
 
 
 def lexical_recall(

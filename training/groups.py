@@ -133,9 +133,7 @@ def _cluster_ids_agree(pairs: Sequence[Pair]) -> bool:
 
 def _content_key(record: Record) -> tuple[tuple[str, str], ...]:
     return tuple(
-        (k, " ".join(str(v).split()).lower())
-        for k, v in record.fields.items()
-        if v is not None and str(v).strip()
+        (k, " ".join(str(v).split()).lower()) for k, v in record.fields.items() if v is not None and str(v).strip()
     )
 
 

@@ -111,9 +111,7 @@ class BlockingEnrichedBatchSampler:
         if anchors_per_batch < 1 or offers_per_anchor < 1 or hard_negatives < 0:
             raise ValueError("anchors_per_batch and offers_per_anchor must be >= 1, hard_negatives >= 0")
         if anchors_per_batch * offers_per_anchor > batch_size:
-            raise ValueError(
-                f"K*P = {anchors_per_batch}*{offers_per_anchor} exceeds the batch size {batch_size}"
-            )
+            raise ValueError(f"K*P = {anchors_per_batch}*{offers_per_anchor} exceeds the batch size {batch_size}")
         self.labels = [int(x) for x in labels]
         self.n_items = len(self.labels)
         if self.n_items == 0:
@@ -136,9 +134,7 @@ class BlockingEnrichedBatchSampler:
         self.members = dict(members)
         anchors = sorted(g for g, items in self.members.items() if len(items) >= min_offers)
         if not anchors:
-            logger.warning(
-                "no product has %d+ items: anchors without positives (SupCon loss will be 0)", min_offers
-            )
+            logger.warning("no product has %d+ items: anchors without positives (SupCon loss will be 0)", min_offers)
             anchors = sorted(self.members)
         self.anchor_groups = anchors
 

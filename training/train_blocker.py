@@ -214,16 +214,12 @@ def train_blocker(
     chosen_fields = cfg.fields or default_fields(dataset)
     cfg.fields = chosen_fields
 
-    model = (
-        BiEncoder.from_pretrained(backbone, max_length=max_length) if isinstance(backbone, str) else backbone
-    )
+    model = BiEncoder.from_pretrained(backbone, max_length=max_length) if isinstance(backbone, str) else backbone
     model.max_length = max_length
 
     valid_task: BlockingTask | None = None
     if "valid" in dataset.splits:
-        valid_task = build_blocking_task(dataset, "valid", chosen_fields).subsample(
-            cfg.max_valid_queries, cfg.seed
-        )
+        valid_task = build_blocking_task(dataset, "valid", chosen_fields).subsample(cfg.max_valid_queries, cfg.seed)
     else:
         logger.warning("%s has no valid split: the last epoch is kept", dataset.name)
 
@@ -279,9 +275,7 @@ def train_blocker(
     else:
         rows, product_ids = _mnrl_rows(dataset, chosen_fields, cfg.max_component_size)
         # MNRL sees 2 texts per row: half as many rows keeps the texts per step comparable.
-        sampler = NoDuplicateProductPairSampler(
-            product_ids, batch_size=max(2, cfg.batch_size // 2), seed=cfg.seed
-        )
+        sampler = NoDuplicateProductPairSampler(product_ids, batch_size=max(2, cfg.batch_size // 2), seed=cfg.seed)
         metrics["train_rows"] = len(rows)
 
     augment = TypoAugmenter(cfg.seed, p_side=cfg.typo_augment) if cfg.typo_augment > 0 else None
@@ -290,9 +284,7 @@ def train_blocker(
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total_steps = max(1, steps_per_epoch * cfg.epochs)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps
-    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     metrics["steps_per_epoch"] = steps_per_epoch
 
     best_value = -math.inf
@@ -409,9 +401,7 @@ def _interpolate_with_start(
     results: list[dict[str, Any]] = []
     best: tuple[float, float] | None = None
     for alpha in sorted(set(cfg.interpolation_alphas)):
-        mixed = {
-            k: (alpha * v + (1.0 - alpha) * start[k]) if v.is_floating_point() else v for k, v in trained.items()
-        }
+        mixed = {k: (alpha * v + (1.0 - alpha) * start[k]) if v.is_floating_point() else v for k, v in trained.items()}
         model.load_state_dict(mixed)
         model.eval()
         valid = _evaluate(model, task, cfg.ks, cfg.encode_batch_size)
@@ -449,9 +439,7 @@ def _block_scl_step(
     comps = torch.tensor([data.components[i] for i in batch])
     ignore = (comps[:, None] == comps[None, :]) & (labels[:, None] != labels[None, :])
     if cfg.duplicate_threshold is not None:
-        known = torch.tensor(
-            [[j in data.non_matches.get(i, ()) for j in batch] for i in batch], dtype=torch.bool
-        )
+        known = torch.tensor([[j in data.non_matches.get(i, ()) for j in batch] for i in batch], dtype=torch.bool)
         ignore |= likely_duplicate_mask(z, labels, known, cfg.duplicate_threshold)
     return loss_fn(z, labels, ignore_mask=ignore)
 

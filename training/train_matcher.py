@@ -48,8 +48,10 @@ from training.noise import (
     NoiseReport,
     bce_losses,
     bi_encoder_features,
+    corrected_targets,
     detect_noisy_pairs,
     noisy_batch_targets,
+    pos_weight_for_targets,
     prior_penalty,
     score_training_pairs,
 )
@@ -260,9 +262,15 @@ def train_matcher(
     match_rate = float(train_labels.mean())  # the prior of the anti-collapse terms (§7.1 step 4, §8.2)
     if noise_cfg is not None and noise_cfg.prior_match_rate is not None:
         match_rate = noise_cfg.prior_match_rate
+    restart = noise_cfg is not None and noise_cfg.restart and noise_warmup is not None and noise_warmup < epochs
+    # With ``restart`` the noisy run stops after the warm-up: one detection, then a fresh model from
+    # the pretrained weights trains the full budget on the corrected labels (DRPL stage 2, MOIT+).
+    stages = [noise_warmup, epochs] if restart and noise_warmup is not None else [epochs]
+    total_epochs = sum(stages)
     optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
     total_steps = sum(
-        _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup) for e in range(1, epochs + 1)
+        _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup)
+        for e in range(1, stages[0] + 1)
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * total_steps), total_steps)
     augmenter = TypoAugmenter(seed, p_side=p_side) if augment == "typo" else None
@@ -295,88 +303,135 @@ def train_matcher(
     best_logits: np.ndarray | None = None
     collator.reset_timings()
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        epoch_start = time.perf_counter()
-        # Pseudo-labels from the model as it stands before this epoch (eval mode, §8.2 step 2).
-        use_pool: list[tuple[str, str]] = []
-        soft = np.zeros(0)
-        if pseudo_cfg is not None and pool and pseudo_warmup is not None and epoch > pseudo_warmup:
-            use_pool, soft, stats = _pseudo_label_pool(model, pool, pseudo_cfg, offset, eval_batch_size, progress)
-            pseudo_epochs.append({"epoch": epoch, **stats})
-        p_noise = None if report is None else torch.as_tensor(report.p_noise, dtype=torch.float32)
-        share = pseudo_cfg.min_labelled_share if pseudo_cfg is not None else 1.0
-        plan = plan_batches(len(train), len(use_pool), batch_size, share, order_rng)
-        model.train()
-        losses: list[float] = []
-        bar = tqdm(plan, desc=f"{arch} epoch {epoch}/{epochs}", unit="batch", disable=not progress, leave=False)
-        for step, (lab_idx, unl_idx) in enumerate(bar):
-            chunk = [train[i] for i in lab_idx] + [(*use_pool[j], 0) for j in unl_idx]
-            if augmenter is not None:  # left then right side of each pair, in batch order
-                chunk = [(*augmenter.pair(a, b), y) for a, b, y in chunk]
-            targets = [float(train_labels[i]) for i in lab_idx] + [float(soft[j]) for j in unl_idx]
-            batch = collator([(a, b) for a, b, _ in chunk], labels=targets)
-            assert batch.labels is not None
-            logits = model.batch_forward(batch)
-            loss = _batch_loss(
-                logits,
-                batch.labels.to(logits.device),
-                n_labelled=len(lab_idx),
-                weights=torch.as_tensor(weights[lab_idx], dtype=torch.float32),
-                p_noise=None if p_noise is None else p_noise[torch.as_tensor(lab_idx)],
-                noise_cfg=noise_cfg,
-                pseudo_cfg=pseudo_cfg if len(unl_idx) else None,
-                match_rate=match_rate,
-                pos_weight=pw_tensor,
-                offset=offset,
+    collate_seconds = 0.0
+    targets_all = train_labels.astype(np.float64)
+    last_report: NoiseReport | None = None
+    stage1_pred: np.ndarray | None = None
+    epoch = 0
+    for stage, stage_epochs in enumerate(stages, start=1):
+        if stage > 1:
+            assert noise_cfg is not None and report is not None and stage1_pred is not None
+            flagged_pairs = int(report.flagged.sum())
+            targets_all, weights = corrected_targets(train_labels, weights, report, noise_cfg.action, stage1_pred)
+            report = None
+            collate_seconds += collator.timings.total
+            pos_weight = pos_weight_for_targets(targets_all, weights)
+            pw_tensor = torch.tensor(pos_weight, dtype=torch.float32)
+            offset = math.log(pos_weight)
+            seed_everything(seed)
+            model = build_model(arch, backbone, max_length, tiny_config, lea_options)
+            collator = model.collator
+            optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
+            stage_steps = sum(
+                _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup)
+                for e in range(1, stage_epochs + 1)
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        bar.close()
-        train_time = time.perf_counter() - epoch_start
-        logits_valid = _valid_scores(model, valid, eval_batch_size)
-        choice = threshold_for_best_f1(logits_valid, valid_labels)
-        row = {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "valid_f1": choice.f1,
-            "valid_precision": choice.precision,
-            "valid_recall": choice.recall,
-            "valid_pr_auc": pr_auc(logits_valid, valid_labels),
-            "train_seconds": train_time,
-            "valid_seconds": time.perf_counter() - epoch_start - train_time,
-            "noise_weighted": p_noise is not None,
-            "pseudo_labelled": len(use_pool),
-        }
-        history.append(row)
-        improved = choice.f1 > best_f1
-        if improved:
-            best_f1, best_epoch, best_logits = choice.f1, epoch, logits_valid
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        logger.info(
-            "epoch %d/%d: loss %.4f, valid F1 %.4f (P %.3f R %.3f)%s, %.0fs",
-            epoch,
-            epochs,
-            row["loss"],
-            choice.f1,
-            choice.precision,
-            choice.recall,
-            " best" if improved else "",
-            row["train_seconds"] + row["valid_seconds"],
-        )
-        # Detection after the warm-up and after every later epoch, for the next epoch (§7.1 step 2).
-        if noise_cfg is not None and noise_warmup is not None and noise_warmup <= epoch < epochs:
-            detect_start = time.perf_counter()
-            report = _detect(model, train, train_labels, noise_cfg, bi_features, epoch, eval_batch_size, progress)
-            detections.append({**report.summary(), "seconds": time.perf_counter() - detect_start})
-            row["detect_seconds"] = detections[-1]["seconds"]
+            scheduler = get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * stage_steps), stage_steps)
+            logger.info(
+                "restart after detection: fresh model, %d epochs on corrected labels (%d pairs flagged), "
+                "pos_weight %.3f",
+                stage_epochs,
+                flagged_pairs,
+                pos_weight,
+            )
+        for stage_epoch in range(1, stage_epochs + 1):
+            epoch += 1
+            epoch_start = time.perf_counter()
+            # Pseudo-labels from the model as it stands before this epoch (eval mode, §8.2 step 2).
+            use_pool: list[tuple[str, str]] = []
+            soft = np.zeros(0)
+            if pseudo_cfg is not None and pool and pseudo_warmup is not None and stage_epoch > pseudo_warmup:
+                use_pool, soft, stats = _pseudo_label_pool(model, pool, pseudo_cfg, offset, eval_batch_size, progress)
+                pseudo_epochs.append({"epoch": epoch, **stats})
+            p_noise = None if report is None else torch.as_tensor(report.p_noise, dtype=torch.float32)
+            share = pseudo_cfg.min_labelled_share if pseudo_cfg is not None else 1.0
+            plan = plan_batches(len(train), len(use_pool), batch_size, share, order_rng)
+            model.train()
+            losses: list[float] = []
+            bar = tqdm(
+                plan, desc=f"{arch} epoch {epoch}/{total_epochs}", unit="batch", disable=not progress, leave=False
+            )
+            for step, (lab_idx, unl_idx) in enumerate(bar):
+                chunk = [train[i] for i in lab_idx] + [(*use_pool[j], 0) for j in unl_idx]
+                if augmenter is not None:  # left then right side of each pair, in batch order
+                    chunk = [(*augmenter.pair(a, b), y) for a, b, y in chunk]
+                targets = [float(targets_all[i]) for i in lab_idx] + [float(soft[j]) for j in unl_idx]
+                batch = collator([(a, b) for a, b, _ in chunk], labels=targets)
+                assert batch.labels is not None
+                logits = model.batch_forward(batch)
+                loss = _batch_loss(
+                    logits,
+                    batch.labels.to(logits.device),
+                    n_labelled=len(lab_idx),
+                    weights=torch.as_tensor(weights[lab_idx], dtype=torch.float32),
+                    p_noise=None if p_noise is None else p_noise[torch.as_tensor(lab_idx)],
+                    noise_cfg=noise_cfg,
+                    pseudo_cfg=pseudo_cfg if len(unl_idx) else None,
+                    match_rate=match_rate,
+                    pos_weight=pw_tensor,
+                    offset=offset,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            bar.close()
+            train_time = time.perf_counter() - epoch_start
+            logits_valid = _valid_scores(model, valid, eval_batch_size)
+            choice = threshold_for_best_f1(logits_valid, valid_labels)
+            row = {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "valid_f1": choice.f1,
+                "valid_precision": choice.precision,
+                "valid_recall": choice.recall,
+                "valid_pr_auc": pr_auc(logits_valid, valid_labels),
+                "train_seconds": train_time,
+                "valid_seconds": time.perf_counter() - epoch_start - train_time,
+                "noise_weighted": p_noise is not None,
+                "pseudo_labelled": len(use_pool),
+            }
+            if restart:
+                row["stage"] = stage
+            history.append(row)
+            improved = choice.f1 > best_f1
+            if improved:
+                best_f1, best_epoch, best_logits = choice.f1, epoch, logits_valid
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            logger.info(
+                "epoch %d/%d: loss %.4f, valid F1 %.4f (P %.3f R %.3f)%s, %.0fs",
+                epoch,
+                total_epochs,
+                row["loss"],
+                choice.f1,
+                choice.precision,
+                choice.recall,
+                " best" if improved else "",
+                row["train_seconds"] + row["valid_seconds"],
+            )
+            # Detection after the warm-up and after every later epoch, for the next epoch (§7.1 step 2).
+            if restart:
+                detect_now = stage == 1 and stage_epoch == stage_epochs
+            else:
+                detect_now = noise_cfg is not None and noise_warmup is not None and noise_warmup <= epoch < epochs
+            if detect_now:
+                assert noise_cfg is not None
+                detect_start = time.perf_counter()
+                report, train_logits = _detect(
+                    model, train, train_labels, noise_cfg, bi_features, epoch, eval_batch_size, progress
+                )
+                last_report = report
+                # The detecting model's own hard decision, for relabelling after a restart.
+                stage1_pred = (train_logits - offset > 0).astype(np.float64)
+                detections.append({**report.summary(), "seconds": time.perf_counter() - detect_start})
+                row["detect_seconds"] = detections[-1]["seconds"]
     train_seconds = time.perf_counter() - started
+    collate_seconds += collator.timings.total
     assert best_state is not None and best_logits is not None
     model.load_state_dict(best_state)
     model.eval()
@@ -401,7 +456,7 @@ def train_matcher(
     if noise_cfg is not None:
         if noise_warmup is not None and noise_warmup >= epochs:
             logger.warning("noise warm-up (%d epochs) >= epochs (%d): detection never ran", noise_warmup, epochs)
-        noise_summary = {"warmup_epochs": noise_warmup, "detections": detections}
+        noise_summary = {"warmup_epochs": noise_warmup, "restart": restart, "detections": detections}
     pseudo_summary = None
     if pseudo_cfg is not None:
         pseudo_summary = {"warmup_epochs": pseudo_warmup, "pool": len(pool), "epochs": pseudo_epochs}
@@ -444,7 +499,7 @@ def train_matcher(
         "valid_pr_auc": history[best_epoch - 1]["valid_pr_auc"],
         "best_epoch": best_epoch,
         "train_seconds": train_seconds,
-        "collate_seconds": collator.timings.total,
+        "collate_seconds": collate_seconds,
         "threshold": best.threshold,
         "history": history,
         "noise": noise_summary,
@@ -489,7 +544,7 @@ def train_matcher(
         "pseudo_labels": pseudo_summary,
     }
     if keep_noise_report:
-        summary["noise_report"] = None if report is None else {**report.to_dict(), "train_indices": train_idx}
+        summary["noise_report"] = None if last_report is None else {**last_report.to_dict(), "train_indices": train_idx}
     return summary
 
 
@@ -605,14 +660,15 @@ def _detect(
     epoch: int,
     batch_size: int,
     progress: bool,
-) -> NoiseReport:
-    """One eval pass over the training pairs (losses, [CLS] states), then detection."""
+) -> tuple[NoiseReport, np.ndarray]:
+    """One eval pass over the training pairs (losses, [CLS] states), then detection; also the logits."""
     want_cls = cfg.uses_knn and cfg.knn_features == "matcher"
     logits, cls = score_training_pairs(
         model, [(a, b) for a, b, _ in train], batch_size=batch_size, features=want_cls, progress=progress
     )
     features = cls if want_cls else bi_features
-    return detect_noisy_pairs(labels, losses=bce_losses(logits, labels), features=features, config=cfg, epoch=epoch)
+    report = detect_noisy_pairs(labels, losses=bce_losses(logits, labels), features=features, config=cfg, epoch=epoch)
+    return report, np.asarray(logits, dtype=np.float64)
 
 
 def _pseudo_label_pool(

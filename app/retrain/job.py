@@ -147,7 +147,11 @@ def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder
 
     options: dict[str, Any] = {}
     if req.noise != "none":
-        options |= {"noise": req.noise, "noise_action": req.noise_action}
+        options |= {
+            "noise": req.noise,
+            "noise_action": req.noise_action,
+            "noise_options": {"require_disagreement": req.noise_gate, "restart": req.noise_restart},
+        }
     if req.pseudo_labels and data.unlabelled:
         options |= {"unlabelled_pairs": data.unlabelled, "pseudo_label": True}
     return train_matcher(

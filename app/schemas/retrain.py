@@ -29,6 +29,12 @@ class RetrainRequest(BaseModel):
         default="both", description="label-noise detection on the training labels (matcher)"
     )
     noise_action: Literal["downweight", "relabel"] = "downweight"
+    noise_gate: bool = Field(
+        default=True, description="flag a label as noisy only when the model in training also disagrees with it"
+    )
+    noise_restart: bool = Field(
+        default=True, description="after detection, train a fresh model for all epochs on the corrected labels"
+    )
     pseudo_labels: bool = Field(default=False, description="add pseudo-labelled unlabelled review candidates")
     promote: Literal["auto", "force", "never"] = Field(
         default="auto", description="auto: promote when at least as good as the serving model on held-out data"

@@ -81,9 +81,7 @@ def test_eval_blocker_json(dm_folder: Path, tiny_model_dir: Path, capsys: pytest
     assert not any(key.startswith("recall_noisy") for key in result)
 
 
-def test_eval_blocker_with_noise(
-    dm_folder: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_eval_blocker_with_noise(dm_folder: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
         "eval",
         "blocker",
@@ -155,9 +153,7 @@ def test_eval_blocker_refuses_pickles(
     assert captured.out == "" and "pickled" in captured.err
 
 
-def test_eval_blocker_needs_manifest(
-    dm_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_eval_blocker_needs_manifest(dm_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "bare"
     BiEncoder.from_config(TINY, max_length=32).save(folder)
     assert (
@@ -244,14 +240,9 @@ def test_zero_shot_reproduces_methods_anchor(capsys: pytest.CaptureFixture[str])
 
     if not (data_root() / "abt-buy").is_dir():
         pytest.skip("benchmark data not available")
-    assert (
-        main(["eval", "blocker", "--data", "abt-buy", "--format", "deepmatcher", "--k", "1,5,20", "--json"])
-        == 0
-    )
+    assert main(["eval", "blocker", "--data", "abt-buy", "--format", "deepmatcher", "--k", "1,5,20", "--json"]) == 0
     result = _single_json(capsys.readouterr().out)
-    assert (
-        result["model"] == "minilm-zero-shot" and result["queries"] == 206 and result["corpus_size"] == 1092
-    )
+    assert result["model"] == "minilm-zero-shot" and result["queries"] == 206 and result["corpus_size"] == 1092
     assert result["recall@1"] == pytest.approx(0.641, abs=0.003)
     assert result["recall@5"] == pytest.approx(0.893, abs=0.003)
     assert result["recall@20"] == pytest.approx(0.995, abs=0.003)

@@ -43,9 +43,7 @@ def test_component_cap_splits_but_keeps_component() -> None:
     # A chain of 7 records linked by positives (e.g. one wrong label chaining products).
     left = [_rec("A", str(i)) for i in range(4)]
     right = [_rec("B", str(i)) for i in range(3)]
-    pairs = [Pair(left[i], right[i], 1) for i in range(3)] + [
-        Pair(left[i + 1], right[i], 1) for i in range(3)
-    ]
+    pairs = [Pair(left[i], right[i], 1) for i in range(3)] + [Pair(left[i + 1], right[i], 1) for i in range(3)]
     uncapped = product_groups(pairs, max_component_size=None)
     assert uncapped.n_groups == 1
     capped = product_groups(pairs, max_component_size=3)

@@ -18,12 +18,14 @@ from training.noise import (
     NoiseConfig,
     bce_losses,
     bmm_noise_probability,
+    corrected_targets,
     detect_noisy_pairs,
     flip_labels,
     knn_noise_probability,
     noisy_batch_targets,
     normalise_losses,
     pair_features,
+    pos_weight_for_targets,
     prior_penalty,
 )
 
@@ -297,6 +299,57 @@ def test_relabel_with_both_detectors_runs_and_records(tmp_path: Path) -> None:
     assert 0.0 <= summary["valid_f1"] <= 1.0
 
 
+def test_corrected_targets_for_a_restart() -> None:
+    labels = np.array([1, 0, 1, 0])
+    report = detect_noisy_pairs(labels, losses=np.array([3.0, 0.1, 0.2, 2.5]), config=NoiseConfig(bmm_min_class=50))
+    report.p_noise = np.array([0.9, 0.0, 0.2, 1.0])
+    predictions = np.array([0.0, 0.0, 1.0, 1.0])
+    targets, weights = corrected_targets(labels, np.ones(4), report, "downweight", predictions)
+    assert targets.tolist() == [1, 0, 1, 0] and weights.tolist() == pytest.approx([0.1, 1.0, 0.8, 0.0])
+    targets, weights = corrected_targets(labels, np.full(4, 2.0), report, "relabel", predictions)
+    assert targets.tolist() == pytest.approx([0.1, 0.0, 1.0, 1.0]) and weights.tolist() == [2.0] * 4
+    with pytest.raises(ValueError):
+        corrected_targets(labels, np.ones(4), report, "drop", predictions)
+    # sqrt(neg / pos) of the weighted targets; a missing class gives 1.0.
+    assert pos_weight_for_targets(np.array([1.0, 0.0, 0.0, 0.0]), np.ones(4)) == pytest.approx(math.sqrt(3))
+    assert pos_weight_for_targets(np.array([1.0, 0.0]), np.array([1.0, 0.0])) == 1.0
+
+
+def test_restart_trains_a_fresh_model_on_the_corrected_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    builds: list[int] = []
+    original_loss, original_build = tm._batch_loss, tm.build_model
+
+    def spy(logits: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
+        seen.append({"weights": kw["weights"].clone(), "p_noise": kw["p_noise"], "pos_weight": kw["pos_weight"]})
+        return original_loss(logits, targets, **kw)
+
+    def counting_build(*args: Any, **kw: Any):
+        builds.append(1)
+        return original_build(*args, **kw)
+
+    monkeypatch.setattr(tm, "_batch_loss", spy)
+    monkeypatch.setattr(tm, "build_model", counting_build)
+    options = {"warmup_epochs": 1, "bmm_min_class": 5, "restart": True}
+    summary = _train(
+        tmp_path / "m", epochs=2, noise="bmm", noise_action="downweight", noise_options=options, keep_noise_report=True
+    )
+    steps = math.ceil(48 / 8)
+    # 1 warm-up epoch on the noisy labels, then a fresh model for the full 2 epochs.
+    assert len(builds) == 2 and len(seen) == 3 * steps
+    assert [h["stage"] for h in summary["history"]] == [1, 2, 2]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    noise = summary["noise"]
+    assert noise["restart"] is True and [d["epoch"] for d in noise["detections"]] == [1]
+    # The restarted stage never sees p_noise in the loss: the detection is folded into its weights.
+    assert all(s["p_noise"] is None for s in seen)
+    report = summary["noise_report"]
+    later = torch.cat([s["weights"] for s in seen[steps : 2 * steps]])
+    assert sorted(later.tolist()) == pytest.approx(sorted(1 - np.asarray(report["p_noise"])), abs=1e-6)
+    assert torch.all(torch.cat([s["weights"] for s in seen[:steps]]) == 1)
+    assert read_manifest(tmp_path / "m").settings["noise"]["restart"] is True
+
+
 def test_no_noise_keeps_the_plain_trainer(tmp_path: Path) -> None:
     summary = _train(tmp_path / "p", epochs=1)
     assert summary["noise"] is None and summary["pseudo_labels"] is None
@@ -395,3 +448,27 @@ def test_disagreement_gate_keeps_pairs_the_model_gets_right() -> None:
     assert not gated.flagged[220:280].any(), "hard negatives stay"
     assert gated.flagged[50:60].all() and gated.flagged[280:].all(), "the flips are still found"
     assert np.all(gated.p_noise[~disagree] == 0.0)
+    hard = detect_noisy_pairs(
+        labels, losses=losses, config=NoiseConfig(method="bmm", require_disagreement=True, hard_flags=True)
+    )
+    np.testing.assert_array_equal(hard.flagged, gated.flagged)
+    np.testing.assert_array_equal(hard.p_noise, gated.flagged.astype(np.float64))
+
+
+def test_bench_noise_detector_flags_parse() -> None:
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_noise", Path(__file__).parents[2] / "benchmarks/bench_noise.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench._detectors("bmm:downweight:3:drh,bmm:relabel") == [
+        ("bmm", "downweight-w3-drh"),
+        ("bmm", "relabel"),
+    ]
+    for bad in ("bmm:downweight:3:x", "bmm:downweight:3:dd", "loss:downweight", "bmm:downweight:a"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench._detectors(bad)

@@ -128,9 +128,7 @@ def test_callable_neighbours_called_per_epoch() -> None:
 
 def test_rejects_oversized_anchor_block() -> None:
     with pytest.raises(ValueError):
-        BlockingEnrichedBatchSampler(
-            [0, 0, 1, 1], np.zeros((4, 1), dtype=int), batch_size=4, anchors_per_batch=3
-        )
+        BlockingEnrichedBatchSampler([0, 0, 1, 1], np.zeros((4, 1), dtype=int), batch_size=4, anchors_per_batch=3)
 
 
 def test_no_duplicate_product_pairs() -> None:

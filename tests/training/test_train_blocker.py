@@ -200,9 +200,12 @@ def test_weight_interpolation_with_the_start_model(tmp_path: Path) -> None:
     """WiSE-FT: every alpha is scored on validation; alpha 0 reproduces the starting weights."""
     dataset = synthetic_dataset()
     start = {k: v.clone() for k, v in tiny_model().state_dict().items()}
-    common = dict(
-        loss="block-scl", epochs=1, batch_size=16, lr=1e-3, seed=1, max_length=32, hard_negatives=2, progress=False
-    ) | FAST
+    common = (
+        dict(
+            loss="block-scl", epochs=1, batch_size=16, lr=1e-3, seed=1, max_length=32, hard_negatives=2, progress=False
+        )
+        | FAST
+    )
     metrics = train_blocker(
         dataset, tmp_path / "mix", backbone=tiny_model(), interpolation_alphas=(0.0, 0.5, 1.0), **common
     )

@@ -168,9 +168,7 @@ def _read_table(path: Path, source: str, exclude: Sequence[str]) -> tuple[dict[s
 
 def _merge_schemas(left: list[str], right: list[str], folder: Path) -> list[str]:
     if left != right:
-        logger.warning(
-            "%s: tableA and tableB schemas differ (%s vs %s); using their union", folder, left, right
-        )
+        logger.warning("%s: tableA and tableB schemas differ (%s vs %s); using their union", folder, left, right)
     return left + [attr for attr in right if attr not in left]
 
 
@@ -210,9 +208,7 @@ def _read_dm_split(
         try:
             left, right = left_table[lid], right_table[rid]
         except KeyError:
-            raise ValueError(
-                f"{where}: id pair ({lid!r}, {rid!r}) does not resolve in tableA/tableB"
-            ) from None
+            raise ValueError(f"{where}: id pair ({lid!r}, {rid!r}) does not resolve in tableA/tableB") from None
         left = _split_record(left, _cell(row.get("cluster_id_left")), use_split_left, cache_left)
         right = _split_record(right, _cell(row.get("cluster_id_right")), use_split_right, cache_right)
         pair_id = _cell(row.get("pair_id")) if has_pair_id else None
@@ -279,9 +275,7 @@ def read_wdc_block(folder: str | os.PathLike[str], *, cluster_ids: str = "table"
 # --------------------------------------------------------------------------- Ditto
 
 
-def _ditto_record(
-    text: str, source: str, cache: dict[str, Record], where: str, schema: dict[str, None]
-) -> Record:
+def _ditto_record(text: str, source: str, cache: dict[str, Record], where: str, schema: dict[str, None]) -> Record:
     items = ditto_items(text)
     if items is None:
         raise ValueError(f"{where}: not a Ditto record ('COL <attr> VAL ...'): {text[:80]!r}")
@@ -442,9 +436,7 @@ def _wdc_sized(root: Path, kind: str) -> dict[str, Path]:
     return found
 
 
-def _wdc_files(
-    root: Path, train_size: str | None, valid_size: str | None, test: str | None
-) -> dict[str, Path]:
+def _wdc_files(root: Path, train_size: str | None, valid_size: str | None, test: str | None) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for split, size in (("train", train_size), ("valid", valid_size)):
         if size is None:
@@ -466,9 +458,7 @@ def _wdc_files(
     return files
 
 
-def _wdc_side(
-    row: dict[str, Any], side: str, cache: dict[str, Record], where: str, conflicts: list[str]
-) -> Record:
+def _wdc_side(row: dict[str, Any], side: str, cache: dict[str, Record], where: str, conflicts: list[str]) -> Record:
     raw_id = row.get(f"id_{side}")
     if raw_id is None:
         raise ValueError(f"{where}: no id_{side}")

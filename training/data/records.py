@@ -86,9 +86,7 @@ class PairDataset:
             return self.splits[name]
         except KeyError:
             available = ", ".join(self.splits) or "none"
-            raise KeyError(
-                f"dataset {self.name!r} has no split {name!r}; available splits: {available}"
-            ) from None
+            raise KeyError(f"dataset {self.name!r} has no split {name!r}; available splits: {available}") from None
 
     def fingerprint(self) -> str:
         """sha256 hex digest of a canonical serialisation of all splits (content, labels, order).

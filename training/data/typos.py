@@ -114,9 +114,7 @@ def typo_serialized(text: str, rng: random.Random, p_word: float = P_WORD, p_kbd
     return join_ditto([(attr, typo(value, rng, p_word, p_kbd)) for attr, value in items])
 
 
-def noisy_copy(
-    texts_left: Sequence[str], texts_right: Sequence[str], seed: int
-) -> tuple[list[str], list[str]]:
+def noisy_copy(texts_left: Sequence[str], texts_right: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
     """Noisy test copy ``seed`` (METHODS §1.3): both sides of every row are noised.
 
     Row ``i`` (0-based, file order) uses ``Random(seed*7919 + i)`` on the left and

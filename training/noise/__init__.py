@@ -16,9 +16,11 @@ from training.noise.detect import (
     NoiseReport,
     bce_losses,
     bi_encoder_features,
+    corrected_targets,
     detect_noisy_pairs,
     flip_labels,
     noisy_batch_targets,
+    pos_weight_for_targets,
     prior_penalty,
     score_training_pairs,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "bce_losses",
     "bi_encoder_features",
     "bmm_noise_probability",
+    "corrected_targets",
     "detect_noisy_pairs",
     "flip_labels",
     "knn_indices",
@@ -41,6 +44,7 @@ __all__ = [
     "noisy_batch_targets",
     "normalise_losses",
     "pair_features",
+    "pos_weight_for_targets",
     "prior_penalty",
     "score_training_pairs",
 ]

@@ -82,6 +82,14 @@ class NoiseConfig:
     # losses puts the hard negatives - correct labels, high loss, still predicted non-match -
     # in the "noisy" component; the gate keeps them.
     require_disagreement: bool = False
+    # Detect once after the warm-up, then train a fresh model from the pretrained weights for the
+    # whole budget on the corrected labels (DRPL's second stage; MOIT+ retrains on the clean set).
+    # Continuing the noisy run leaves only the last, low-learning-rate epochs to learn from the
+    # cleaned labels, and its weights have already fitted part of the noise.
+    restart: bool = False
+    # Handle the flag (0/1) instead of the probability: a flagged pair is dropped (downweight) or
+    # fully relabelled. The soft probability leaves about a third of each flip's weight in place.
+    hard_flags: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in NOISE_METHODS[1:]:
@@ -242,6 +250,8 @@ def detect_noisy_pairs(
         p_noise = np.where(disagree, p_noise, 0.0)
         flagged = np.asarray(flagged, dtype=bool) & disagree
         settings["gated_by_disagreement"] = int((~disagree).sum())
+    if cfg.hard_flags:
+        p_noise = np.asarray(flagged, dtype=np.float64)
     report = NoiseReport(
         method=cfg.method,
         labels=y,
@@ -343,6 +353,36 @@ def bi_encoder_features(
 # --------------------------------------------------------------------------------------------
 # handling in the loss
 # --------------------------------------------------------------------------------------------
+
+
+def corrected_targets(
+    labels: np.ndarray,
+    weights: np.ndarray,
+    report: NoiseReport,
+    action: str,
+    predictions: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed ``(targets, weights)`` for training a fresh model after one detection (``restart``).
+
+    ``downweight``: the labels, each weight times ``1 - p_noise``; ``relabel``: the soft target
+    ``(1 - p) y + p ẑ`` with ``ẑ`` the detecting model's hard prediction (0/1), weights unchanged.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(report.p_noise, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if action == "downweight":
+        return y, w * (1.0 - p)
+    if action == "relabel":
+        return (1.0 - p) * y + p * np.asarray(predictions, dtype=np.float64), w
+    raise ValueError(f"noise action must be one of {NOISE_ACTIONS}, got {action!r}")
+
+
+def pos_weight_for_targets(targets: np.ndarray, weights: np.ndarray) -> float:
+    """``sqrt(neg / pos)`` of weighted soft targets (METHODS §9.4 on the corrected labels); 1.0 if a class is empty."""
+    t = np.asarray(targets, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    pos, neg = float((w * t).sum()), float((w * (1.0 - t)).sum())
+    return math.sqrt(neg / pos) if pos > 0 and neg > 0 else 1.0
 
 
 def noisy_batch_targets(

@@ -216,4 +216,5 @@ def test_noise_detection_and_pseudo_labels_run_in_the_job(sqlite_retrain_client,
     assert job["result"]["data"]["unlabelled_pairs"] == 60
     matcher = job["result"]["matcher"]
     assert matcher["noise"], "the noise detector ran and reported"
+    assert matcher["noise"]["restart"] is True, "by default a fresh model retrains on the corrected labels"
     assert matcher["pseudo_labels"], "pseudo-labelled pairs were used"

@@ -238,12 +238,8 @@ def test_tiny_deepmatcher_folder(tmp_path: Path) -> None:
         header,
         [[10, "Apple iPhone 12, 64 GB", "apple", ""], [11, "Pixel 5", "", "699"]],
     )
-    _write_csv(
-        tmp_path / "tableB.csv", header, [[0, 'iphone 12 "64gb"', "Apple", "799.0"], [1, "ünïcödé", "", ""]]
-    )
-    _write_csv(
-        tmp_path / "train.csv", ["ltable_id", "rtable_id", "label"], [[10, 0, 1], [11, 1, 0], [11, 0, 0]]
-    )
+    _write_csv(tmp_path / "tableB.csv", header, [[0, 'iphone 12 "64gb"', "Apple", "799.0"], [1, "ünïcödé", "", ""]])
+    _write_csv(tmp_path / "train.csv", ["ltable_id", "rtable_id", "label"], [[10, 0, 1], [11, 1, 0], [11, 0, 0]])
     _write_csv(tmp_path / "test.csv", ["ltable_id", "rtable_id", "label"], [[10, 1, 0]])  # no valid.csv
 
     ds = read_deepmatcher(tmp_path)

@@ -30,10 +30,7 @@ def test_title_only_is_the_stripped_value() -> None:
 def test_all_is_ditto_in_schema_order_with_empty_missing() -> None:
     text = serialize(ABT, "all")
     # Newlines / runs of ASCII whitespace inside a value collapse (a Ditto line cannot hold them).
-    assert (
-        text
-        == "COL name VAL sony turntable pslx350h COL description VAL belt drive system 33 rpm COL price VAL"
-    )
+    assert text == "COL name VAL sony turntable pslx350h COL description VAL belt drive system 33 rpm COL price VAL"
     assert parse_ditto(text) == {
         "name": "sony turntable pslx350h",
         "description": "belt drive system 33 rpm",
@@ -71,9 +68,7 @@ def test_serialize_product_matches_record_serialisation() -> None:
         "description": "noise cancelling",
         "price": 299.0,
     }
-    record = Record(
-        id="42", fields={k: None if v is None else str(v) for k, v in product.items() if k != "id"}
-    )
+    record = Record(id="42", fields={k: None if v is None else str(v) for k, v in product.items() if k != "id"})
     for fields in ("title", "all", ["title", "brand"], ["price"], "brand"):
         assert serialize_product(product, fields) == serialize(record, fields)
     # "all" skips identifier keys and keeps the mapping's order; numbers are written with str().
@@ -100,9 +95,7 @@ def test_parse_ditto_edge_cases() -> None:
 
 def test_round_trip() -> None:
     rec = Record(id="1", fields={"title": "x  y", "brand": "", "price": "1.0"})
-    assert serialize(Record(id="1", fields=dict(parse_ditto(serialize(rec, "all")))), "all") == serialize(
-        rec, "all"
-    )
+    assert serialize(Record(id="1", fields=dict(parse_ditto(serialize(rec, "all")))), "all") == serialize(rec, "all")
 
 
 def test_records_are_hashable_and_frozen() -> None:
