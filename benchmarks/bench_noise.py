@@ -67,13 +67,17 @@ def _detectors(text: str) -> list[tuple[str, str]]:
     """``method:action[:warmup[:flags]]`` items; the warm-up (epochs) overrides ``--noise-warmup``;
     flag ``d``: only pairs the model also misclassifies are flagged (``require_disagreement``);
     flag ``r``: detect once after the warm-up, then retrain a fresh model (``restart``);
-    flag ``h``: handle the 0/1 flag instead of the noise probability (``hard_flags``)."""
+    flag ``h``: handle the 0/1 flag instead of the noise probability (``hard_flags``); a number
+    after the flags: restart rounds (``restart_rounds``, e.g. ``drh2``)."""
     out = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         method, action, *rest = part.split(":") + ["", ""]
         warmup, gate = rest[0], rest[1]
         bad = method not in ("bmm", "knn", "both") or action not in ("downweight", "relabel")
-        if bad or len(part.split(":")) > 4 or set(gate) - set("drh") or len(set(gate)) != len(gate):
+        letters = gate.rstrip("0123456789")
+        rounds = gate[len(letters) :]
+        bad = bad or (rounds != "" and ("r" not in letters or int(rounds) < 1))
+        if bad or len(part.split(":")) > 4 or set(letters) - set("drh") or len(set(letters)) != len(letters):
             raise argparse.ArgumentTypeError(
                 f"bad detector {part!r}: use method:action[:warmup[:flags]] with flags from d, r, h, "
                 "e.g. bmm:downweight:2:dr"
@@ -170,6 +174,8 @@ def one_run(
     gate = "d" in flags  # flag only pairs the model also misclassifies
     restart = "r" in flags  # detect once after the warm-up, then retrain from scratch
     hard = "h" in flags  # drop / relabel flagged pairs entirely
+    letters = flags.rstrip("0123456789")
+    rounds = int(flags[len(letters) :] or 1)  # detect-and-restart rounds
     dataset = clean if kind == "clean" else with_train_labels(clean, flips[rate][0])
     detect = kind == "detect"
     folder = args.work_dir / name.replace("@", "_").replace(":", "_")
@@ -197,6 +203,7 @@ def one_run(
             "require_disagreement": gate,
             "restart": restart,
             "hard_flags": hard,
+            "restart_rounds": rounds,
         },
         keep_noise_report=detect,
     )

@@ -262,10 +262,13 @@ def train_matcher(
     match_rate = float(train_labels.mean())  # the prior of the anti-collapse terms (§7.1 step 4, §8.2)
     if noise_cfg is not None and noise_cfg.prior_match_rate is not None:
         match_rate = noise_cfg.prior_match_rate
-    restart = noise_cfg is not None and noise_cfg.restart and noise_warmup is not None and noise_warmup < epochs
+    # The warm-up of a restart is its own first stage, so it may be as long as the main run.
+    restart = noise_cfg is not None and noise_cfg.restart and noise_warmup is not None
     # With ``restart`` the noisy run stops after the warm-up: one detection, then a fresh model from
-    # the pretrained weights trains the full budget on the corrected labels (DRPL stage 2, MOIT+).
-    stages = [noise_warmup, epochs] if restart and noise_warmup is not None else [epochs]
+    # the pretrained weights trains the full budget on the corrected labels (DRPL stage 2, MOIT+);
+    # each further round detects again with the last model on the original labels and restarts.
+    rounds = noise_cfg.restart_rounds if noise_cfg is not None else 0
+    stages = [noise_warmup] + [epochs] * rounds if restart and noise_warmup is not None else [epochs]
     total_epochs = sum(stages)
     optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
     total_steps = sum(
@@ -306,13 +309,16 @@ def train_matcher(
     collate_seconds = 0.0
     targets_all = train_labels.astype(np.float64)
     last_report: NoiseReport | None = None
-    stage1_pred: np.ndarray | None = None
+    base_weights = weights.copy()
+    detector_pred: np.ndarray | None = None
     epoch = 0
     for stage, stage_epochs in enumerate(stages, start=1):
         if stage > 1:
-            assert noise_cfg is not None and report is not None and stage1_pred is not None
+            assert noise_cfg is not None and report is not None and detector_pred is not None
             flagged_pairs = int(report.flagged.sum())
-            targets_all, weights = corrected_targets(train_labels, weights, report, noise_cfg.action, stage1_pred)
+            targets_all, weights = corrected_targets(
+                train_labels, base_weights, report, noise_cfg.action, detector_pred
+            )
             report = None
             collate_seconds += collator.timings.total
             pos_weight = pos_weight_for_targets(targets_all, weights)
@@ -416,7 +422,7 @@ def train_matcher(
             )
             # Detection after the warm-up and after every later epoch, for the next epoch (§7.1 step 2).
             if restart:
-                detect_now = stage == 1 and stage_epoch == stage_epochs
+                detect_now = stage < len(stages) and stage_epoch == stage_epochs
             else:
                 detect_now = noise_cfg is not None and noise_warmup is not None and noise_warmup <= epoch < epochs
             if detect_now:
@@ -427,7 +433,7 @@ def train_matcher(
                 )
                 last_report = report
                 # The detecting model's own hard decision, for relabelling after a restart.
-                stage1_pred = (train_logits - offset > 0).astype(np.float64)
+                detector_pred = (train_logits - offset > 0).astype(np.float64)
                 detections.append({**report.summary(), "seconds": time.perf_counter() - detect_start})
                 row["detect_seconds"] = detections[-1]["seconds"]
     train_seconds = time.perf_counter() - started
@@ -454,7 +460,7 @@ def train_matcher(
     }
     noise_summary = None
     if noise_cfg is not None:
-        if noise_warmup is not None and noise_warmup >= epochs:
+        if noise_warmup is not None and noise_warmup >= epochs and not restart:
             logger.warning("noise warm-up (%d epochs) >= epochs (%d): detection never ran", noise_warmup, epochs)
         noise_summary = {"warmup_epochs": noise_warmup, "restart": restart, "detections": detections}
     pseudo_summary = None

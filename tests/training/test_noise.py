@@ -350,6 +350,22 @@ def test_restart_trains_a_fresh_model_on_the_corrected_labels(tmp_path: Path, mo
     assert read_manifest(tmp_path / "m").settings["noise"]["restart"] is True
 
 
+def test_restart_warm_up_may_be_longer_than_the_main_run(tmp_path: Path) -> None:
+    options = {"warmup_epochs": 2, "bmm_min_class": 5, "restart": True}
+    summary = _train(tmp_path / "m", epochs=1, noise="bmm", noise_options=options)
+    assert [h["stage"] for h in summary["history"]] == [1, 1, 2]
+    assert [d["epoch"] for d in summary["noise"]["detections"]] == [2]
+
+
+def test_restart_rounds_detect_again_with_the_retrained_model(tmp_path: Path) -> None:
+    options = {"warmup_epochs": 1, "bmm_min_class": 5, "restart": True, "restart_rounds": 2}
+    summary = _train(tmp_path / "m", epochs=1, noise="bmm", noise_options=options)
+    assert [h["stage"] for h in summary["history"]] == [1, 2, 3]
+    assert [d["epoch"] for d in summary["noise"]["detections"]] == [1, 2]
+    with pytest.raises(ValueError):
+        NoiseConfig(restart=True, restart_rounds=0)
+
+
 def test_no_noise_keeps_the_plain_trainer(tmp_path: Path) -> None:
     summary = _train(tmp_path / "p", epochs=1)
     assert summary["noise"] is None and summary["pseudo_labels"] is None
@@ -469,6 +485,7 @@ def test_bench_noise_detector_flags_parse() -> None:
         ("bmm", "downweight-w3-drh"),
         ("bmm", "relabel"),
     ]
-    for bad in ("bmm:downweight:3:x", "bmm:downweight:3:dd", "loss:downweight", "bmm:downweight:a"):
+    assert bench._detectors("bmm:downweight:3:drh2") == [("bmm", "downweight-w3-drh2")]
+    for bad in ("bmm:downweight:3:x", "bmm:downweight:3:dd", "loss:downweight", "bmm:downweight:a", "bmm:relabel:3:d2"):
         with pytest.raises(argparse.ArgumentTypeError):
             bench._detectors(bad)

@@ -87,6 +87,7 @@ class NoiseConfig:
     # Continuing the noisy run leaves only the last, low-learning-rate epochs to learn from the
     # cleaned labels, and its weights have already fitted part of the noise.
     restart: bool = False
+    restart_rounds: int = 1
     # Handle the flag (0/1) instead of the probability: a flagged pair is dropped (downweight) or
     # fully relabelled. The soft probability leaves about a third of each flip's weight in place.
     hard_flags: bool = False
@@ -98,6 +99,8 @@ class NoiseConfig:
             raise ValueError(f"noise action must be one of {NOISE_ACTIONS}, got {self.action!r}")
         if self.knn_features not in KNN_FEATURES:
             raise ValueError(f"knn_features must be one of {KNN_FEATURES}, got {self.knn_features!r}")
+        if self.restart_rounds < 1:
+            raise ValueError("restart_rounds must be >= 1")
         if self.warmup_epochs is not None and self.warmup_epochs < 1:
             raise ValueError("warmup_epochs must be >= 1")
         if not 0.0 < self.flag_threshold <= 1.0:
