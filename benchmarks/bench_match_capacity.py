@@ -21,11 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_match_load import serve  # noqa: E402
+from benchmarks.bench_match_load import serve, wait_ready  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
 from benchmarks.common import OUT, machine, percentile, write_result  # noqa: E402
 from benchmarks.loadgen import run_fixed_rate  # noqa: E402
@@ -34,27 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def serve_plain(data_dir: Path, port: int) -> subprocess.Popen:
-    log = (OUT / f"plain-{port}.log").open("w")
+    log = OUT / f"plain-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "benchmarks" / "plain_st_server.py"), "--data-dir", str(data_dir)]
         + ["--port", str(port)],
         cwd=REPO,
         env=dict(os.environ),
         stdout=subprocess.DEVNULL,
-        stderr=log,
+        stderr=log.open("w"),
     )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"plain server exited: see {OUT / f'plain-{port}.log'}")
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("plain server did not become ready")
+    return wait_ready(proc, port, log)
 
 
 def step(base: str, body, rate: float, seconds: float, slo_ms: float) -> dict[str, Any]:

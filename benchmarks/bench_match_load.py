@@ -39,7 +39,12 @@ def serve(data_dir: Path, port: int, extra_env: dict[str, str] | None = None) ->
         stdout=subprocess.DEVNULL,
         stderr=(OUT / f"serve-{port}.log").open("w"),
     )
-    deadline = time.monotonic() + 600
+    return wait_ready(proc, port, OUT / f"serve-{port}.log")
+
+
+def wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout_s: float = 600) -> subprocess.Popen:
+    """Poll ``/readyz`` on the loopback port until 200; exit with the log's path if the server dies."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
@@ -47,7 +52,7 @@ def serve(data_dir: Path, port: int, extra_env: dict[str, str] | None = None) ->
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: see {OUT / f'serve-{port}.log'}")
+            raise SystemExit(f"server exited: see {log}")
         time.sleep(0.5)
     proc.kill()
     raise SystemExit("server did not become ready")

@@ -164,6 +164,18 @@ def _add_noise_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="detect once after the warm-up, then train a fresh model for --epochs on the corrected labels",
     )
+    g.add_argument(
+        "--noise-rounds",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with --noise-restart: detect-and-retrain rounds, each detecting with the last model (default: 1)",
+    )
+    g.add_argument(
+        "--noise-hard",
+        action="store_true",
+        help="drop (downweight) or fully relabel flagged pairs instead of weighting by the noise probability",
+    )
 
 
 def _add_pseudo_label_options(p: argparse.ArgumentParser) -> None:
@@ -242,6 +254,8 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
         "knn_features": args.noise_knn_features,
         "require_disagreement": args.noise_gate,
         "restart": args.noise_restart,
+        "restart_rounds": args.noise_rounds,
+        "hard_flags": args.noise_hard,
     }
     pseudo = None
     if args.pseudo_labels:

@@ -405,7 +405,16 @@ def test_cli_noise_and_pseudo_label_flags_parse() -> None:
         True,
         0.25,
     )
-    for bad in (["--noise", "loss"], ["--noise-action", "drop"], ["--min-labelled-share", "0"]):
+    args = build_parser().parse_args(
+        [*base, "--noise", "bmm", "--noise-gate", "--noise-restart", "--noise-rounds", "2", "--noise-hard"]
+    )
+    assert (args.noise_gate, args.noise_restart, args.noise_rounds, args.noise_hard) == (True, True, 2, True)
+    for bad in (
+        ["--noise", "loss"],
+        ["--noise-action", "drop"],
+        ["--min-labelled-share", "0"],
+        ["--noise-rounds", "0"],
+    ):
         with pytest.raises(SystemExit):
             build_parser().parse_args(base + bad)
 
