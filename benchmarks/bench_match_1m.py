@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -34,6 +33,7 @@ from benchmarks.bench_match_capacity import step  # noqa: E402
 from benchmarks.bench_match_load import serve  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
 from benchmarks.common import OUT, machine, peak_rss_mb, percentile, rss_mb, write_result  # noqa: E402
+from benchmarks.loadgen import run_load  # noqa: E402
 
 PRODUCT_COLUMNS = (
     "title, brand, brand_norm, category, category_norm, price, currency, description, image_urls, "
@@ -104,18 +104,13 @@ def pad_catalogue(src: Path, dst: Path, size: int, noise: float, seed: int) -> d
 
 
 def sequential(base: str, offers: list[dict], k: int, n: int) -> dict[str, Any]:
-    latencies = []
-    with httpx.Client(base_url=base, timeout=60) as client:
-        for i in range(n):
-            t = time.perf_counter()
-            res = client.post("/v1/match", json={"offer": offers[i], "top_k": k})
-            latencies.append((time.perf_counter() - t) * 1000)
-            res.raise_for_status()
+    res = run_load(base, "/v1/match", lambda i: {"offer": offers[i], "top_k": k}, 1, n, 600.0)
     return {
         "k": k,
-        "requests": n,
-        "p50_ms": round(percentile(latencies, 50), 1),
-        "p99_ms": round(percentile(latencies, 99), 1),
+        "requests": len(res.latencies_ms),
+        "errors": res.errors,
+        "p50_ms": round(percentile(res.latencies_ms, 50), 1),
+        "p99_ms": round(percentile(res.latencies_ms, 99), 1),
     }
 
 

@@ -270,12 +270,17 @@ def train_matcher(
     rounds = noise_cfg.restart_rounds if noise_cfg is not None else 0
     stages = [noise_warmup] + [epochs] * rounds if restart and noise_warmup is not None else [epochs]
     total_epochs = sum(stages)
-    optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
-    total_steps = sum(
-        _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup)
-        for e in range(1, stages[0] + 1)
-    )
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * total_steps), total_steps)
+
+    def optimizer_for(model: LeaCrossEncoder, n_epochs: int) -> tuple[torch.optim.AdamW, Any, int]:
+        """AdamW, a linear schedule with warm-up over one stage of ``n_epochs`` epochs, its step count."""
+        optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
+        steps = sum(
+            _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup)
+            for e in range(1, n_epochs + 1)
+        )
+        return optimizer, get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * steps), steps), steps
+
+    optimizer, scheduler, total_steps = optimizer_for(model, stages[0])
     augmenter = TypoAugmenter(seed, p_side=p_side) if augment == "typo" else None
     order_rng = np.random.default_rng(seed)
     bi_features = _bi_encoder_features(noise_cfg, train, fields, eval_batch_size)
@@ -327,12 +332,7 @@ def train_matcher(
             seed_everything(seed)
             model = build_model(arch, backbone, max_length, tiny_config, lea_options)
             collator = model.collator
-            optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
-            stage_steps = sum(
-                _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup)
-                for e in range(1, stage_epochs + 1)
-            )
-            scheduler = get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * stage_steps), stage_steps)
+            optimizer, scheduler, _ = optimizer_for(model, stage_epochs)
             logger.info(
                 "restart after detection: fresh model, %d epochs on corrected labels (%d pairs flagged), "
                 "pos_weight %.3f",
