@@ -49,6 +49,7 @@ def _encoder(settings: Settings):  # type: ignore[no-untyped-def]
         settings.encoder_batch_size,
         settings.torch_threads,
         quantize=settings.encoder_quantize,
+        device=settings.device,
     )
 
 

@@ -124,6 +124,7 @@ class Services:
             batch_size=s.encoder_batch_size,
             threads=s.torch_threads,
             quantize=s.encoder_quantize,
+            device=s.device,
         )
 
     def _scorer(self) -> tuple[Scorer, Decider]:

@@ -12,6 +12,11 @@
    sentence-transformers and the share of the FLOP ceiling reached.
 4. Recall@1/5/20 of the zero-shot blocker on Abt-Buy and Amazon-Google (test queries against
    the whole right table, title-only serving text, max length 64) in fp32 and int8.
+5. With ``--cross-encoder DIR`` (a folder from ``productmatch train matcher``): the same for the
+   reranker. Pairs/s on the dataset's test pairs for sentence-transformers' ``CrossEncoder`` on
+   the folder's HF weights (no LEA bias), our fp32 and our int8 cross-encoder (interleaved), the
+   FLOPs per pair at the real pair lengths, and test F1 / PR-AUC (clean and one typo-noised copy)
+   at the folder's fp32 threshold before and after int8.
 """
 
 from __future__ import annotations
@@ -124,6 +129,66 @@ def recall(max_length: int, datasets: list[str]) -> dict[str, Any]:
     return out
 
 
+def _add_ratios(section: dict[str, Any], flops_per_item: float, peak: float, rate_key: str) -> None:
+    rates = section[rate_key]
+    section["share_of_matmul_peak"] = {k: round(v * flops_per_item / peak, 3) for k, v in rates.items()}
+    base = rates["sentence-transformers"]
+    section["ratio_to_sentence_transformers"] = {k: round(v / base, 3) for k, v in rates.items()}
+
+
+def cross_encoder(folder: str, dataset_name: str, n_pairs: int, repeats: int, batch_size: int) -> dict[str, Any]:
+    from sentence_transformers import CrossEncoder
+
+    from models.quantize import quantize_cross_encoder_int8
+    from training.data.readers import data_root, load_dataset
+    from training.eval_matcher import evaluate_matcher
+    from training.matcher_io import load_matcher
+    from training.train_matcher import serialize_pairs
+
+    fp32, _, calibration, manifest = load_matcher(folder)
+    int8 = quantize_cross_encoder_int8(load_matcher(folder)[0])
+    dataset = load_dataset(data_root() / dataset_name, "deepmatcher")
+    rows = serialize_pairs(dataset.split("test"), calibration.get("fields", "title"))
+    rng = np.random.default_rng(0)
+    pairs = [(rows[i][0], rows[i][1]) for i in rng.permutation(len(rows))[:n_pairs]]
+    st = CrossEncoder(folder, device="cpu", max_length=fp32.max_length)
+    variants = {
+        "sentence-transformers": lambda x: st.predict(x, batch_size=batch_size, show_progress_bar=False),
+        "productmatch-fp32": lambda x: fp32.predict_logits(x, batch_size=batch_size),
+        "productmatch-int8": lambda x: int8.predict_logits(x, batch_size=batch_size),
+    }
+    for fn in variants.values():
+        fn(pairs[:batch_size])
+    seconds: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            seconds[name].append(timed(fn, pairs))  # type: ignore[arg-type]
+    enc = fp32.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True, max_length=fp32.max_length)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    quality = {}
+    for mode in ("none", "int8"):
+        r = evaluate_matcher(folder, dataset, noise_seeds=[1], batch_size=batch_size, quantize=mode)
+        quality["fp32" if mode == "none" else "int8"] = {
+            k: round(float(r[k]), 4) for k in ("f1_clean", "precision", "recall", "pr_auc", "f1_noisy")
+        }
+    return {
+        "folder": folder,
+        "arch": manifest.settings.get("arch"),
+        "dataset": dataset_name,
+        "test_pairs": len(rows),
+        "timed_pairs": len(pairs),
+        "repeats": repeats,
+        "max_length": fp32.max_length,
+        "mean_tokens": round(float(np.mean(lengths)), 2),
+        "gflops_per_pair": round(flops_per_text(fp32.model.config, lengths) / 1e9, 4),
+        "seconds_median": {k: round(median(v), 3) for k, v in seconds.items()},
+        "pairs_per_s": {k: round(len(pairs) / median(v), 1) for k, v in seconds.items()},
+        "threshold": float(calibration["threshold"]),
+        "quality": quality,
+        "_per_pair_flops": flops_per_text(fp32.model.config, lengths),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=2000, help="generated catalogue titles to embed")
@@ -132,6 +197,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--datasets", default="abt-buy,amazon-google", help="recall check ('' to skip)")
+    p.add_argument("--skip-bi-encoder", action="store_true", help="only the cross-encoder part")
+    p.add_argument("--cross-encoder", default=None, metavar="DIR", help="matcher folder: also bench the reranker")
+    p.add_argument("--pairs-dataset", default="abt-buy", help="deepmatcher folder whose test pairs it scores")
+    p.add_argument("--pairs", type=int, default=600, help="test pairs per timed pass")
+    p.add_argument("--name", default="encoder", help="results file: benchmarks/results/NAME.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -139,21 +209,24 @@ def main() -> None:
     peak = matmul_flops(args.threads)
     texts = [row["title"] if not row.get("brand") else f"{row['brand']} {row['title']}" for row in catalogue(args.n)]
     result: dict[str, Any] = {"settings": vars(args), "matmul_gflops": round(peak / 1e9, 2)}
-    result["speed"] = s = speed(texts, args.max_length, args.repeats, args.batch_size)
-    per_text = s.pop("_per_text_flops")
-    s["share_of_matmul_peak"] = {k: round(v * per_text / peak, 3) for k, v in s["texts_per_s"].items()}
-    base = s["texts_per_s"]["sentence-transformers"]
-    s["ratio_to_sentence_transformers"] = {k: round(v / base, 3) for k, v in s["texts_per_s"].items()}
-    s["matmul_gflops_after"] = round(matmul_flops(args.threads) / 1e9, 2)
-    datasets = [d for d in args.datasets.split(",") if d]
-    if datasets:
-        result["recall"] = recall(args.max_length, datasets)
+    if not args.skip_bi_encoder:
+        result["speed"] = s = speed(texts, args.max_length, args.repeats, args.batch_size)
+        _add_ratios(s, s.pop("_per_text_flops"), peak, "texts_per_s")
+        datasets = [d for d in args.datasets.split(",") if d]
+        if datasets:
+            result["recall"] = recall(args.max_length, datasets)
+    if args.cross_encoder:
+        result["cross_encoder"] = c = cross_encoder(
+            args.cross_encoder, args.pairs_dataset, args.pairs, args.repeats, args.batch_size
+        )
+        _add_ratios(c, c.pop("_per_pair_flops"), peak, "pairs_per_s")
+    result["matmul_gflops_after"] = round(matmul_flops(args.threads) / 1e9, 2)
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     result["machine"] = machine()
-    path = write_result("encoder", result)
+    path = write_result(args.name, result)
     logger.info("wrote %s", path)
-    print(result["speed"], result.get("recall"))
+    print(result.get("speed"), result.get("recall"), result.get("cross_encoder"))
 
 
 if __name__ == "__main__":

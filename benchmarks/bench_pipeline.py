@@ -8,6 +8,7 @@ title, product title) pairs. Ours is `MatchPipeline.match` as the API runs it (e
 rows from the database, batched rerank with calibration, decision), with the vanilla and the
 LEA matcher. Both rerankers are the same fine-tuned MiniLM cross-encoder folder (the vanilla
 one loads in sentence-transformers' CrossEncoder as is); the product vectors are the same.
+A fourth variant serves the LEA matcher with dynamic int8 Linear layers (MATCHER_QUANTIZE=int8).
 Queries are interleaved across the variants so every variant sees the same machine state.
 The matchers are trained for a few steps only: latency does not depend on their quality.
 """
@@ -66,13 +67,14 @@ def services_for(data_dir: Path, matcher: Path, encoder):  # type: ignore[no-unt
     return services
 
 
-def lea_pipeline(services, folder: Path):  # type: ignore[no-untyped-def]
+def lea_pipeline(services, folder: Path, quantize: str = "none"):  # type: ignore[no-untyped-def]
     """The same runtime (encoder, index, decider) with the LEA matcher as the reranker."""
     from app.pipeline.match import MatchPipeline
     from app.pipeline.rerank import CrossEncoderScorer
 
     base = services.pipeline
-    return MatchPipeline(base.encoder, base.index, base.factory, CrossEncoderScorer("lea", str(folder)), base.decider)
+    scorer = CrossEncoderScorer("lea", str(folder), quantize=quantize)
+    return MatchPipeline(base.encoder, base.index, base.factory, scorer, base.decider)
 
 
 def plain_pipeline(matcher: Path, vectors: np.ndarray, titles: list[str], max_length: int):  # type: ignore[no-untyped-def]
@@ -129,7 +131,11 @@ def main() -> None:
     out = OUT / "pipeline-models"
     matchers = {arch: matcher_folder(arch, out) for arch in ("vanilla", "lea")}
     services = services_for(data_dir, matchers["vanilla"], encoder)
-    ours = {"vanilla": services.pipeline, "lea": lea_pipeline(services, matchers["lea"])}
+    ours = {
+        "vanilla": services.pipeline,
+        "lea": lea_pipeline(services, matchers["lea"]),
+        "lea-int8": lea_pipeline(services, matchers["lea"], quantize="int8"),
+    }
     vectors, titles = catalogue_vectors(services)
     plain = plain_pipeline(matchers["vanilla"], vectors, titles, 64)
 
@@ -143,6 +149,7 @@ def main() -> None:
             "sentence-transformers (bi-encoder + CrossEncoder)": lambda o, k=k: plain(o["title"], k),
             "productmatch vanilla": lambda o, k=k: ours["vanilla"].match([MatchQuery(offer=o, k=k)]),
             "productmatch LEA": lambda o, k=k: ours["lea"].match([MatchQuery(offer=o, k=k)]),
+            "productmatch LEA int8": lambda o, k=k: ours["lea-int8"].match([MatchQuery(offer=o, k=k)]),
         }
         for run in runners.values():  # warm-up
             run(offers[0])

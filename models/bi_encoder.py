@@ -81,6 +81,10 @@ class BiEncoder(nn.Module):
         pooled = mean_pool(out.last_hidden_state, attention_mask)
         return nn.functional.normalize(pooled, p=2, dim=-1)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts as float32 unit vectors, shape (n, dim).
@@ -94,9 +98,10 @@ class BiEncoder(nn.Module):
         self.eval()
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        device = self.device
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.tokenize([texts[i] for i in idx])
+            batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
             out[idx] = self.forward(**batch).float().cpu().numpy()
         if was_training:
             self.train()

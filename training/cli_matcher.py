@@ -311,6 +311,12 @@ def add_eval_matcher(eval_sub: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--noise-seeds", type=_int_list, default=None, help="noisy copies (default with --noise: 1,2,3)")
     p.add_argument("--fields", type=_fields, default=None, help="override the model's fields (default: as trained)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="score with dynamic int8 Linear layers (as MATCHER_QUANTIZE=int8 serves); threshold stays fp32's",
+    )
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_matcher, needs_settings=False)
@@ -335,12 +341,14 @@ def cmd_eval_matcher(args: argparse.Namespace) -> int:
         noise_seeds=seeds,
         fields=args.fields,
         batch_size=args.batch_size,
+        quantize=args.quantize,
     )
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
         return 0
     out = sys.stdout
-    out.write(f"model      {args.model} ({result['model']['arch']}, {result['model']['backbone']})\n")
+    quantized = "" if args.quantize == "none" else f", {args.quantize}"
+    out.write(f"model      {args.model} ({result['model']['arch']}, {result['model']['backbone']}{quantized})\n")
     out.write(f"data       {result['dataset']} / {result['split']}: {result['pairs']} pairs\n")
     out.write(f"threshold  {result['threshold']:.4f} (calibrated probability)\n")
     out.write(f"clean      F1 {result['f1_clean']:.4f}  P {result['precision']:.4f}  R {result['recall']:.4f}\n")

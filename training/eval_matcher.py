@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from models.quantize import quantize_cross_encoder_int8
 from training.data.records import PairDataset
 from training.data.serialize import FieldSpec
 from training.data.typos import TYPO_VERSION, noisy_copy
@@ -32,6 +33,7 @@ def evaluate_matcher(
     noise_seeds: Sequence[int] | None = None,
     fields: FieldSpec | None = None,
     batch_size: int = 64,
+    quantize: str = "none",
 ) -> dict[str, Any]:
     """Clean (and optionally noisy) metrics of the matcher in ``folder`` on ``dataset[split]``.
 
@@ -39,10 +41,16 @@ def evaluate_matcher(
     fractions in [0, 1]: ``f1_clean``, ``precision``, ``recall``, ``pr_auc``, ``f1_noisy`` (mean
     over ``noise_seeds``; None without seeds) with ``f1_noisy_per_seed`` (and precision / recall
     per seed), plus ``threshold``, ``pairs``, ``positives`` and ``model`` (folder name and the
-    manifest's kind, arch, backbone, augment).
+    manifest's kind, arch, backbone, augment). ``quantize="int8"`` scores with dynamic int8
+    Linear layers, as the service does with ``MATCHER_QUANTIZE=int8``: same calibrator and
+    threshold, so the metrics show what int8 costs in serving.
     """
     folder = Path(folder)
     model, calibrator, calibration, manifest = load_matcher(folder)
+    if quantize == "int8":
+        quantize_cross_encoder_int8(model)
+    elif quantize != "none":
+        raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
     use_fields = calibration.get("fields", "title") if fields is None else fields
     rows = serialize_pairs(dataset.split(split), use_fields)
     if not rows:
@@ -79,6 +87,7 @@ def evaluate_matcher(
             "backbone": manifest.backbone,
             "augment": manifest.settings.get("augment"),
             "seed": manifest.settings.get("seed"),
+            "quantize": quantize,
         },
     }
     logger.info(

@@ -38,9 +38,13 @@ class Settings(BaseSettings):
     encoder_max_length: int = 64
     encoder_batch_size: int = 64
     torch_threads: int | None = None
+    # Where the encoder and the matcher run: auto = the first CUDA GPU torch sees, else the CPU.
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     # Dynamic int8 Linear layers for the packaged encoder (see docs/benchmarks.md for speed and
     # recall); registered versions are served in fp32.
     encoder_quantize: Literal["none", "int8"] = "none"
+    # The same for the active trained cross-encoder (matcher); its calibration stays the fp32 one.
+    matcher_quantize: Literal["none", "int8"] = "none"
     index_kind: Literal["flat", "hnsw", "ivfpq"] = "flat"
     index_sync_interval: float = 0.5
     index_snapshot_every: int = 5000

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from models.bi_encoder import BiEncoder
+from models.devices import check_quantize_device, resolve_device
 from models.quantize import apply_quantization
 
 logger = logging.getLogger(__name__)
@@ -37,16 +38,20 @@ class Encoder:
         threads: int | None = None,
         model_id: str | None = None,
         quantize: str = "none",
+        device: str = "cpu",
     ) -> Encoder:
         if threads:
             torch.set_num_threads(threads)
+        target = resolve_device(device)
+        check_quantize_device(quantize, target)
         model = apply_quantization(BiEncoder.from_pretrained(name_or_path, max_length=max_length), quantize)
+        model.to(target)
         ident = model_id or ("minilm-l6-v2-zero-shot" if name_or_path == "minilm" else str(name_or_path))
         if quantize != "none":
             # Quantised vectors differ slightly from fp32 ones: a distinct id keeps the two sets
             # apart, so switching the setting re-embeds the catalogue instead of mixing them.
             ident = f"{ident}+{quantize}"
-        logger.info("loaded encoder %s (dim %d)", ident, model.dim)
+        logger.info("loaded encoder %s (dim %d) on %s", ident, model.dim, target)
         return cls(model, ident, batch_size)
 
     @property

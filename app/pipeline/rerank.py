@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.pipeline.scoring import ScoredCandidate, closest_words
+from models.devices import check_quantize_device, resolve_device
+from models.quantize import quantize_cross_encoder_int8
 from training.data.serialize import serialize_product
 from training.matcher_io import load_matcher, score_pairs
 
@@ -16,9 +18,21 @@ logger = logging.getLogger(__name__)
 
 
 class CrossEncoderScorer:
-    def __init__(self, version: str, folder: str, batch_size: int = 64) -> None:
+    def __init__(
+        self, version: str, folder: str, batch_size: int = 64, quantize: str = "none", device: str = "cpu"
+    ) -> None:
+        target = resolve_device(device)
+        check_quantize_device(quantize, target)
         self.model, self.calibrator, self.calibration, self.manifest = load_matcher(folder)
+        self.model.to(target)
+        if quantize == "int8":
+            # The calibrator and thresholds were fitted on fp32 logits; benchmarks/bench_encoder.py
+            # measures how far int8 moves F1 at the stored threshold.
+            quantize_cross_encoder_int8(self.model)
+        elif quantize != "none":
+            raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
         self.model.eval()
+        self.quantize = quantize
         self.name = version
         self.fields = self.calibration.get("fields") or self.manifest.settings.get("fields", "title")
         self.batch_size = batch_size

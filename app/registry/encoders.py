@@ -27,6 +27,7 @@ def load_version_encoder(settings: Settings, version: str, path: str) -> Encoder
         batch_size=settings.encoder_batch_size,
         threads=settings.torch_threads,
         model_id=version,
+        device=settings.device,
     )
 
 

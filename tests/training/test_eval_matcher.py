@@ -117,3 +117,16 @@ def test_without_noise_and_other_split(tiny_matcher: tuple[Path, Path]) -> None:
     assert result["f1_noisy"] is None and result["f1_noisy_per_seed"] == {}
     assert result["split"] == "valid" and result["pairs"] == 18
     assert result["fields"] == "title"
+
+
+def test_int8_scoring_keeps_the_threshold_and_reports_the_mode(tiny_matcher: tuple[Path, Path]) -> None:
+    data, model = tiny_matcher
+    dataset = load_dataset(data, "deepmatcher")
+    fp32 = evaluate_matcher(model, dataset, "test")
+    int8 = evaluate_matcher(model, dataset, "test", quantize="int8")
+    assert int8["model"]["quantize"] == "int8" and fp32["model"]["quantize"] == "none"
+    assert int8["threshold"] == fp32["threshold"], "int8 serves with the fp32 calibration"
+    for key in ("f1_clean", "precision", "recall", "pr_auc"):
+        assert 0.0 <= int8[key] <= 1.0
+    with pytest.raises(ValueError, match="int8"):
+        evaluate_matcher(model, dataset, "test", quantize="int4")

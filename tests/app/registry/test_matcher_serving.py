@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from app.registry import store
 from tests.helpers import product, wait_job
@@ -64,3 +65,39 @@ def test_promoted_matcher_reranks_and_explains(client, admin_headers, settings, 
     while time.monotonic() < deadline and services.runtime.pipeline.scorer.name == row.version:
         time.sleep(0.1)
     assert services.runtime.pipeline.scorer.name == "zero-shot-cosine-lexical"
+
+
+def test_int8_scorer_serves_the_same_ranking_closely(matcher_folder):
+    from app.pipeline.rerank import CrossEncoderScorer
+
+    offer = {"title": product(3)["title"]}
+    candidates = [product(n) for n in range(1, 9)]
+    cosines = [0.5] * len(candidates)
+    fp32 = CrossEncoderScorer("v1", str(matcher_folder))
+    int8 = CrossEncoderScorer("v1", str(matcher_folder), quantize="int8")
+    assert int8.quantize == "int8" and fp32.quantize == "none"
+    assert int8.calibration == fp32.calibration, "int8 keeps the fp32 calibration and thresholds"
+    a = [c.score for c in fp32.score(offer, candidates, cosines)]
+    b = [c.score for c in int8.score(offer, candidates, cosines, explain=True)]
+    assert len(b) == len(a) and all(0.0 <= s <= 1.0 for s in b)
+    assert max(abs(x - y) for x, y in zip(a, b)) < 0.1
+    body = int8.model.model.base_model
+    assert not any(type(m) is torch.nn.Linear for m in body.modules()), "the body really runs in int8"
+    with pytest.raises(ValueError, match="int8"):
+        CrossEncoderScorer("v1", str(matcher_folder), quantize="fp16")
+
+
+def test_serving_scorer_quantises_when_the_setting_says_so(client, settings, matcher_folder):
+    from app.registry.scorers import serving_scorer
+
+    factory = client.app.state.services.factory
+    row = store.register(factory, matcher_folder, settings.model_dir)
+    store.activate(factory, row.version)
+    try:
+        scorer, decider = serving_scorer(settings.model_copy(update={"matcher_quantize": "int8"}), factory)
+        assert scorer.quantize == "int8" and scorer.name == row.version
+        assert 0.0 <= decider.review_threshold <= decider.match_threshold <= 1.0
+        plain, _ = serving_scorer(settings, factory)
+        assert plain.quantize == "none"
+    finally:
+        store.deactivate(factory, "matcher")
