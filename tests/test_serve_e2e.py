@@ -65,9 +65,7 @@ def test_serve_demo_catalogue_and_match(tmp_path):
         top = body["candidates"][0]
         assert top["brand"] == "Sony" and "WH-1000XM5" in top["title"] and "Black" in top["title"]
         assert body["model_versions"]["encoder"] == "minilm-l6-v2-zero-shot"
-        unrelated = httpx.post(
-            f"{base}/v1/match", json={"offer": {"title": "organic banana bread recipe"}}
-        ).json()
+        unrelated = httpx.post(f"{base}/v1/match", json={"offer": {"title": "organic banana bread recipe"}}).json()
         assert unrelated["decision"] == "no_match"
     finally:
         proc.terminate()

@@ -81,9 +81,7 @@ def logits(model: LeaCrossEncoder, batch) -> torch.Tensor:
 
 def mpnet_model() -> LeaCrossEncoder:
     tok = AutoTokenizer.from_pretrained(minilm_path())
-    config = MPNetConfig(
-        vocab_size=len(tok), pad_token_id=tok.pad_token_id, num_labels=1, **TINY, **NO_DROPOUT
-    )
+    config = MPNetConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, num_labels=1, **TINY, **NO_DROPOUT)
     torch.manual_seed(0)
     return LeaCrossEncoder(MPNetForSequenceClassification(config), tok).eval()
 
@@ -266,9 +264,7 @@ def _attention_probs(model: torch.nn.Module, run) -> dict[int, torch.Tensor]:
     probs: dict[int, torch.Tensor] = {}
     handles = []
     for i, layer in enumerate(model.bert.encoder.layer):
-        handles.append(
-            layer.attention.self.register_forward_hook(lambda m, a, out, i=i: probs.__setitem__(i, out[1]))
-        )
+        handles.append(layer.attention.self.register_forward_hook(lambda m, a, out, i=i: probs.__setitem__(i, out[1])))
     try:
         run()
     finally:

@@ -14,9 +14,7 @@ def _unit(*rows: list[float]) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
 
 
-def _reference(
-    z: torch.Tensor, labels: list[int], tau: float, drop: set[tuple[int, int]] = frozenset()
-) -> float:
+def _reference(z: torch.Tensor, labels: list[int], tau: float, drop: set[tuple[int, int]] = frozenset()) -> float:
     """Literal double loop over METHODS §3.2."""
     n = len(labels)
     total, anchors = 0.0, 0
