@@ -1,4 +1,4 @@
-"""Print the per-dataset markdown tables of docs/benchmarks/blocker.md from blocker.json."""
+"""Print the per-dataset markdown tables of docs/benchmarks/blocker.md from blocker.json (or the file given)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def fmt(x: float | None) -> str:
 
 
 def main() -> None:
-    runs = json.loads(RESULTS.read_text())["runs"]
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
+    runs = json.loads(path.read_text())["runs"]
     for name, entries in runs.items():
         task = entries.get("task", {})
         size = f"{task.get('queries')} queries, {task.get('corpus_size')} candidates, fields {task.get('fields')}"
