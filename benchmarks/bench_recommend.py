@@ -95,7 +95,7 @@ NOTES = """\
   therefore not shown at this budget. **At a larger budget it is** (`recommend_full_layers.md`: 3
   epochs, every layer trained, seeds 0 and 1): on 000un PRIME+ALC+TCM automates 63.6 % of the
   queries at 95.8 % test precision against PRIME's 59.9 % at 95.6 %, and 43.0 % at 98.0 % against
-  37.4 % at 97.9 %, in both seeds.
+  37.4 % at 97.9 %, in both seeds; the ablations there put the gain on ALC.
 - P@5 is at most 20 % because every WDC offer belongs to exactly one product (one positive label
   per query); R@10 / R@100 are the useful recall figures.
 - Latency: in-process ASGI client (no network, no uvicorn), one request at a time, on the same loaded
