@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait_job(client: Any, job_id: str, timeout: float = 60.0) -> dict[str, Any]:

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from tests.conftest import tiny_bi_encoder
+from tests.helpers import load_script
 from tests.training.test_eval_matcher import write_tiny_deepmatcher
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "blocking_misses.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("blocking_misses", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_misses_are_the_queries_ranked_below_k(tmp_path: Path) -> None:
     data = write_tiny_deepmatcher(tmp_path / "data")
-    script = _module()
+    script = load_script("blocking_misses")
     model = tiny_bi_encoder()
     every = script.misses(model, str(data), "deepmatcher", "test", k=0, show=3)
     assert len(every) == 6, "K=0: every positive test pair's query is listed, with its rank"

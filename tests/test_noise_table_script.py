@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "noise_table.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("noise_table", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 def _write(path: Path, seed: int, f1: dict[str, float], **settings: object) -> Path:
@@ -29,7 +20,7 @@ def _write(path: Path, seed: int, f1: dict[str, float], **settings: object) -> P
 
 
 def test_means_and_target(tmp_path: Path) -> None:
-    mod = _module()
+    mod = load_script("noise_table")
     runs = ["clean", "naive@0.2", "detect:x@0.2"]
     a = _write(tmp_path / "a.json", 1, {"clean": 0.64, "naive@0.2": 0.56, "detect:x@0.2": 0.61})
     b = _write(tmp_path / "b.json", 2, {"clean": 0.66, "naive@0.2": 0.54, "detect:x@0.2": 0.59}, flip_rates=[0.2, 0.4])
@@ -44,7 +35,7 @@ def test_means_and_target(tmp_path: Path) -> None:
 
 
 def test_refuses_files_with_other_settings(tmp_path: Path) -> None:
-    mod = _module()
+    mod = load_script("noise_table")
     a = _write(tmp_path / "a.json", 1, {}, epochs=3)
     b = _write(tmp_path / "b.json", 2, {}, epochs=8)
     with pytest.raises(SystemExit, match="epochs"):
