@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=20.0)
     parser.add_argument("--port", type=int, default=8771)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="match_1m", help="results file benchmarks/results/<name>.json")
     args = parser.parse_args()
     src = OUT / f"cat-{args.source_size}"
     if not (src / "productmatch.db").exists():
@@ -160,7 +161,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(60)
     path = write_result(
-        "match_1m",
+        args.name,
         {
             "machine": info,
             "load_average_after": os.getloadavg(),
