@@ -215,7 +215,7 @@ class Services:
     def close(self) -> None:
         self._stop.set()
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(wait_seconds=self.settings.shutdown_grace_seconds)
         rt = self.runtime
         if rt is not None:
             try:

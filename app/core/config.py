@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     queue_name: str = "productmatch"
     job_lease_seconds: float = 30.0
+    # At shutdown the in-process worker may finish the job in hand for this long (longer jobs
+    # are redelivered from their checkpoints after the restart).
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0.0, le=300.0)
 
     # Models and index.
     encoder: str = "minilm"

@@ -21,6 +21,7 @@ class Worker:
         self.owner = owner or worker_name()
         self._stop = threading.Event()
         self._last_reap = 0.0
+        self._thread: threading.Thread | None = None
 
     def reap(self) -> int:
         """Push every orphaned job again; the lease decides who actually runs it."""
@@ -56,10 +57,25 @@ class Worker:
                 logger.exception("worker loop error")
                 self._stop.wait(1.0)
 
-    def stop(self) -> None:
+    def stop(self, wait_seconds: float = 0.0) -> bool:
+        """Stop taking jobs; with ``wait_seconds``, let the job in hand finish for that long.
+
+        Returns False when a job was still running at the deadline: its lease lapses and the
+        reaper of another (or the next) worker hands it out again, so nothing is lost, but it
+        is not left writing into a database the caller is about to close.
+        """
         self._stop.set()
+        thread = self._thread
+        if wait_seconds <= 0 or thread is None or thread is threading.current_thread():
+            return True
+        thread.join(wait_seconds)
+        if thread.is_alive():
+            logger.warning("worker %s still busy after %.0f s; its job will be redelivered", self.owner, wait_seconds)
+            return False
+        return True
 
     def start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="job-worker", daemon=True)
+        self._thread = thread
         thread.start()
         return thread

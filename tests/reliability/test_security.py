@@ -15,7 +15,7 @@ from app.registry import store
 from models.artefacts import Manifest, ManifestError, assert_safe_weights, write_manifest
 from models.bi_encoder import BiEncoder
 from tests.conftest import TINY_CONFIG
-from tests.helpers import product
+from tests.helpers import product, wait_job
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_PREFIX = "/v1/admin"
@@ -85,7 +85,9 @@ def test_server_side_ingest_paths_are_confined(client, settings, tmp_path):
         detail = str(res.json()["detail"])
         assert str(outside) not in detail and str(allowed.resolve()) not in detail, detail  # no resolved paths
     for path in ("sub/ok.csv", "inner-link.csv"):  # inside, directly or through an inner link
-        assert client.post("/v1/ingest", data={"path": path}).status_code == 202, path
+        res = client.post("/v1/ingest", data={"path": path})
+        assert res.status_code == 202, path
+        assert wait_job(client, res.json()["job_id"])["state"] == "completed", path
 
 
 def test_retrain_sources_are_names_not_paths(client, admin_headers):

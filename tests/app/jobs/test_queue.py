@@ -105,3 +105,22 @@ def test_redis_queue_roundtrip_and_reaper(tmp_path, redis_url, sqlite_url, tiny_
     assert worker.reap() == 1
     assert worker.run_once(timeout=2) == "completed"
     assert store.get_job(ctx.factory, job.id).attempts == 2
+
+
+def test_stop_lets_the_job_in_hand_finish(tmp_path, sqlite_url, tiny_encoder):
+    settings = make_settings(tmp_path / "var", sqlite_url)
+    ctx = _ctx(settings, tiny_encoder)
+    feed = _feed(tmp_path / "f.jsonl", 300)
+    job, _ = store.create_job(ctx.factory, "ingest", {"path": str(feed), "format": "jsonl"})
+    queue = InProcessQueue()
+    worker = Worker(ctx, queue)
+    thread = worker.start_thread()
+    queue.push(job.id)
+    deadline = time.monotonic() + 10
+    while store.get_job(ctx.factory, job.id).state == "queued" and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the worker has claimed it
+    assert worker.stop(wait_seconds=60) is True
+    assert not thread.is_alive(), "the worker thread ended after the job in hand"
+    assert store.get_job(ctx.factory, job.id).state == "completed"
+    assert len(_signature(ctx.factory)) == 300
+    assert worker.stop(wait_seconds=1) is True  # stopping twice is harmless
