@@ -76,3 +76,12 @@ def apply_quantization(model: BiEncoder, mode: str) -> BiEncoder:
     if mode == "int8":
         return quantize_int8(model)
     raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {mode!r}")
+
+
+def apply_cross_encoder_quantization(model: LeaCrossEncoder, mode: str) -> LeaCrossEncoder:
+    """``mode`` applied to a freshly loaded cross-encoder (``int8``: in place, see above)."""
+    if mode == "none":
+        return model
+    if mode == "int8":
+        return quantize_cross_encoder_int8(model)
+    raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {mode!r}")

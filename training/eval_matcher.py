@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.quantize import quantize_cross_encoder_int8
+from models.quantize import apply_cross_encoder_quantization
 from training.data.records import PairDataset
 from training.data.serialize import FieldSpec
 from training.data.typos import TYPO_VERSION, noisy_copy
@@ -47,10 +47,7 @@ def evaluate_matcher(
     """
     folder = Path(folder)
     model, calibrator, calibration, manifest = load_matcher(folder)
-    if quantize == "int8":
-        quantize_cross_encoder_int8(model)
-    elif quantize != "none":
-        raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
+    apply_cross_encoder_quantization(model, quantize)
     use_fields = calibration.get("fields", "title") if fields is None else fields
     rows = serialize_pairs(dataset.split(split), use_fields)
     if not rows:

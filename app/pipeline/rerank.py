@@ -10,7 +10,7 @@ from typing import Any
 
 from app.pipeline.scoring import ScoredCandidate, closest_words
 from models.devices import check_quantize_device, resolve_device
-from models.quantize import quantize_cross_encoder_int8
+from models.quantize import apply_cross_encoder_quantization
 from training.data.serialize import serialize_product
 from training.matcher_io import load_matcher, score_pairs
 
@@ -25,12 +25,9 @@ class CrossEncoderScorer:
         check_quantize_device(quantize, target)
         self.model, self.calibrator, self.calibration, self.manifest = load_matcher(folder)
         self.model.to(target)
-        if quantize == "int8":
-            # The calibrator and thresholds were fitted on fp32 logits; benchmarks/bench_encoder.py
-            # measures how far int8 moves F1 at the stored threshold.
-            quantize_cross_encoder_int8(self.model)
-        elif quantize != "none":
-            raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
+        # The calibrator and thresholds were fitted on fp32 logits; benchmarks/bench_encoder.py
+        # measures how far int8 moves F1 at the stored threshold.
+        apply_cross_encoder_quantization(self.model, quantize)
         self.model.eval()
         self.quantize = quantize
         self.name = version

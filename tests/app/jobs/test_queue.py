@@ -38,13 +38,17 @@ def _signature(factory):
         return sorted(s.execute(select(Product.external_id, Product.content_hash)).all())
 
 
-def test_in_process_job_runs_once_and_rerun_is_idempotent(tmp_path, sqlite_url, tiny_encoder):
-    settings = make_settings(tmp_path / "var", sqlite_url)
-    ctx = _ctx(settings, tiny_encoder)
-    feed = _feed(tmp_path / "f.jsonl", 120)
+def _ingest_setup(tmp_path, sqlite_url, encoder, rows):
+    """A job context, an ingest job over a feed of ``rows`` products, and an in-process worker."""
+    ctx = _ctx(make_settings(tmp_path / "var", sqlite_url), encoder)
+    feed = _feed(tmp_path / "f.jsonl", rows)
     job, _ = store.create_job(ctx.factory, "ingest", {"path": str(feed), "format": "jsonl"})
     queue = InProcessQueue()
-    worker = Worker(ctx, queue)
+    return ctx, feed, job, queue, Worker(ctx, queue)
+
+
+def test_in_process_job_runs_once_and_rerun_is_idempotent(tmp_path, sqlite_url, tiny_encoder):
+    ctx, feed, job, queue, worker = _ingest_setup(tmp_path, sqlite_url, tiny_encoder, 120)
     queue.push(job.id)
     queue.push(job.id)  # a duplicate push is absorbed
     assert worker.run_once(timeout=1) == "completed"
@@ -108,12 +112,7 @@ def test_redis_queue_roundtrip_and_reaper(tmp_path, redis_url, sqlite_url, tiny_
 
 
 def test_stop_lets_the_job_in_hand_finish(tmp_path, sqlite_url, tiny_encoder):
-    settings = make_settings(tmp_path / "var", sqlite_url)
-    ctx = _ctx(settings, tiny_encoder)
-    feed = _feed(tmp_path / "f.jsonl", 300)
-    job, _ = store.create_job(ctx.factory, "ingest", {"path": str(feed), "format": "jsonl"})
-    queue = InProcessQueue()
-    worker = Worker(ctx, queue)
+    ctx, _, job, queue, worker = _ingest_setup(tmp_path, sqlite_url, tiny_encoder, 300)
     thread = worker.start_thread()
     queue.push(job.id)
     deadline = time.monotonic() + 10
