@@ -70,18 +70,18 @@ def quantize_cross_encoder_int8(model: LeaCrossEncoder) -> LeaCrossEncoder:
     return model
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {mode!r}")
+
+
 def apply_quantization(model: BiEncoder, mode: str) -> BiEncoder:
-    if mode == "none":
-        return model
-    if mode == "int8":
-        return quantize_int8(model)
-    raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {mode!r}")
+    """``mode`` applied to a bi-encoder (``int8``: a quantised copy)."""
+    _check_mode(mode)
+    return model if mode == "none" else quantize_int8(model)
 
 
 def apply_cross_encoder_quantization(model: LeaCrossEncoder, mode: str) -> LeaCrossEncoder:
     """``mode`` applied to a freshly loaded cross-encoder (``int8``: in place, see above)."""
-    if mode == "none":
-        return model
-    if mode == "int8":
-        return quantize_cross_encoder_int8(model)
-    raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {mode!r}")
+    _check_mode(mode)
+    return model if mode == "none" else quantize_cross_encoder_int8(model)
