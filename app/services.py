@@ -22,11 +22,13 @@ from app.jobs.queue import JobQueue, make_queue
 from app.jobs.reembed import reembed_all, reembed_batch
 from app.jobs.worker import Worker
 from app.pipeline.encoder import Encoder
+from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.match import MatchPipeline
 from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
 from app.registry import store
 from app.registry.encoders import EncoderProvider
 from app.registry.scorers import serving_scorer
+from app.search.lexicon import CatalogueLexicon
 from app.search.params import IndexParams
 from app.search.sync import IndexService
 
@@ -57,6 +59,7 @@ class Services:
     ready: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _switch_lock: threading.Lock = field(default_factory=threading.Lock)
+    _lexicon: CatalogueLexicon | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -147,7 +150,22 @@ class Services:
             )
             index.open()
         scorer, decider = self._scorer()
-        return Runtime(encoder, index, MatchPipeline(encoder, index, self.factory, scorer, decider))
+        rescorer = self._rescorer()
+        if rescorer is not None:
+            rescorer.lexicon.open()  # built before /readyz says ready, not in a request
+        pipeline = MatchPipeline(encoder, index, self.factory, scorer, decider, rescorer)
+        return Runtime(encoder, index, pipeline)
+
+    def _rescorer(self) -> LexicalRescorer | None:
+        """Hybrid blocking unless BLOCKING_LEXICAL_WEIGHT is 0; the lexicon outlives runtimes."""
+        s = self.settings
+        if s.blocking_lexical_weight == 0:
+            return None
+        if self._lexicon is None:
+            self._lexicon = CatalogueLexicon(self.factory)
+        return LexicalRescorer(
+            self.factory, self._lexicon, s.blocking_pool, s.blocking_lexical_weight, s.blocking_lexical_candidates
+        )
 
     def load(self, encoder: Encoder | None = None) -> None:
         """Load the encoder, open the index and build the pipeline (runs off the event loop)."""
@@ -200,6 +218,8 @@ class Services:
                     reembed_batch(self.factory, rt.encoder)
                 rt.index.catch_up()
                 rt.index.maybe_snapshot()
+                if rt.pipeline.rescorer is not None:
+                    rt.pipeline.rescorer.lexicon.catch_up(rt.index.index.version)
             except Exception:  # noqa: BLE001 - a DB outage must not kill the follower
                 logger.exception("runtime follower could not sync; will retry")
                 self._stop.wait(min(5.0, s.index_sync_interval * 4))

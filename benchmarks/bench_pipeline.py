@@ -8,7 +8,9 @@ title, product title) pairs. Ours is `MatchPipeline.match` as the API runs it (e
 rows from the database, batched rerank with calibration, decision), with the vanilla and the
 LEA matcher. Both rerankers are the same fine-tuned MiniLM cross-encoder folder (the vanilla
 one loads in sentence-transformers' CrossEncoder as is); the product vectors are the same.
-A fourth variant serves the LEA matcher with dynamic int8 Linear layers (MATCHER_QUANTIZE=int8).
+A fourth variant serves the LEA matcher with dynamic int8 Linear layers (MATCHER_QUANTIZE=int8);
+ours block with hybrid BM25 + dense blocking (the default), and a fifth variant serves LEA with
+dense blocking only (BLOCKING_LEXICAL_WEIGHT=0) to price the lexical stage.
 Queries are interleaved across the variants so every variant sees the same machine state.
 The matchers are trained for a few steps only: latency does not depend on their quality.
 """
@@ -67,14 +69,18 @@ def services_for(data_dir: Path, matcher: Path, encoder):  # type: ignore[no-unt
     return services
 
 
-def lea_pipeline(services, folder: Path, quantize: str = "none"):  # type: ignore[no-untyped-def]
-    """The same runtime (encoder, index, decider) with the LEA matcher as the reranker."""
+def lea_pipeline(services, folder: Path, quantize: str = "none", hybrid: bool = True):  # type: ignore[no-untyped-def]
+    """The same runtime (encoder, index, decider) with the LEA matcher as the reranker.
+
+    ``hybrid=False`` drops the BM25 re-scoring of the dense pool (BLOCKING_LEXICAL_WEIGHT=0).
+    """
     from app.pipeline.match import MatchPipeline
     from app.pipeline.rerank import CrossEncoderScorer
 
     base = services.pipeline
     scorer = CrossEncoderScorer("lea", str(folder), quantize=quantize)
-    return MatchPipeline(base.encoder, base.index, base.factory, scorer, base.decider)
+    rescorer = base.rescorer if hybrid else None
+    return MatchPipeline(base.encoder, base.index, base.factory, scorer, base.decider, rescorer)
 
 
 def plain_pipeline(matcher: Path, vectors: np.ndarray, titles: list[str], max_length: int):  # type: ignore[no-untyped-def]
@@ -135,6 +141,7 @@ def main() -> None:
         "vanilla": services.pipeline,
         "lea": lea_pipeline(services, matchers["lea"]),
         "lea-int8": lea_pipeline(services, matchers["lea"], quantize="int8"),
+        "lea-dense": lea_pipeline(services, matchers["lea"], hybrid=False),
     }
     vectors, titles = catalogue_vectors(services)
     plain = plain_pipeline(matchers["vanilla"], vectors, titles, 64)
@@ -150,15 +157,19 @@ def main() -> None:
             "productmatch vanilla": lambda o, k=k: ours["vanilla"].match([MatchQuery(offer=o, k=k)]),
             "productmatch LEA": lambda o, k=k: ours["lea"].match([MatchQuery(offer=o, k=k)]),
             "productmatch LEA int8": lambda o, k=k: ours["lea-int8"].match([MatchQuery(offer=o, k=k)]),
+            "productmatch LEA, dense blocking only": lambda o, k=k: ours["lea-dense"].match([MatchQuery(offer=o, k=k)]),
         }
+        stage_ms: list[float] = []
         for run in runners.values():  # warm-up
             run(offers[0])
         ms: dict[str, list[float]] = {name: [] for name in runners}
         for offer in offers:
             for name, run in runners.items():
                 t = time.perf_counter()
-                run(offer)
+                out = run(offer)
                 ms[name].append((time.perf_counter() - t) * 1000)
+                if name == "productmatch LEA":
+                    stage_ms.append(out[0].timings_ms["lexical"])
         base = percentile(ms["sentence-transformers (bi-encoder + CrossEncoder)"], 50)
         result["ks"][str(k)] = {
             name: {
@@ -168,6 +179,9 @@ def main() -> None:
             }
             for name, v in ms.items()
         }
+        result["ks"][str(k)]["hybrid blocking stage (BM25 top 50 + re-scoring of the candidates) p50_ms"] = round(
+            percentile(stage_ms, 50), 2
+        )
         logger.info("k=%d %s", k, result["ks"][str(k)])
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

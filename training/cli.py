@@ -17,12 +17,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from models.hybrid_blocking import DEFAULT_LEXICAL_CANDIDATES, DEFAULT_LEXICAL_WEIGHT, DEFAULT_POOL
 from training.data.readers import FORMATS
 
 logger = logging.getLogger(__name__)
 
 ZERO_SHOT = "minilm-zero-shot"
 LEXICAL = "token_set_ratio"
+BM25_LABEL = "bm25"
 #: sentence-transformers' max_seq_length for all-MiniLM-L6-v2; the §9.5 anchors use it.
 ZERO_SHOT_MAX_LENGTH = 256
 
@@ -107,6 +109,22 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     _add_data_args(eb)
     eb.add_argument("--model", default=None, help="model folder saved by `train blocker` (default: zero-shot MiniLM)")
     eb.add_argument("--lexical", action="store_true", help="evaluate the token_set_ratio baseline instead")
+    eb.add_argument("--bm25", action="store_true", help="evaluate the BM25 baseline instead")
+    eb.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="hybrid dense + BM25 blocking, as the service runs it (models.hybrid_blocking)",
+    )
+    eb.add_argument("--pool", type=int, default=None, help=f"hybrid: dense candidates (default {DEFAULT_POOL})")
+    eb.add_argument(
+        "--lexical-candidates",
+        type=int,
+        default=None,
+        help=f"hybrid: BM25 candidates (default {DEFAULT_LEXICAL_CANDIDATES})",
+    )
+    eb.add_argument(
+        "--lexical-weight", type=float, default=None, help=f"hybrid BM25 weight (default {DEFAULT_LEXICAL_WEIGHT})"
+    )
     eb.add_argument("--k", type=_int_list, default=[1, 5, 10, 20, 50], help="e.g. 1,5,10,20,50")
     eb.add_argument("--split", default="test")
     eb.add_argument("--max-length", type=int, default=None, help="default: the model's manifest, or 256 zero-shot")
@@ -243,19 +261,35 @@ def evaluate_blocker_task(
     encode: Any = None,
     noise_seeds: list[int] | None = None,
     lexical_workers: int = 1,
+    hybrid: tuple[int, float, int] | None = None,
+    lexical: str = "token-set",
 ) -> dict[str, Any]:
-    """recall@k on clean (and optionally typo-noised) queries; ``encode=None`` = lexical baseline.
+    """recall@k on clean (and optionally typo-noised) queries.
 
-    The corpus is encoded once and shared by the clean and every noisy query set.
+    ``encode=None`` evaluates a lexical baseline (``lexical``: ``"token-set"`` = rapidfuzz
+    token_set_ratio, ``"bm25"``); ``hybrid=(pool, weight, lexical_candidates)`` is hybrid
+    blocking as the service runs it (:mod:`models.hybrid_blocking`). The corpus is encoded once
+    and shared by the clean and every noisy query set.
     """
-    from training.evaluate import lexical_recall, recall_from_embeddings
+    from models.bm25 import BM25
+    from training.evaluate import bm25_recall, hybrid_recall, lexical_recall, recall_from_embeddings
 
+    if lexical not in ("token-set", "bm25"):
+        raise ValueError(f"lexical must be 'token-set' or 'bm25', got {lexical!r}")
     exclude = task.query_exclude or None
     out: dict[str, Any] = {}
+    bm25 = BM25(task.corpus) if hybrid is not None and encode is not None else None
 
     def score(queries: list[str]) -> dict[str, float]:
+        if encode is None and lexical == "bm25":
+            return bm25_recall(queries, task.query_targets, task.corpus, ks, exclude)
         if encode is None:
             return lexical_recall(queries, task.query_targets, task.corpus, ks, lexical_workers, exclude)
+        if bm25 is not None and hybrid is not None:
+            pool, weight, extra = hybrid
+            lex = bm25.scores(queries)
+            q_emb = encode(queries)
+            return hybrid_recall(q_emb, corpus_emb, lex, task.query_targets, ks, pool, weight, exclude, extra)
         return recall_from_embeddings(encode(queries), corpus_emb, task.query_targets, ks, exclude)
 
     corpus_emb = None if encode is None else encode(task.corpus)
@@ -288,7 +322,25 @@ def cmd_eval_blocker(args: argparse.Namespace) -> int:
 
     encode = None
     max_length: int | None = None
-    if args.lexical:
+    hybrid: tuple[int, float, int] | None = None
+    if args.hybrid:
+        if args.lexical or args.bm25:
+            return _error("--hybrid fuses a model with BM25; it does not combine with --lexical or --bm25")
+        hybrid = (
+            DEFAULT_POOL if args.pool is None else args.pool,
+            DEFAULT_LEXICAL_WEIGHT if args.lexical_weight is None else args.lexical_weight,
+            DEFAULT_LEXICAL_CANDIDATES if args.lexical_candidates is None else args.lexical_candidates,
+        )
+        if hybrid[0] < 1 or hybrid[1] < 0 or hybrid[2] < 0:
+            return _error(
+                "--pool must be >= 1, --lexical-weight and --lexical-candidates >= 0; "
+                f"got {hybrid[0]}, {hybrid[1]} and {hybrid[2]}"
+            )
+    if args.lexical and args.bm25:
+        return _error("choose one of --lexical and --bm25")
+    if args.bm25:
+        label = BM25_LABEL
+    elif args.lexical:
         label = LEXICAL
     elif args.model:
         try:
@@ -315,7 +367,13 @@ def cmd_eval_blocker(args: argparse.Namespace) -> int:
         "fields": task.fields,
         "max_length": max_length,
     }
-    result.update(evaluate_blocker_task(task, sorted(set(args.k)), encode, seeds))
+    result.update(
+        evaluate_blocker_task(
+            task, sorted(set(args.k)), encode, seeds, hybrid=hybrid, lexical="bm25" if args.bm25 else "token-set"
+        )
+    )
+    if hybrid is not None:
+        result["hybrid"] = {"pool": hybrid[0], "lexical_weight": hybrid[1], "lexical_candidates": hybrid[2]}
     if seeds:
         result["noise"] = "typo-v1"
         result["noise_seeds"] = seeds

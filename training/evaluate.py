@@ -121,6 +121,13 @@ def recall_from_ranking(ranked: np.ndarray, targets: list[set[int]], ks: Sequenc
     return result
 
 
+def _result(ranked: np.ndarray, targets: list[set[int]], ks: list[int], corpus_size: int) -> dict[str, float]:
+    out: dict[str, float] = dict(recall_from_ranking(ranked, targets, ks))
+    out["queries"] = len(targets)
+    out["corpus_size"] = int(corpus_size)
+    return out
+
+
 def recall_from_embeddings(
     query_emb: np.ndarray,
     corpus_emb: np.ndarray,
@@ -131,11 +138,7 @@ def recall_from_embeddings(
     """recall@k for precomputed unit vectors (re-use one corpus encoding across noisy copies)."""
     ks_list = _check_ks(ks)
     targets = _target_sets(query_targets, len(query_emb), len(corpus_emb))
-    ranked = search_topk(query_emb, corpus_emb, max(ks_list), exclude)
-    out: dict[str, float] = dict(recall_from_ranking(ranked, targets, ks_list))
-    out["queries"] = len(targets)
-    out["corpus_size"] = int(len(corpus_emb))
-    return out
+    return _result(search_topk(query_emb, corpus_emb, max(ks_list), exclude), targets, ks_list, len(corpus_emb))
 
 
 def blocking_recall(
@@ -178,10 +181,78 @@ def lexical_recall(
     """The lexical baseline of §9.5: rank the corpus by ``token_set_ratio``, ties by corpus order."""
     if not queries or not corpus:
         raise ValueError("need queries and a corpus")
+    return _recall_from_scores(lexical_scores(queries, corpus, workers), query_targets, ks, exclude)
+
+
+def _recall_from_scores(
+    scores: np.ndarray, query_targets: Targets, ks: Iterable[int], exclude: Exclude | None
+) -> dict[str, float]:
+    """recall@k of a (n_queries, n_corpus) score matrix, ties by corpus order."""
     ks_list = _check_ks(ks)
-    targets = _target_sets(query_targets, len(queries), len(corpus))
-    ranked = ranked_from_scores(lexical_scores(queries, corpus, workers), max(ks_list), exclude)
-    out: dict[str, float] = dict(recall_from_ranking(ranked, targets, ks_list))
-    out["queries"] = len(targets)
-    out["corpus_size"] = len(corpus)
-    return out
+    targets = _target_sets(query_targets, scores.shape[0], scores.shape[1])
+    return _result(ranked_from_scores(scores, max(ks_list), exclude), targets, ks_list, scores.shape[1])
+
+
+def hybrid_scores(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    lexical: np.ndarray,
+    pool: int,
+    weight: float,
+    exclude: Exclude | None = None,
+    lexical_candidates: int = 50,
+) -> np.ndarray:
+    """Hybrid blocking scores (:mod:`models.hybrid_blocking`) as a (n_queries, n_corpus) matrix.
+
+    Each query's candidates - its dense top-``pool`` and its BM25 top-``lexical_candidates``
+    with a positive score, after exclusions - get their fused score; everything else is
+    ``-inf``, so it ranks after them exactly as the service never sees it.
+    """
+    from models.hybrid_blocking import fuse
+
+    if pool < 1 or lexical_candidates < 0:
+        raise ValueError(f"need pool >= 1 and lexical_candidates >= 0, got {pool} and {lexical_candidates}")
+    dense = np.asarray(query_emb, dtype=np.float32) @ np.asarray(corpus_emb, dtype=np.float32).T
+    if lexical.shape != dense.shape:
+        raise ValueError(f"lexical scores {lexical.shape} do not fit {dense.shape}")
+    pools = ranked_from_scores(dense, pool, exclude)
+    lexical_top = ranked_from_scores(lexical, lexical_candidates, exclude) if lexical_candidates else None
+    fused = np.full(dense.shape, -np.inf, dtype=np.float64)
+    for q, row in enumerate(pools):
+        ids = row[row >= 0]
+        if lexical_top is not None:
+            extra = lexical_top[q][lexical_top[q] >= 0]
+            ids = np.union1d(ids, extra[lexical[q, extra] > 0])
+        fused[q, ids] = fuse(dense[q, ids], lexical[q, ids], weight)
+    return fused
+
+
+def hybrid_recall(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    lexical: np.ndarray,
+    query_targets: Targets,
+    ks: Iterable[int] = DEFAULT_KS,
+    pool: int = 200,
+    weight: float = 0.3,
+    exclude: Exclude | None = None,
+    lexical_candidates: int = 50,
+) -> dict[str, float]:
+    """recall@k of hybrid blocking; ``lexical`` is the BM25 matrix of the queries vs the corpus."""
+    fused = hybrid_scores(query_emb, corpus_emb, lexical, pool, weight, exclude, lexical_candidates)
+    return _recall_from_scores(fused, query_targets, ks, exclude)
+
+
+def bm25_recall(
+    queries: list[str],
+    query_targets: Targets,
+    corpus: list[str],
+    ks: Iterable[int] = DEFAULT_KS,
+    exclude: Exclude | None = None,
+) -> dict[str, float]:
+    """The BM25 baseline: rank the whole corpus by Okapi BM25 (:mod:`models.bm25`)."""
+    from models.bm25 import BM25
+
+    if not queries or not corpus:
+        raise ValueError("need queries and a corpus")
+    return _recall_from_scores(BM25(corpus).scores(queries), query_targets, ks, exclude)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.hybrid_blocking import DEFAULT_LEXICAL_CANDIDATES, DEFAULT_LEXICAL_WEIGHT, DEFAULT_POOL
+
 DEFAULT_ADMIN_TOKEN = "changethis"
 
 
@@ -51,6 +53,13 @@ class Settings(BaseSettings):
     index_kind: Literal["flat", "hnsw", "ivfpq"] = "flat"
     index_sync_interval: float = 0.5
     index_snapshot_every: int = 5000
+
+    # Hybrid blocking (models/hybrid_blocking.py): each query's dense top BLOCKING_POOL plus its
+    # BM25 top BLOCKING_LEXICAL_CANDIDATES are ranked by cosine + weight * normalised BM25 before
+    # the cut to k; BLOCKING_LEXICAL_WEIGHT = 0 serves dense blocking only.
+    blocking_pool: int = Field(default=DEFAULT_POOL, ge=1, le=2_000)
+    blocking_lexical_candidates: int = Field(default=DEFAULT_LEXICAL_CANDIDATES, ge=0, le=1_000)
+    blocking_lexical_weight: float = Field(default=DEFAULT_LEXICAL_WEIGHT, ge=0.0, le=10.0)
 
     # Zero-shot scorer: cosine blended with a rapidfuzz lexical score.
     lexical_weight: float = Field(default=0.3, ge=0.0, le=1.0)

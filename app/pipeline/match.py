@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 
 from app.db.models import Product
 from app.pipeline.encoder import Encoder
+from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.scoring import Decider, Scorer
 from app.pipeline.text import embed_text, norm_key
 from app.search.sync import IndexService
@@ -67,15 +68,21 @@ class MatchPipeline:
         factory: sessionmaker[Session],
         scorer: Scorer,
         decider: Decider,
+        rescorer: LexicalRescorer | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
         self.factory = factory
         self.scorer = scorer
         self.decider = decider
+        # Hybrid blocking: BM25 re-scores a deeper dense pool before the cut to k (None = dense only).
+        self.rescorer = rescorer
 
     def model_versions(self) -> dict[str, str]:
-        return {"encoder": self.encoder.model_id, "scorer": self.scorer.name}
+        versions = {"encoder": self.encoder.model_id, "scorer": self.scorer.name}
+        if self.rescorer is not None:
+            versions["blocking"] = self.rescorer.describe()
+        return versions
 
     def match(self, queries: Sequence[MatchQuery]) -> list[MatchResult]:
         t0 = time.perf_counter()
@@ -90,10 +97,16 @@ class MatchPipeline:
         for i, q in enumerate(queries):
             groups.setdefault((norm_key(q.brand), norm_key(q.category), q.k), []).append(i)
         for (brand, category, k), members in groups.items():
-            result = self.index.index.search(vectors[np.asarray(members)], k, brand=brand, category=category)
+            depth = self.rescorer.depth(k) if self.rescorer is not None else k
+            result = self.index.index.search(vectors[np.asarray(members)], depth, brand=brand, category=category)
             version = result.version
             for j, i in enumerate(members):
                 hits[i] = (result.ids[j], result.scores[j])
+        t_dense = time.perf_counter()
+        if self.rescorer is not None:
+            filters = [(norm_key(q.brand), norm_key(q.category)) for q in queries]
+            ks = [q.k for q in queries]
+            hits = self.rescorer.narrow(texts, vectors, filters, hits, ks, version, self.index.model_id)
         t2 = time.perf_counter()
 
         wanted = sorted({pid for ids, _ in hits for pid in ids})
@@ -131,7 +144,8 @@ class MatchPipeline:
         t4 = time.perf_counter()
         timings = {
             "embed": (t1 - t0) * 1000,
-            "retrieve": (t2 - t1) * 1000,
+            "retrieve": (t_dense - t1) * 1000,
+            "lexical": (t2 - t_dense) * 1000,
             "load": (t3 - t2) * 1000,
             "score": (t4 - t3) * 1000,
         }

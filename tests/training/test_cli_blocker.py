@@ -246,3 +246,22 @@ def test_zero_shot_reproduces_methods_anchor(capsys: pytest.CaptureFixture[str])
     assert result["recall@1"] == pytest.approx(0.641, abs=0.003)
     assert result["recall@5"] == pytest.approx(0.893, abs=0.003)
     assert result["recall@20"] == pytest.approx(0.995, abs=0.003)
+
+
+def test_eval_blocker_bm25_and_hybrid(
+    dm_folder: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["eval", "blocker", "--data", str(dm_folder), "--format", "deepmatcher", "--k", "1,5", "--json"]
+    assert main([*base, "--bm25"]) == 0
+    bm25 = _single_json(capsys.readouterr().out)
+    # Every right title repeats its left title's model number: BM25 finds all four.
+    assert bm25["model"] == "bm25" and bm25["recall@1"] == 1.0
+    assert main([*base, "--model", str(tiny_model_dir)]) == 0
+    dense = _single_json(capsys.readouterr().out)
+    assert main([*base, "--model", str(tiny_model_dir), "--hybrid", "--pool", "16", "--lexical-weight", "5"]) == 0
+    hybrid = _single_json(capsys.readouterr().out)
+    assert hybrid["hybrid"] == {"pool": 16, "lexical_weight": 5.0, "lexical_candidates": 50}
+    assert hybrid["recall@1"] == 1.0 and hybrid["recall@1"] >= dense["recall@1"]
+    assert main([*base, "--hybrid", "--bm25"]) == 2
+    assert "does not combine" in capsys.readouterr().err
+    assert main([*base, "--hybrid", "--pool", "0"]) == 2

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.bm25 import BM25
 from training.evaluate import (
     blocking_recall,
+    bm25_recall,
+    hybrid_recall,
     lexical_recall,
     ranked_from_scores,
     recall_from_embeddings,
@@ -95,3 +98,28 @@ def test_bad_targets_rejected() -> None:
         recall_from_embeddings(np.stack([_vec(0)]), CORPUS, [99], ks=[1])
     with pytest.raises(ValueError):
         recall_from_embeddings(np.stack([_vec(0)]), CORPUS, [0, 1], ks=[1])
+
+
+def test_bm25_recall_finds_rare_shared_tokens() -> None:
+    corpus = ["apple iphone 12 black", "samsung galaxy s21", "apple ipad air", "apple watch"]
+    result = bm25_recall(["galaxy s21 phone", "apple ipad"], [1, 2], corpus, ks=[1])
+    assert result["recall@1"] == 1.0 and result["corpus_size"] == 4
+
+
+def test_hybrid_rescues_lexical_matches_from_the_pool_and_from_bm25_candidates() -> None:
+    # Dense ranks the target (item 3) fourth for the query at 10 degrees; BM25 sees its code.
+    corpus_text = ["blue shoe", "red shoe", "green shoe", "shoe xk-4410", "hat", "scarf", "coat"]
+    lexical = BM25(corpus_text).scores(["xk-4410 shoe"])
+    query = np.stack([_vec(10)])
+    dense = recall_from_embeddings(query, CORPUS, [3], ks=[1, 3])
+    assert dense["recall@3"] == 0.0
+    hybrid = hybrid_recall(query, CORPUS, lexical, [3], ks=[1, 3], pool=5, weight=1.0)
+    assert hybrid["recall@1"] == 1.0
+    # Outside the dense pool only BM25's own candidates can bring it in.
+    assert hybrid_recall(query, CORPUS, lexical, [3], ks=[1, 3], pool=3, weight=1.0)["recall@1"] == 1.0
+    no_lexical = hybrid_recall(query, CORPUS, lexical, [3], ks=[1, 3], pool=3, weight=1.0, lexical_candidates=0)
+    assert no_lexical["recall@3"] == 0.0
+    # Weight 0 is dense blocking.
+    assert hybrid_recall(query, CORPUS, lexical, [3], ks=[1, 3], pool=5, weight=0.0)["recall@3"] == 0.0
+    with pytest.raises(ValueError, match="pool"):
+        hybrid_recall(query, CORPUS, lexical, [3], ks=[1], pool=0)

@@ -1,0 +1,127 @@
+"""The lexical half of hybrid blocking in the service (method: :mod:`models.hybrid_blocking`).
+
+Per query the candidates are the dense top ``pool`` from the vector index plus the BM25 top
+``lexical_candidates`` from the catalogue lexicon (:mod:`app.search.lexicon`, caught up to the
+vector index's version first). Lexical-only
+candidates get their cosine from their stored vector and must pass the query's brand/category
+filter; then every candidate's text (title and brand, the text that was embedded) is read from
+the database, scored with BM25 under the lexicon's statistics, and the best k by the fused
+score go on to the matcher. Rows are read once per call for all queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import products as repo
+from app.db.models import Product
+from app.pipeline.text import embed_text
+from app.search.lexicon import CatalogueLexicon
+from models.bm25 import pool_scores, tokenize
+from models.hybrid_blocking import hybrid_order
+
+Hits = tuple[list[int], list[float]]
+Filter = tuple[str | None, str | None]
+_IN_CHUNK = 1000
+
+
+class LexicalRescorer:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        lexicon: CatalogueLexicon,
+        pool: int,
+        weight: float,
+        lexical_candidates: int,
+    ) -> None:
+        if pool < 1 or weight < 0 or lexical_candidates < 0:
+            raise ValueError(
+                f"need pool >= 1, weight >= 0, lexical_candidates >= 0; got {pool}, {weight}, {lexical_candidates}"
+            )
+        self.factory = factory
+        self.lexicon = lexicon
+        self.pool = pool
+        self.weight = weight
+        self.lexical_candidates = lexical_candidates
+
+    def describe(self) -> str:
+        return f"hybrid-bm25(pool={self.pool},lexical={self.lexical_candidates},weight={self.weight:g})"
+
+    def depth(self, k: int) -> int:
+        """How deep the dense search must go for a query that wants k candidates."""
+        return max(k, self.pool)
+
+    def narrow(
+        self,
+        texts: Sequence[str],
+        vectors: np.ndarray,
+        filters: Sequence[Filter],
+        hits: Sequence[Hits],
+        ks: Sequence[int],
+        version: int,
+        model_id: str,
+    ) -> list[Hits]:
+        """Each query's dense pool plus lexical candidates, ranked by the fused score, cut to k."""
+        # One lexicon state for the whole call: proposals and statistics agree.
+        with self.lexicon.at(version) as live:
+            proposed = [live.top(text, self.lexical_candidates) for text in texts]
+            extra = [[pid for pid in ids if pid not in set(dense)] for (ids, _), (dense, _) in zip(proposed, hits)]
+            stored = self._vectors(sorted({pid for e in extra for pid in e}), model_id)
+            pools = [
+                _with_lexical(vector, flt, dense, more, stored)
+                for vector, flt, dense, more in zip(vectors, filters, hits, extra)
+            ]
+            tokens = self._tokens(sorted({pid for ids, _ in pools for pid in ids}))
+            out: list[Hits] = []
+            for text, (ids, cosines), k in zip(texts, pools, ks):
+                present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in tokens]
+                if not present:
+                    out.append(([], []))
+                    continue
+                lexical = pool_scores(text, [tokens[pid] for pid, _ in present], live.stats)
+                order = hybrid_order(np.array([c for _, c in present]), lexical, self.weight)[:k]
+                out.append(([present[i][0] for i in order], [present[i][1] for i in order]))
+        return out
+
+    def _vectors(self, ids: list[int], model_id: str) -> dict[int, tuple[np.ndarray, str | None, str | None]]:
+        if not ids:
+            return {}
+        with self.factory() as session:
+            return repo.vectors_for(session, ids, model_id)
+
+    def _tokens(self, ids: list[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        with self.factory() as session:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                rows = session.execute(select(Product.id, Product.title, Product.brand).where(Product.id.in_(chunk)))
+                for pid, title, brand in rows:
+                    out[int(pid)] = tokenize(embed_text({"title": title, "brand": brand}))
+        return out
+
+
+def _with_lexical(
+    vector: np.ndarray,
+    flt: Filter,
+    dense: Hits,
+    more: list[int],
+    stored: dict[int, tuple[np.ndarray, str | None, str | None]],
+) -> Hits:
+    """The dense pool plus the lexical candidates that have a vector and pass the filters."""
+    brand, category = flt
+    ids, cosines = list(dense[0]), list(dense[1])
+    for pid in more:
+        found = stored.get(pid)
+        if (
+            found is None
+            or (brand is not None and found[1] != brand)
+            or (category is not None and found[2] != category)
+        ):
+            continue
+        ids.append(pid)
+        cosines.append(float(np.dot(found[0], vector)))
+    return ids, cosines

@@ -1,0 +1,86 @@
+"""Cost of hybrid blocking's lexicon at catalogue scale: build time, memory, BM25 query latency.
+
+The service builds one BM25 inverted index (models.bm25.LiveBM25) over every product's embedded
+text at start-up and keeps it in step with the change log (app/search/lexicon.py). This measures that
+build on generated catalogues (benchmarks/catalogue_gen.py) without the database read, its
+resident memory, and the per-query cost of the lexical channel: the BM25 top-50 search over the
+whole catalogue, and the BM25 re-scoring of a 250-candidate pool.
+
+    .venv/bin/python benchmarks/bench_lexicon.py --sizes 100000,1000000 --queries 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.pipeline.text import embed_text  # noqa: E402
+from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
+from benchmarks.common import machine, percentile, rss_mb, write_result  # noqa: E402
+from models.bm25 import LiveBM25, pool_scores, tokenize  # noqa: E402
+
+logger = logging.getLogger("bench_lexicon")
+
+
+def measure(size: int, n_queries: int, seed: int) -> dict[str, Any]:
+    products = list(catalogue(size))
+    texts = [embed_text(p) for p in products]
+    gc.collect()
+    before = rss_mb(os.getpid()) or 0.0
+    started = time.perf_counter()
+    bm25 = LiveBM25(list(range(size)), texts)
+    build_s = time.perf_counter() - started
+    gc.collect()
+    after = rss_mb(os.getpid()) or 0.0
+    rng = random.Random(seed)
+    offers = [offer_for(products[rng.randrange(size)], rng) for _ in range(n_queries)]
+    queries = [embed_text(o) for o in offers]
+    top_ms: list[float] = []
+    for q in queries:
+        t = time.perf_counter()
+        bm25.top(q, 50)
+        top_ms.append((time.perf_counter() - t) * 1000)
+    pool_ms: list[float] = []
+    for q in queries:
+        pool = [tokenize(texts[rng.randrange(size)]) for _ in range(250)]
+        t = time.perf_counter()
+        pool_scores(q, pool, bm25.stats)
+        pool_ms.append((time.perf_counter() - t) * 1000)
+    return {
+        "products": size,
+        "terms": len(bm25.stats.df),
+        "build_s": round(build_s, 2),
+        "rss_added_mb": round(after - before, 1),
+        "bytes_per_product": round((after - before) * 2**20 / size, 1),
+        "bm25_top50_ms": {"p50": round(percentile(top_ms, 50), 3), "p99": round(percentile(top_ms, 99), 3)},
+        "pool250_rescore_ms": {"p50": round(percentile(pool_ms, 50), 3), "p99": round(percentile(pool_ms, 99), 3)},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result: dict[str, Any] = {"settings": vars(args), "runs": []}
+    for size in (int(s) for s in args.sizes.split(",")):
+        run = measure(size, args.queries, args.seed)
+        logger.info("%s", run)
+        result["runs"].append(run)
+    result["machine"] = machine()
+    logger.info("wrote %s", write_result("lexicon", result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.bm25 import BM25, LiveBM25, TermStats, pool_scores, tokenize
+
+CORPUS = [
+    "Sony WH-1000XM4 wireless headphones black",
+    "Sony WH-1000XM3 wireless headphones",
+    "Bose QuietComfort 45 headphones",
+    "Logitech MX Master 3 mouse",
+    "Logitech M185 wireless mouse grey",
+]
+
+
+def test_tokenize_keeps_compounds_glued_and_split() -> None:
+    tokens = tokenize("Sony WH-1000XM4 (black) 2.4GHz a/b")
+    assert tokens[:6] == ["sony", "wh", "1000xm4", "black", "2", "4ghz"]
+    assert "wh1000xm4" in tokens and "24ghz" in tokens and "ab" in tokens
+
+
+def test_matrix_and_pool_scorers_agree() -> None:
+    bm = BM25(CORPUS)
+    queries = ["sony wh1000xm4 headphones", "wireless mouse", "nothing shared here"]
+    matrix = bm.scores(queries)
+    for q, query in enumerate(queries):
+        np.testing.assert_allclose(pool_scores(query, CORPUS, bm.stats), matrix[q], rtol=1e-5)
+        # Pre-tokenised documents give the same numbers as texts.
+        np.testing.assert_allclose(pool_scores(query, [tokenize(d) for d in CORPUS], bm.stats), matrix[q], rtol=1e-5)
+    assert not matrix[2].any()
+
+
+def test_scores_match_the_textbook_formula() -> None:
+    stats = TermStats.from_texts(CORPUS)
+    doc = tokenize(CORPUS[3])
+    k1, b = 1.2, 0.75
+    expected = 0.0
+    for term in ("logitech", "mouse"):
+        df = sum(term in tokenize(d) for d in CORPUS)
+        idf = math.log(1 + (len(CORPUS) - df + 0.5) / (df + 0.5))
+        tf = doc.count(term)
+        expected += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(doc) / stats.avg_len))
+    assert pool_scores("logitech mouse mouse", [CORPUS[3]], stats)[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_rare_terms_outweigh_common_ones_and_unknown_terms_count_as_rarest() -> None:
+    stats = TermStats.from_texts(CORPUS)
+    idf = stats.idf(["headphones", "bose", "never-seen-before"])
+    assert idf[0] < idf[1] < idf[2]
+
+
+def test_bad_parameters_and_empty_inputs() -> None:
+    with pytest.raises(ValueError):
+        BM25(CORPUS, b=1.5)
+    stats = TermStats.from_texts(CORPUS)
+    assert pool_scores("", CORPUS, stats).tolist() == [0.0] * len(CORPUS)
+    assert pool_scores("sony", [], stats).size == 0
+    assert TermStats().avg_len == 1.0
+
+
+def test_top_is_an_inverted_index_search() -> None:
+    bm = BM25(CORPUS)
+    queries = ["wireless headphones", "logitech", "nothing shared"]
+    scores = bm.scores(queries)
+    top = bm.top(queries, 2)
+    for q in range(2):
+        rows, vals = top[q]
+        expected = np.argsort(-scores[q], kind="stable")[:2]
+        assert rows.tolist() == expected.tolist()
+        np.testing.assert_allclose(vals, scores[q][expected], rtol=1e-6)
+    # Only documents sharing a word: "logitech" has two, and nothing is padded in.
+    assert len(bm.top(["logitech"], 10)[0][0]) == 2
+    assert top[2][0].size == 0
+
+
+def _same(live: LiveBM25, fresh: LiveBM25, queries: list[str]) -> None:
+    assert live.stats.n_docs == fresh.stats.n_docs and live.stats.total_len == fresh.stats.total_len
+    assert +live.stats.df == +fresh.stats.df  # unary + drops the zero counts removals leave
+    for query in queries:
+        ids, scores = live.top(query, 10)
+        fresh_ids, fresh_scores = fresh.top(query, 10)
+        assert ids == fresh_ids
+        np.testing.assert_allclose(scores, fresh_scores, rtol=1e-6)
+
+
+def test_live_index_equals_a_fresh_build_after_changes() -> None:
+    live = LiveBM25(list(range(len(CORPUS))), CORPUS)
+    queries = ["sony wireless headphones", "logitech mouse", "bose", "apple airpods"]
+    _same(live, LiveBM25(list(range(len(CORPUS))), CORPUS), queries)
+    live.upsert(1, "Sony WH-1000XM5 wireless headphones silver")  # replace a base document
+    live.remove(3)
+    live.upsert(10, "Apple AirPods Pro wireless")  # a new one
+    live.upsert(10, "Apple AirPods Pro 2 wireless earbuds")  # and replace it again
+    live.remove(99)  # absent: no-op
+    docs = {0: CORPUS[0], 1: "Sony WH-1000XM5 wireless headphones silver", 2: CORPUS[2], 4: CORPUS[4]}
+    docs[10] = "Apple AirPods Pro 2 wireless earbuds"
+    _same(live, LiveBM25(list(docs), list(docs.values())), queries)
+    assert len(live) == 5 and live.delta_size == 4  # rows 1 and 3 masked, 1 and 10 in the delta
+    assert 3 not in live.top("logitech mx master", 10)[0]
+
+
+def test_live_index_matches_pool_scores_and_breaks_ties_by_id() -> None:
+    live = LiveBM25([5, 3, 9], ["red shoe", "red shoe", "blue hat"])
+    ids, scores = live.top("red shoe", 5)
+    assert ids == [3, 5] and scores[0] == scores[1]
+    np.testing.assert_allclose(scores, pool_scores("red shoe", ["red shoe", "red shoe"], live.stats), rtol=1e-6)
+    assert live.top("", 5) == ([], []) and live.top("red", 0) == ([], [])
+    with pytest.raises(ValueError, match="unique"):
+        LiveBM25([1, 1], ["a", "b"])
