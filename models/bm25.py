@@ -10,10 +10,10 @@ together ("WH-1000XM4" -> ``wh``, ``1000xm4``, ``wh1000xm4``), because catalogue
 codes both ways. Scores are the classic BM25 (k1, b) with the non-negative Lucene IDF; a query
 word counts once however often the query repeats it.
 
-Two scorers share :class:`TermStats` and give identical numbers: :class:`BM25` scores many
-queries against a fixed corpus as one sparse product and retrieves each query's top documents
-(``top``: an inverted-index search), :func:`pool_scores` scores one query against a handful of
-candidate texts under given statistics (serving re-scores fresh candidate texts with it).
+Three scorers share :class:`TermStats` and give identical numbers: :class:`BM25` scores many
+queries against a fixed corpus as one sparse product (evaluation), :class:`LiveBM25` is the
+inverted index over a changing catalogue that serving searches, and :func:`pool_scores` scores
+one query against a handful of candidate texts (serving re-scores fresh candidate texts with it).
 """
 
 from __future__ import annotations
@@ -137,38 +137,11 @@ class BM25:
         m.sum_duplicates()
         return m
 
-    def _sparse_scores(self, queries: Sequence[str]) -> sparse.csr_matrix:
-        q = self._counts(tokenize(t) for t in queries)
-        q.data[:] = 1.0
-        return (q @ self._doc_weights_t).tocsr()
-
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """Dense (n_queries, n_corpus) BM25 scores, float32."""
-        return np.asarray(self._sparse_scores(queries).toarray(), dtype=np.float32)
-
-    def top(self, queries: Sequence[str], m: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query, the (corpus rows, scores) of its best ``m`` documents with a positive score.
-
-        Only the documents sharing a word with the query are touched (the sparse product walks
-        the query terms' postings), so this is an inverted-index search.
-        """
-        out: list[tuple[np.ndarray, np.ndarray]] = []
-        scored = self._sparse_scores(queries)
-        for i in range(scored.shape[0]):
-            lo, hi = scored.indptr[i], scored.indptr[i + 1]
-            rows, vals = scored.indices[lo:hi], scored.data[lo:hi]
-            keep = vals > 0
-            rows, vals = rows[keep], vals[keep]
-            if len(rows) > m:
-                part = np.argpartition(-vals, m - 1)[:m]
-                rows, vals = rows[part], vals[part]
-            order = np.lexsort((rows, -vals))
-            out.append((rows[order].astype(np.int64), vals[order].astype(np.float32)))
-        return out
-
-    @property
-    def n_docs(self) -> int:
-        return self.stats.n_docs
+        q = self._counts(tokenize(t) for t in queries)
+        q.data[:] = 1.0
+        return np.asarray((q @ self._doc_weights_t).toarray(), dtype=np.float32)
 
 
 class LiveBM25:

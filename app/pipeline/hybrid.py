@@ -69,7 +69,7 @@ class LexicalRescorer:
         # One lexicon state for the whole call: proposals and statistics agree.
         with self.lexicon.at(version) as live:
             proposed = [live.top(text, self.lexical_candidates) for text in texts]
-            extra = [[pid for pid in ids if pid not in set(dense)] for (ids, _), (dense, _) in zip(proposed, hits)]
+            extra = [_new_ids(ids, dense) for (ids, _), (dense, _) in zip(proposed, hits)]
             stored = self._vectors(sorted({pid for e in extra for pid in e}), model_id)
             pools = [
                 _with_lexical(vector, flt, dense, more, stored)
@@ -125,3 +125,8 @@ def _with_lexical(
         ids.append(pid)
         cosines.append(float(np.dot(found[0], vector)))
     return ids, cosines
+
+
+def _new_ids(proposed: list[int], dense: list[int]) -> list[int]:
+    seen = set(dense)
+    return [pid for pid in proposed if pid not in seen]
