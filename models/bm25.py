@@ -58,10 +58,19 @@ class TermStats:
 
     def add_all(self, texts: Iterable[str]) -> None:
         for text in texts:
-            tokens = tokenize(text)
-            self.df.update(set(tokens))
-            self.n_docs += 1
-            self.total_len += len(tokens)
+            self.add(tokenize(text))
+
+    def add(self, tokens: list[str]) -> None:
+        """Count one document, given its tokens."""
+        self.df.update(set(tokens))
+        self.n_docs += 1
+        self.total_len += len(tokens)
+
+    def forget(self, terms: set[str], length: int) -> None:
+        """Un-count one document, given its distinct terms and its token count."""
+        self.df.subtract(terms)
+        self.n_docs -= 1
+        self.total_len -= length
 
     @property
     def avg_len(self) -> float:
@@ -100,48 +109,20 @@ def pool_scores(
 
 
 class BM25:
-    """BM25 fitted on a fixed corpus; ``scores(queries)`` is one sparse matrix product.
+    """BM25 fitted on a fixed corpus (row i = ``corpus[i]``); ``scores`` gives the full matrix.
 
-    Args:
-        corpus: the texts to rank.
-        k1, b: the usual BM25 term-frequency saturation and length normalisation.
+    The evaluation's view of :class:`LiveBM25`: the same index and arithmetic as serving.
     """
 
     def __init__(self, corpus: Sequence[str], k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> None:
         if k1 < 0 or not 0.0 <= b <= 1.0:
             raise ValueError(f"need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
-        self.k1 = float(k1)
-        self.b = float(b)
-        docs = [tokenize(t) for t in corpus]
-        self.stats = TermStats()
-        for doc in docs:
-            self.stats.df.update(set(doc))
-            self.stats.n_docs += 1
-            self.stats.total_len += len(doc)
-        self.vocab = {t: i for i, t in enumerate(self.stats.df)}
-        tf = self._counts(docs)
-        lengths = np.asarray(tf.sum(axis=1)).ravel()
-        idf = self.stats.idf(list(self.vocab))
-        norm = self.k1 * (1.0 - self.b + self.b * lengths / self.stats.avg_len)
-        rows = np.repeat(np.arange(tf.shape[0]), np.diff(tf.indptr))
-        data = idf[tf.indices] * tf.data * (self.k1 + 1.0) / (tf.data + norm[rows])
-        self._doc_weights_t = sparse.csr_matrix((data, tf.indices, tf.indptr), shape=tf.shape).T.tocsr()
-
-    def _counts(self, docs: Iterable[list[str]]) -> sparse.csr_matrix:
-        indptr, indices = [0], []
-        for doc in docs:
-            indices.extend(self.vocab[t] for t in doc if t in self.vocab)
-            indptr.append(len(indices))
-        data = np.ones(len(indices), dtype=np.float64)
-        m = sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(self.vocab)))
-        m.sum_duplicates()
-        return m
+        self._index = LiveBM25(range(len(corpus)), corpus, k1, b)
+        self.stats = self._index.stats
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """Dense (n_queries, n_corpus) BM25 scores, float32."""
-        q = self._counts(tokenize(t) for t in queries)
-        q.data[:] = 1.0
-        return np.asarray((q @ self._doc_weights_t).toarray(), dtype=np.float32)
+        return np.stack([self._index.base_scores(q) for q in queries]).astype(np.float32)
 
 
 class LiveBM25:
@@ -165,9 +146,7 @@ class LiveBM25:
         self._vocab: dict[str, int] = {}
         indptr, indices = [0], []
         for doc in docs:
-            self.stats.df.update(set(doc))
-            self.stats.n_docs += 1
-            self.stats.total_len += len(doc)
+            self.stats.add(doc)
             indices.extend(self._vocab.setdefault(t, len(self._vocab)) for t in doc)
             indptr.append(len(indices))
         tf = sparse.csr_matrix(
@@ -198,33 +177,27 @@ class LiveBM25:
         doc_id = int(doc_id)
         tokens = self._delta.pop(doc_id, None)
         if tokens is not None:
-            self._forget(set(tokens), len(tokens))
+            self.stats.forget(set(tokens), len(tokens))
             return
         row = self._row_of.get(doc_id)
         if row is not None and self._alive[row]:
             self._alive[row] = False
             lo, hi = self._rows.indptr[row], self._rows.indptr[row + 1]
-            self._forget({self._terms[t] for t in self._rows.indices[lo:hi]}, int(self._base_len[row]))
+            self.stats.forget({self._terms[t] for t in self._rows.indices[lo:hi]}, int(self._base_len[row]))
 
     def upsert(self, doc_id: int, text: str) -> None:
         """Add a document or replace its text."""
         self.remove(doc_id)
         tokens = tokenize(text)
         self._delta[int(doc_id)] = tokens
-        self.stats.df.update(set(tokens))
-        self.stats.n_docs += 1
-        self.stats.total_len += len(tokens)
+        self.stats.add(tokens)
 
-    def _forget(self, terms: set[str], length: int) -> None:
-        self.stats.df.subtract(terms)
-        self.stats.n_docs -= 1
-        self.stats.total_len -= length
-
-    def top(self, query: str, m: int) -> tuple[list[int], list[float]]:
-        """The ``m`` best documents sharing a word with ``query``: (ids, scores), best first."""
+    def base_scores(self, query: str) -> np.ndarray:
+        """BM25 of ``query`` for every base row under the current statistics (removed rows: 0)."""
+        summed = np.zeros(len(self._base_ids), dtype=np.float64)
         terms = list(dict.fromkeys(tokenize(query)))
-        if not terms or m < 1 or not len(self):
-            return [], []
+        if not terms:
+            return summed
         idf = self.stats.idf(terms)
         k1, b, avg = self.k1, self.b, self.stats.avg_len
         rows_parts, weight_parts = [], []
@@ -237,22 +210,30 @@ class LiveBM25:
             norm = self._posting_len[lo:hi] * (k1 * b / avg) + k1 * (1.0 - b)
             rows_parts.append(self._postings.indices[lo:hi])
             weight_parts.append((w * (k1 + 1.0)) * tf / (tf + norm))
-        ids: list[np.ndarray] = []
-        scores: list[np.ndarray] = []
         if rows_parts:
-            rows = np.concatenate(rows_parts)
-            summed = np.bincount(rows, np.concatenate(weight_parts), minlength=len(self._base_ids))
-            hit = np.flatnonzero((summed > 0) & self._alive)
-            ids.append(self._base_ids[hit])
-            scores.append(summed[hit])
+            summed = np.bincount(
+                np.concatenate(rows_parts), np.concatenate(weight_parts), minlength=len(self._base_ids)
+            )
+            summed[~self._alive] = 0.0
+        return summed
+
+    def top(self, query: str, m: int) -> tuple[list[int], list[float]]:
+        """The ``m`` best documents sharing a word with ``query``: (ids, scores), best first."""
+        if m < 1 or not len(self):
+            return [], []
+        summed = self.base_scores(query)
+        hit = np.flatnonzero(summed > 0)
+        ids: list[np.ndarray] = [self._base_ids[hit]]
+        scores: list[np.ndarray] = [summed[hit]]
         if self._delta:
             delta_ids = np.fromiter(self._delta, dtype=np.int64, count=len(self._delta))
-            delta_scores = pool_scores(query, list(self._delta.values()), self.stats, k1, b).astype(np.float64)
+            delta_scores = pool_scores(query, list(self._delta.values()), self.stats, self.k1, self.b).astype(
+                np.float64
+            )
             keep = delta_scores > 0
             ids.append(delta_ids[keep])
             scores.append(delta_scores[keep])
-        all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-        all_scores = np.concatenate(scores) if scores else np.zeros(0)
+        all_ids, all_scores = np.concatenate(ids), np.concatenate(scores)
         # Scores at float32 precision, as pool_scores returns them, so base and delta documents tie alike.
         all_scores = all_scores.astype(np.float32)
         order = np.lexsort((all_ids, -all_scores))[:m]

@@ -14,19 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
-from app.db.models import Product
-from app.pipeline.text import embed_text
-from app.search.lexicon import CatalogueLexicon
+from app.search.lexicon import CatalogueLexicon, product_texts
 from models.bm25 import pool_scores, tokenize
 from models.hybrid_blocking import hybrid_order
 
 Hits = tuple[list[int], list[float]]
 Filter = tuple[str | None, str | None]
-_IN_CHUNK = 1000
 
 
 class LexicalRescorer:
@@ -94,14 +90,8 @@ class LexicalRescorer:
             return repo.vectors_for(session, ids, model_id)
 
     def _tokens(self, ids: list[int]) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
         with self.factory() as session:
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                rows = session.execute(select(Product.id, Product.title, Product.brand).where(Product.id.in_(chunk)))
-                for pid, title, brand in rows:
-                    out[int(pid)] = tokenize(embed_text({"title": title, "brand": brand}))
-        return out
+            return {pid: tokenize(text) for pid, text in product_texts(session, ids).items()}
 
 
 def _with_lexical(

@@ -30,6 +30,18 @@ logger = logging.getLogger(__name__)
 
 _READ_BATCH = 5000
 _MIN_REBUILD_DELTA = 1000
+_IN_CHUNK = 1000
+
+
+def product_texts(session: Session, ids: list[int]) -> dict[int, str]:
+    """The embedded text (title, led by the brand) of each existing product among ``ids``."""
+    out: dict[int, str] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows = session.execute(
+            select(Product.id, Product.title, Product.brand).where(Product.id.in_(ids[start : start + _IN_CHUNK]))
+        )
+        out.update({int(pid): embed_text({"title": t, "brand": b}) for pid, t, b in rows})
+    return out
 
 
 class CatalogueLexicon:
@@ -89,23 +101,13 @@ class CatalogueLexicon:
                 last_op: dict[int, str] = {}
                 for _seq, pid, op in changes:
                     last_op[pid] = op
-                texts = self._texts(session, [pid for pid, op in last_op.items() if op != "d"])
+                texts = product_texts(session, [pid for pid, op in last_op.items() if op != "d"])
             for pid in last_op:
                 if pid in texts:
                     self._index.upsert(pid, texts[pid])
                 else:
                     self._index.remove(pid)
             self._version = changes[-1][0]
-
-    @staticmethod
-    def _texts(session: Session, ids: list[int]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        for start in range(0, len(ids), 1000):
-            rows = session.execute(
-                select(Product.id, Product.title, Product.brand).where(Product.id.in_(ids[start : start + 1000]))
-            )
-            out.update({int(pid): embed_text({"title": t, "brand": b}) for pid, t, b in rows})
-        return out
 
     def _maybe_rebuild(self) -> None:
         index = self._index
