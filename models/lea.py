@@ -54,7 +54,8 @@ from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
 
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
-from models.lexical import DEFAULT_MAX_LENGTH, DEFAULT_N_BINS, LeaCollator, LexicalBatch
+from models.lexical import DEFAULT_MAX_LENGTH, DEFAULT_N_BINS, EncodedPair, LeaCollator, LexicalBatch
+from models.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -584,6 +585,8 @@ class LeaCrossEncoder(nn.Module):
         self.max_length = int(max_length)
         self.name = name
         self.use_bias = True
+        # Inference precision (``fp32`` / ``bf16``, see models.precision); training autocasts itself.
+        self.precision = "fp32"
         self._accepts_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
         self.lex: LexicalBias | None = None
         self.lea_layers: list[int] = []
@@ -801,20 +804,28 @@ class LeaCrossEncoder(nn.Module):
     def batch_forward(self, batch: LexicalBatch) -> torch.Tensor:
         return self.forward(**batch.to(self.device).model_inputs())
 
-    @torch.inference_mode()
     def predict_logits(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
-        """Logits for ``(a, b)`` pairs, float32 (n,); pairs are length-sorted to limit padding."""
-        if len(pairs) == 0:
+        """Logits for ``(a, b)`` pairs, float32 (n,), in :attr:`precision`; outputs in input order."""
+        return self.predict_encoded(self.collator.encode(list(pairs)), batch_size=batch_size)
+
+    @torch.inference_mode()
+    def predict_encoded(self, items: Sequence[EncodedPair], batch_size: int = 64) -> np.ndarray:
+        """Logits of pairs already encoded by :meth:`LeaCollator.encode` (e.g. cached once per dataset).
+
+        Pairs are sorted by token length so each batch pads to about its own length.
+        """
+        if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
         was_training = self.training
         self.eval()
-        order = np.argsort([len(a) + len(b) for a, b in pairs], kind="stable")
-        out = np.empty(len(pairs), dtype=np.float32)
+        order = np.argsort([len(it) for it in items], kind="stable")
+        out = np.empty(len(items), dtype=np.float32)
         try:
-            for start in range(0, len(pairs), batch_size):
-                chunk = order[start : start + batch_size]
-                batch = self.collator([pairs[i] for i in chunk])
-                out[chunk] = self.batch_forward(batch).float().cpu().numpy()
+            with autocast(self.precision, self.device):
+                for start in range(0, len(items), batch_size):
+                    chunk = order[start : start + batch_size]
+                    batch = self.collator.pad([items[i] for i in chunk])
+                    out[chunk] = self.batch_forward(batch).float().cpu().numpy()
         finally:
             if was_training:
                 self.train()

@@ -312,6 +312,25 @@ def fill_lexical(idx_out: np.ndarray, cross_out: np.ndarray, words: PairWords, b
 
 
 @dataclass
+class EncodedPair:
+    """One tokenised pair before padding, with its word-similarity bins (LEA collators only).
+
+    ``bins`` is the ``|words_a| x |words_b|`` uint8 matrix of :func:`discretise`; the L x L
+    token matrices are built from it only when a batch is padded, so a cached pair costs a few
+    hundred bytes instead of ``2 L^2``.
+    """
+
+    input_ids: np.ndarray
+    texts: tuple[str, str] = ("", "")
+    token_type_ids: np.ndarray | None = None
+    words: PairWords | None = None
+    bins: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
 class LexicalBatch:
     """A collated batch: model inputs plus LEA's lexical matrices and optional labels."""
 
@@ -440,42 +459,84 @@ class LeaCollator:
 
     # -- the collate function --------------------------------------------------------------------
 
-    def __call__(self, pairs: Sequence[Any], labels: Sequence[float] | None = None) -> LexicalBatch:
+    def encode(self, pairs: Sequence[Any]) -> list[EncodedPair]:
+        """Tokenise pairs *without padding* and compute their word-similarity bins.
+
+        The result depends on each pair alone, so it can be computed once per dataset and
+        padded into any batch by :meth:`pad` (training re-batches the same pairs every epoch).
+        """
         pairs = list(pairs)
-        if labels is None and pairs and len(pairs[0]) == 3:
-            labels = [p[2] for p in pairs]
+        if not pairs:
+            return []
         clock = time.perf_counter
         t0 = clock()
-        enc = self.tokenize(pairs)
+        enc = self.tokenizer([p[0] for p in pairs], [p[1] for p in pairs], truncation=True, max_length=self.max_length)
         t1 = clock()
-        seq_len = int(enc["input_ids"].shape[1])
+        types = enc.get("token_type_ids")
+        words: list[PairWords | None] = [None] * len(pairs)
+        bins: list[np.ndarray | None] = [None] * len(pairs)
         if self.lexical:
-            words = self.words(enc, pairs)
+            found = self.words(enc, pairs)
             t2 = clock()
-            sims = self.similarities(words)
+            for k, sim in enumerate(self.similarities(found)):
+                words[k], bins[k] = found[k], discretise(sim, self.n_bins)
             t3 = clock()
-            idx, cross = self.matrices(seq_len, words, sims)
-            t4 = clock()
-            lex_idx, lex_cross = torch.from_numpy(idx), torch.from_numpy(cross)
         else:
-            t2 = t3 = t4 = t1
-            lex_idx = torch.zeros((len(pairs), seq_len, seq_len), dtype=torch.uint8)
-            lex_cross = torch.zeros((len(pairs), seq_len, seq_len), dtype=torch.bool)
+            t2 = t3 = t1
         tm = self.timings
         tm.tokenize += t1 - t0
         tm.words += t2 - t1
         tm.similarity += t3 - t2
-        tm.matrices += t4 - t3
+        return [
+            EncodedPair(
+                input_ids=np.asarray(enc["input_ids"][k], dtype=np.int64),
+                texts=(pairs[k][0], pairs[k][1]),
+                token_type_ids=None if types is None else np.asarray(types[k], dtype=np.int64),
+                words=words[k],
+                bins=bins[k],
+            )
+            for k in range(len(pairs))
+        ]
+
+    def pad(self, items: Sequence[EncodedPair], labels: Sequence[float] | None = None) -> LexicalBatch:
+        """Right-pad encoded pairs to the longest one in the batch and build the L x L matrices."""
+        if not items:
+            raise ValueError("cannot pad an empty batch")
+        t0 = time.perf_counter()
+        n, seq_len = len(items), max(len(it) for it in items)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = np.full((n, seq_len), pad_id, dtype=np.int64)
+        attention = np.zeros((n, seq_len), dtype=np.int64)
+        with_types = items[0].token_type_ids is not None
+        types = np.full((n, seq_len), self.tokenizer.pad_token_type_id, dtype=np.int64) if with_types else None
+        idx = np.zeros((n, seq_len, seq_len), dtype=np.uint8)
+        cross = np.zeros((n, seq_len, seq_len), dtype=bool)
+        for k, it in enumerate(items):
+            length = len(it)
+            input_ids[k, :length] = it.input_ids
+            attention[k, :length] = 1
+            if types is not None and it.token_type_ids is not None:
+                types[k, :length] = it.token_type_ids
+            if it.words is not None and it.bins is not None:
+                fill_lexical(idx[k], cross[k], it.words, it.bins)
+        tm = self.timings
+        tm.matrices += time.perf_counter() - t0
         tm.batches += 1
-        tm.pairs += len(pairs)
+        tm.pairs += n
         return LexicalBatch(
-            input_ids=enc["input_ids"],
-            attention_mask=enc["attention_mask"],
-            token_type_ids=enc.get("token_type_ids"),
-            lex_idx=lex_idx,
-            lex_cross=lex_cross,
+            input_ids=torch.from_numpy(input_ids),
+            attention_mask=torch.from_numpy(attention),
+            token_type_ids=None if types is None else torch.from_numpy(types),
+            lex_idx=torch.from_numpy(idx),
+            lex_cross=torch.from_numpy(cross),
             labels=None if labels is None else torch.as_tensor(labels, dtype=torch.float32),
         )
+
+    def __call__(self, pairs: Sequence[Any], labels: Sequence[float] | None = None) -> LexicalBatch:
+        pairs = list(pairs)
+        if labels is None and pairs and len(pairs[0]) == 3:
+            labels = [p[2] for p in pairs]
+        return self.pad(self.encode(pairs), labels)
 
     # -- explanations ----------------------------------------------------------------------------
 

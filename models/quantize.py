@@ -65,6 +65,7 @@ def quantize_cross_encoder_int8(model: LeaCrossEncoder) -> LeaCrossEncoder:
     The lexical bias lives outside the body and is untouched.
     """
     quantize_linear_int8(model.model.base_model)
+    model.precision = "fp32"  # int8 kernels take fp32 activations, never autocast bf16 ones
     model.name = f"{model.name}+int8"
     logger.info("quantised cross-encoder %s to dynamic int8 (engine %s)", model.name, torch.backends.quantized.engine)
     return model

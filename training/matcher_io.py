@@ -31,6 +31,7 @@ import numpy as np
 from models.artefacts import Manifest, ManifestError, assert_safe_weights, read_manifest
 from models.calibration import Calibrator
 from models.lea import LeaCrossEncoder
+from models.precision import bf16_native
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ def load_matcher(folder: str | Path) -> tuple[LeaCrossEncoder, Calibrator, dict[
     calibrator = Calibrator.from_dict(calibration["calibrator"])
     model = LeaCrossEncoder.load(folder)
     model.eval()
+    # Serve in the precision the calibration was fitted in; fp32 where bf16 is not native here.
+    trained = str(manifest.settings.get("precision") or "fp32")
+    model.precision = trained if trained == "fp32" or bf16_native(model.device) else "fp32"
+    if model.precision != trained:
+        logger.warning("%s was calibrated in %s, which this machine lacks: serving fp32", folder, trained)
     logger.info(
         "loaded matcher %s (arch %s, %s, threshold %.4f)",
         folder,

@@ -37,6 +37,7 @@ import torch
 
 from training.data.records import Pair, PairDataset, Record
 from training.data.serialize import FieldSpec, serialize
+from training.length_grouping import length_grouped_order
 
 if TYPE_CHECKING:
     from models.bi_encoder import BiEncoder
@@ -105,18 +106,25 @@ def plan_batches(
     batch_size: int,
     min_labelled_share: float,
     rng: np.random.Generator,
+    lengths: Sequence[int] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(labelled indices, unlabelled indices), ...]`` covering every labelled pair once.
 
-    The labelled order is ``rng.permutation(n_labelled)`` (without a pool this is exactly the
-    plain trainer's order); unlabelled pairs are drawn from successive permutations of the pool,
+    The labelled order is ``rng.permutation(n_labelled)``, or with ``lengths`` (one token
+    length per labelled pair) :func:`~training.length_grouping.length_grouped_order`, so each
+    batch's labelled pairs have similar lengths. Unlabelled pairs are drawn from successive permutations of the pool,
     so each is used about equally often. Every batch, the last included, keeps
     ``labelled / size >= min_labelled_share``.
     """
     if n_labelled < 1 or batch_size < 1:
         raise ValueError("plan_batches needs at least one labelled pair and batch_size >= 1")
-    order = rng.permutation(n_labelled)
     per_batch = labelled_per_batch(n_labelled, n_unlabelled, batch_size, min_labelled_share)
+    if lengths is None:
+        order = rng.permutation(n_labelled)
+    else:
+        if len(lengths) != n_labelled:
+            raise ValueError(f"{len(lengths)} lengths for {n_labelled} labelled pairs")
+        order = length_grouped_order(lengths, per_batch, rng)
     share = per_batch / batch_size
     stream: list[int] = []
     plan: list[tuple[np.ndarray, np.ndarray]] = []

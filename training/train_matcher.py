@@ -37,6 +37,9 @@ from transformers import get_linear_schedule_with_warmup
 from models.artefacts import Manifest, write_manifest
 from models.calibration import Calibrator, threshold_for_best_f1, threshold_for_precision
 from models.lea import LeaCrossEncoder
+from models.lexical import EncodedPair, LeaCollator
+from models.precision import autocast, default_threads, resolve_precision
+from training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from training.data.records import Pair, PairDataset
 from training.data.serialize import FieldSpec, serialize
 from training.data.typos import P_SIDE, TYPO_VERSION, TypoAugmenter
@@ -149,11 +152,19 @@ def make_optimizer(model: LeaCrossEncoder, lr: float, weight_decay: float, lea_l
     lea_params = [p for p in model.lea_parameters() if p.requires_grad]
     if lea_params:
         groups.append({"params": lea_params, "weight_decay": weight_decay, "lr": lr * lea_lr_mult})
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    # The fused kernel does the same update in one pass over the parameters: on a 2-core CPU it
+    # took a MiniLM step's optimiser time from 143 ms (foreach) to 56 ms.
+    fused = next(model.model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
-def _valid_scores(model: LeaCrossEncoder, pairs: list[TextPair], batch_size: int) -> np.ndarray:
-    return model.predict_logits([(a, b) for a, b, _ in pairs], batch_size=batch_size)
+def _encode_missing(
+    collator: LeaCollator, texts: Sequence[tuple[str, str]], cached: Sequence[EncodedPair | None]
+) -> list[EncodedPair]:
+    """``cached`` with every ``None`` replaced by the encoding of its text pair (one tokeniser call)."""
+    missing = [k for k, c in enumerate(cached) if c is None]
+    fresh = iter(collator.encode([texts[k] for k in missing])) if missing else iter(())
+    return [c if c is not None else next(fresh) for c in cached]
 
 
 def _jsonable_fields(fields: FieldSpec) -> str | list[str]:
@@ -183,7 +194,7 @@ def train_matcher(
     p_side: float = P_SIDE,
     lea_options: dict[str, Any] | None = None,
     threads: int | None = None,
-    eval_batch_size: int = 64,
+    eval_batch_size: int = 128,
     progress: bool = True,
     sample_weights: Sequence[float] | None = None,
     noise: str = "none",
@@ -192,12 +203,23 @@ def train_matcher(
     unlabelled_pairs: Sequence[tuple[str, str]] | None = None,
     pseudo_label: PseudoLabelConfig | dict[str, Any] | bool | None = None,
     keep_noise_report: bool = False,
+    precision: str = "auto",
+    length_grouping: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train, select the best epoch on clean validation, calibrate, save; returns a summary dict.
 
     ``backbone``: ``"minilm"``, ``"mpnet"`` or a model folder; with ``tiny_config`` a random
     model of that config is built instead and ``backbone`` only supplies the tokenizer.
-    ``threads``: ``torch.set_num_threads`` for this process (None leaves it as it is).
+    ``threads``: ``torch.set_num_threads`` for this process (None: every core it may use).
+    ``precision``: ``auto`` (bf16 where the hardware has native bf16 matmuls, else fp32),
+    ``bf16`` or ``fp32``; bf16 autocasts the forward passes only, the weights, optimiser state,
+    loss, calibration and saved model stay fp32, and validation runs in the same precision, so
+    the calibration fits the logits of the precision that will serve (see models.precision).
+    ``length_grouping``: batches of similar token length (training.length_grouping), padded to
+    their own longest pair; every pair is tokenised and its LEA word similarities computed once.
+    ``checkpoint_dir``: a work folder (not ``out_dir``) for a checkpoint after every epoch; a
+    run with the same settings resumes from it, bit for bit, and removes it when done.
 
     Noise-aware training (METHODS §7, all keyword-only):
 
@@ -233,8 +255,7 @@ def train_matcher(
     pseudo_cfg = PseudoLabelConfig.build(pseudo_label)
     if pseudo_cfg is not None and not unlabelled_pairs:
         logger.warning("pseudo_label is set but there are no unlabelled pairs: training on labels only")
-    if threads is not None:
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(int(threads) if threads is not None else default_threads())
     out = Path(out_dir)
     train_pairs = dataset.split("train")
     train_idx = subsample_indices([int(p.label) for p in train_pairs], max_train_pairs)
@@ -250,6 +271,12 @@ def train_matcher(
     seed_everything(seed)
     model = build_model(arch, backbone, max_length, tiny_config, lea_options)
     collator = model.collator
+    prec = resolve_precision(precision, model.device)
+    model.precision = prec
+    # Tokens and LEA word similarities of the clean pairs, computed once for every epoch.
+    train_enc = collator.encode([(a, b) for a, b, _ in train])
+    valid_enc = collator.encode([(a, b) for a, b, _ in valid])
+    lengths = [len(e) for e in train_enc] if length_grouping else None
     pos_weight = pos_weight_for([y for _, _, y in train])
     pw_tensor = torch.tensor(pos_weight, dtype=torch.float32)
     offset = math.log(pos_weight)  # the logit shift of class-balanced BCE (see training.noise)
@@ -286,7 +313,7 @@ def train_matcher(
     bi_features = _bi_encoder_features(noise_cfg, train, fields, eval_batch_size)
     logger.info(
         "training %s matcher (%s, augment=%s, noise=%s/%s, pseudo-labels=%s) on %d train / %d valid pairs "
-        "(+%d unlabelled), %d epochs, %d steps, pos_weight %.3f, %d torch threads",
+        "(+%d unlabelled), %d epochs, %d steps, pos_weight %.3f, %d torch threads, %s, length grouping %s",
         arch,
         backbone,
         augment,
@@ -300,6 +327,8 @@ def train_matcher(
         total_steps,
         pos_weight,
         torch.get_num_threads(),
+        prec,
+        length_grouping,
     )
 
     history: list[dict[str, Any]] = []
@@ -317,8 +346,46 @@ def train_matcher(
     base_weights = weights.copy()
     detector_pred: np.ndarray | None = None
     epoch = 0
+    run_key = {
+        "arch": arch, "backbone": backbone, "augment": augment, "fields": _jsonable_fields(fields),
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "lea_lr_mult": lea_lr_mult, "seed": seed,
+        "max_length": max_length, "max_train_pairs": max_train_pairs, "tiny_config": tiny_config,
+        "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "p_side": p_side, "noise": noise,
+        "noise_action": noise_action, "noise_options": None if noise_cfg is None else noise_cfg.to_dict(),
+        "pseudo": None if pseudo_cfg is None else pseudo_cfg.to_dict(), "pool": len(pool),
+        "precision": prec, "length_grouping": length_grouping, "data": dataset.fingerprint(),
+        "lea_options": lea_options, "weights": None if sample_weights is None else _weights_summary(weights),
+    }  # fmt: skip
+    resume_epoch = 0
+    ckpt = load_checkpoint(checkpoint_dir, run_key)
+    if ckpt is not None:
+        resume_epoch = int(ckpt["epoch"])
+        if ckpt["stage"] > 1:  # the restarted model's schedule has its own length
+            optimizer, scheduler, _ = optimizer_for(model, stages[ckpt["stage"] - 1])
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        order_rng.bit_generator.state = ckpt["order_rng"]
+        if augmenter is not None:
+            augmenter.setstate(ckpt["augmenter"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        random.setstate(ckpt["python_rng"])
+        np.random.set_state(ckpt["numpy_rng"])
+        history, detections, pseudo_epochs = ckpt["history"], ckpt["detections"], ckpt["pseudo_epochs"]
+        report, last_report, detector_pred = ckpt["report"], ckpt["last_report"], ckpt["detector_pred"]
+        best_f1, best_epoch, best_state, best_logits = (
+            ckpt["best_f1"],
+            ckpt["best_epoch"],
+            ckpt["best_state"],
+            ckpt["best_logits"],
+        )
+        targets_all, weights = ckpt["targets_all"], ckpt["weights"]
+        pos_weight, offset = ckpt["pos_weight"], ckpt["offset"]
+        pw_tensor = torch.tensor(pos_weight, dtype=torch.float32)
+        started -= ckpt["elapsed"]
+        logger.info("resumed from %s after epoch %d", checkpoint_dir, resume_epoch)
     for stage, stage_epochs in enumerate(stages, start=1):
-        if stage > 1:
+        if stage > 1 and epoch + 1 > resume_epoch:
             assert noise_cfg is not None and report is not None and detector_pred is not None
             flagged_pairs = int(report.flagged.sum())
             targets_all, weights = corrected_targets(
@@ -331,6 +398,7 @@ def train_matcher(
             offset = math.log(pos_weight)
             seed_everything(seed)
             model = build_model(arch, backbone, max_length, tiny_config, lea_options)
+            model.precision = prec
             collator = model.collator
             optimizer, scheduler, _ = optimizer_for(model, stage_epochs)
             logger.info(
@@ -342,6 +410,8 @@ def train_matcher(
             )
         for stage_epoch in range(1, stage_epochs + 1):
             epoch += 1
+            if epoch <= resume_epoch:
+                continue
             epoch_start = time.perf_counter()
             # Pseudo-labels from the model as it stands before this epoch (eval mode, §8.2 step 2).
             use_pool: list[tuple[str, str]] = []
@@ -351,20 +421,26 @@ def train_matcher(
                 pseudo_epochs.append({"epoch": epoch, **stats})
             p_noise = None if report is None else torch.as_tensor(report.p_noise, dtype=torch.float32)
             share = pseudo_cfg.min_labelled_share if pseudo_cfg is not None else 1.0
-            plan = plan_batches(len(train), len(use_pool), batch_size, share, order_rng)
+            plan = plan_batches(len(train), len(use_pool), batch_size, share, order_rng, lengths)
             model.train()
             losses: list[float] = []
             bar = tqdm(
                 plan, desc=f"{arch} epoch {epoch}/{total_epochs}", unit="batch", disable=not progress, leave=False
             )
             for step, (lab_idx, unl_idx) in enumerate(bar):
-                chunk = [train[i] for i in lab_idx] + [(*use_pool[j], 0) for j in unl_idx]
+                texts = [train[i][:2] for i in lab_idx] + [use_pool[j] for j in unl_idx]
+                cached = [train_enc[i] for i in lab_idx] + [None] * len(unl_idx)
                 if augmenter is not None:  # left then right side of each pair, in batch order
-                    chunk = [(*augmenter.pair(a, b), y) for a, b, y in chunk]
+                    noised = [augmenter.pair(a, b) for a, b in texts]
+                    cached = [c if new == old else None for c, new, old in zip(cached, noised, texts, strict=True)]
+                    texts = noised
+                items = _encode_missing(collator, texts, cached)
                 targets = [float(targets_all[i]) for i in lab_idx] + [float(soft[j]) for j in unl_idx]
-                batch = collator([(a, b) for a, b, _ in chunk], labels=targets)
+                batch = collator.pad(items, labels=targets)
                 assert batch.labels is not None
-                logits = model.batch_forward(batch)
+                with autocast(prec, model.device):
+                    logits = model.batch_forward(batch)
+                logits = logits.float()  # the loss (and its pos_weight) in fp32
                 loss = _batch_loss(
                     logits,
                     batch.labels.to(logits.device),
@@ -388,7 +464,7 @@ def train_matcher(
                     bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             bar.close()
             train_time = time.perf_counter() - epoch_start
-            logits_valid = _valid_scores(model, valid, eval_batch_size)
+            logits_valid = model.predict_encoded(valid_enc, batch_size=eval_batch_size)
             choice = threshold_for_best_f1(logits_valid, valid_labels)
             row = {
                 "epoch": epoch,
@@ -429,13 +505,31 @@ def train_matcher(
                 assert noise_cfg is not None
                 detect_start = time.perf_counter()
                 report, train_logits = _detect(
-                    model, train, train_labels, noise_cfg, bi_features, epoch, eval_batch_size, progress
+                    model, train_enc, train_labels, noise_cfg, bi_features, epoch, eval_batch_size, progress
                 )
                 last_report = report
                 # The detecting model's own hard decision, for relabelling after a restart.
                 detector_pred = (train_logits - offset > 0).astype(np.float64)
                 detections.append({**report.summary(), "seconds": time.perf_counter() - detect_start})
                 row["detect_seconds"] = detections[-1]["seconds"]
+            if checkpoint_dir is not None and epoch < total_epochs:
+                save_checkpoint(
+                    checkpoint_dir,
+                    run_key,
+                    {
+                        "epoch": epoch, "stage": stage, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "order_rng": order_rng.bit_generator.state,
+                        "augmenter": None if augmenter is None else augmenter.getstate(),
+                        "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                        "numpy_rng": np.random.get_state(), "history": history, "detections": detections,
+                        "pseudo_epochs": pseudo_epochs, "report": report, "last_report": last_report,
+                        "detector_pred": detector_pred, "best_f1": best_f1, "best_epoch": best_epoch,
+                        "best_state": best_state, "best_logits": best_logits, "targets_all": targets_all,
+                        "weights": weights, "pos_weight": pos_weight, "offset": offset,
+                        "elapsed": time.perf_counter() - started,
+                    },
+                )  # fmt: skip
     train_seconds = time.perf_counter() - started
     collate_seconds += collator.timings.total
     assert best_state is not None and best_logits is not None
@@ -494,7 +588,8 @@ def train_matcher(
         "dataset_format": dataset.format,
         "lea_options": None if model.lex is None else _options_dict(model),
         "torch_threads": torch.get_num_threads(),
-        "precision": "fp32",
+        "precision": prec,
+        "length_grouping": length_grouping,
         "sample_weights": None if sample_weights is None else _weights_summary(weights),
         "noise": None if noise_cfg is None else noise_cfg.to_dict(),
         "pseudo_labels": None if pseudo_cfg is None else {**pseudo_cfg.to_dict(), "unlabelled_pairs": len(pool)},
@@ -549,6 +644,7 @@ def train_matcher(
         "noise": noise_summary,
         "pseudo_labels": pseudo_summary,
     }
+    remove_checkpoint(checkpoint_dir)  # only once the model folder is complete
     if keep_noise_report:
         summary["noise_report"] = None if last_report is None else {**last_report.to_dict(), "train_indices": train_idx}
     return summary
@@ -659,7 +755,7 @@ def _bi_encoder_features(
 
 def _detect(
     model: LeaCrossEncoder,
-    train: list[TextPair],
+    train: list[EncodedPair],
     labels: np.ndarray,
     cfg: NoiseConfig,
     bi_features: np.ndarray | None,
@@ -670,7 +766,7 @@ def _detect(
     """One eval pass over the training pairs (losses, [CLS] states), then detection; also the logits."""
     want_cls = cfg.uses_knn and cfg.knn_features == "matcher"
     logits, cls = score_training_pairs(
-        model, [(a, b) for a, b, _ in train], batch_size=batch_size, features=want_cls, progress=progress
+        model, [], encoded=train, batch_size=batch_size, features=want_cls, progress=progress
     )
     features = cls if want_cls else bi_features
     report = detect_noisy_pairs(labels, losses=bce_losses(logits, labels), features=features, config=cfg, epoch=epoch)

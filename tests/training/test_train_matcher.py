@@ -95,19 +95,19 @@ class Trained:
 def _train_with_spies(folder: Path, arch: str, augment: str | None) -> Trained:
     seen: dict[str, Any] = {"train": [], "eval": []}
     original_fit = Calibrator.fit.__func__  # type: ignore[attr-defined]
-    original_call = LeaCollator.__call__
+    original_pad = LeaCollator.pad
 
     def spy_fit(cls, logits, labels, method="temperature", bias=True):
         seen["logits"] = np.array(logits, copy=True)
         return original_fit(cls, logits, labels, method, bias)
 
-    def spy_call(self, pairs, labels=None):
-        seen["train" if labels is not None else "eval"].extend((p[0], p[1]) for p in pairs)
-        return original_call(self, pairs, labels)
+    def spy_pad(self, items, labels=None):
+        seen["train" if labels is not None else "eval"].extend(it.texts for it in items)
+        return original_pad(self, items, labels)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Calibrator, "fit", classmethod(spy_fit))
-        mp.setattr(LeaCollator, "__call__", spy_call)
+        mp.setattr(LeaCollator, "pad", spy_pad)
         summary = _train(folder, arch, augment=augment)
     return Trained(folder, summary, seen["logits"], seen["train"], seen["eval"])
 

@@ -30,12 +30,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from models.precision import autocast
 from training.noise.bmm import bmm_noise_probability
 from training.noise.knn import knn_noise_probability, pair_features
 
 if TYPE_CHECKING:
     from models.bi_encoder import BiEncoder
     from models.lea import LeaCrossEncoder
+    from models.lexical import EncodedPair
 
 logger = logging.getLogger(__name__)
 
@@ -294,13 +296,17 @@ def score_training_pairs(
     batch_size: int = 64,
     features: bool = False,
     progress: bool = False,
+    encoded: Sequence[EncodedPair] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Eval-mode ``(logits (n,), unit [CLS] states (n, h) or None)`` for serialised pairs.
+
+    Runs in the model's :attr:`~models.lea.LeaCrossEncoder.precision`; ``encoded`` (the pairs
+    already passed through ``model.collator.encode``) skips the tokenisation.
 
     The [CLS] state is the encoder's last hidden state at position 0, caught with a forward hook
     on the HF base model, so it comes from the same pass as the logit at no extra cost.
     """
-    n = len(pairs)
+    n = len(encoded) if encoded is not None else len(pairs)
     logits = np.empty(n, dtype=np.float32)
     feats: np.ndarray | None = None
     caught: list[torch.Tensor] = []
@@ -312,18 +318,22 @@ def score_training_pairs(
             caught.append(output[0][:, 0].detach())
 
         hook = model.model.base_model.register_forward_hook(catch)
+    items = list(encoded) if encoded is not None else model.collator.encode(list(pairs))
+    if len(items) != n:
+        raise ValueError(f"{len(items)} encoded pairs for {n} pairs")
     was_training = model.training
     model.eval()
-    order = np.argsort([len(a) + len(b) for a, b in pairs], kind="stable")
+    order = np.argsort([len(it) for it in items], kind="stable")
     try:
         starts = range(0, n, batch_size)
-        for start in tqdm(starts, desc="noise scan", unit="batch", disable=not progress, leave=False):
-            chunk = order[start : start + batch_size]
-            batch = model.collator([pairs[i] for i in chunk])
-            caught.clear()
-            logits[chunk] = model.batch_forward(batch).float().cpu().numpy()
-            if feats is not None:
-                feats[chunk] = caught[-1].float().cpu().numpy()
+        with torch.inference_mode(), autocast(model.precision, model.device):
+            for start in tqdm(starts, desc="noise scan", unit="batch", disable=not progress, leave=False):
+                chunk = order[start : start + batch_size]
+                batch = model.collator.pad([items[i] for i in chunk])
+                caught.clear()
+                logits[chunk] = model.batch_forward(batch).float().cpu().numpy()
+                if feats is not None:
+                    feats[chunk] = caught[-1].float().cpu().numpy()
     finally:
         if hook is not None:
             hook.remove()
