@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
@@ -36,7 +36,17 @@ from app.core.config import Settings
 from app.db.models import Job, Product
 from app.jobs import store
 from app.jobs.context import JobContext, JobFailed
-from app.jobs.ingest_files import CSV, MAX_LINE_BYTES, RawRow, UnreadableFile, _coerce_csv_cell, check_upload
+from app.jobs.ingest_files import (
+    CSV,
+    RawRow,
+    RowStart,
+    UnreadableFile,
+    _coerce_csv_cell,
+    check_csv_rows,
+    check_encoding,
+    csv_header,
+    iter_rows,
+)
 from app.pipeline.match import MatchPipeline, MatchQuery, MatchResult
 from app.pipeline.scoring import MATCH
 from app.registry.scorers import serving_scorer as build_scorer
@@ -61,10 +71,8 @@ class ChunkConflict(RuntimeError):
 # -- reading the feed ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChunkStart:
-    offset: int  # byte offset where the chunk's first row starts
-    number: int  # the row counter just before that row (row numbers continue from here)
+# Where a chunk starts: its first row's byte offset, and the rows and lines before it.
+ChunkStart = RowStart
 
 
 @dataclass
@@ -77,108 +85,13 @@ class FeedScan:
         return min(self.chunk_rows, self.total - chunk * self.chunk_rows)
 
 
-class _Lines:
-    """Decoded lines of a binary file that remember the byte position after the last one read.
-
-    csv.reader pulls exactly the lines of one record per next(), so `pos` before a next() is
-    where that record starts: a position to seek to later.
-    """
-
-    def __init__(self, fh: IO[bytes], pos: int) -> None:
-        self.fh = fh
-        self.pos = pos
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self.fh.readline()
-        if not line:
-            raise StopIteration
-        text = line.decode("utf-8")
-        if self.pos == 0:
-            text = text.removeprefix("\ufeff")
-        self.pos += len(line)
-        return text
-
-
-def _csv_header(fh: IO[bytes]) -> tuple[list[str], int]:
-    fh.seek(0)
-    lines = _Lines(fh, 0)
-    try:
-        header = next(csv.reader(lines, strict=True))
-    except (StopIteration, csv.Error) as exc:
-        raise UnreadableFile("the CSV file has no readable header row") from exc
-    return [h.strip() for h in header], lines.pos
-
-
-def _iter_csv(fh: IO[bytes], start: ChunkStart | None) -> Iterator[tuple[ChunkStart, RawRow]]:
-    header, data_start = _csv_header(fh)
-    start = start or ChunkStart(data_start, 0)
-    fh.seek(start.offset)
-    lines = _Lines(fh, start.offset)
-    reader = csv.reader(lines, strict=True)
-    number = start.number
-    while True:
-        here = ChunkStart(lines.pos, number)
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            number += 1
-            yield here, RawRow(number, None, f"CSV syntax error: {exc}")
-            continue
-        if not values or all(not v.strip() for v in values):
-            continue  # blank lines are not rows (as in ingestion)
-        number += 1
-        if len(values) != len(header):
-            yield here, RawRow(number, None, f"expected {len(header)} columns, found {len(values)}")
-            continue
-        yield here, RawRow(number, dict(zip(header, values)))
-
-
-def _iter_jsonl(fh: IO[bytes], start: ChunkStart | None) -> Iterator[tuple[ChunkStart, RawRow]]:
-    start = start or ChunkStart(0, 0)
-    fh.seek(start.offset)
-    number = start.number
-    while True:
-        here = ChunkStart(fh.tell(), number)
-        line = fh.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        number += 1  # JSON Lines rows are line numbers, blank lines included (as in ingestion)
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
-                pass  # skip the rest of an over-long line without holding it
-            yield here, RawRow(number, None, f"line is longer than {MAX_LINE_BYTES} bytes")
-            continue
-        try:
-            text = line.decode("utf-8-sig" if here.offset == 0 else "utf-8").strip()
-        except UnicodeDecodeError:
-            yield here, RawRow(number, None, "line is not valid UTF-8")
-            continue
-        if not text:
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield here, RawRow(number, None, f"line is not valid JSON: {exc.msg} at column {exc.colno}")
-            continue
-        if not isinstance(data, dict):
-            yield here, RawRow(number, None, f"line must be a JSON object, got {type(data).__name__}")
-            continue
-        yield here, RawRow(number, data)
-
-
 def iter_feed(path: Path, fmt: str, start: ChunkStart | None = None) -> Iterator[tuple[ChunkStart, RawRow]]:
-    """(where the row starts, the row) for each row from `start` (default: the first row)."""
-    with path.open("rb") as fh:
-        rows = _iter_csv(fh, start) if fmt == CSV else _iter_jsonl(fh, start)
-        try:
-            yield from rows
-        except UnicodeDecodeError as exc:
-            raise UnreadableFile(f"the file is not valid UTF-8: {exc}") from exc
+    """(where the row starts, the row) for each row from `start` (default: the first row).
+
+    The readers are ingestion's (`app/jobs/ingest_files.py`): a quoting fault that spans lines
+    raises UnreadableFile instead of swallowing the rows after it.
+    """
+    return iter_rows(path, fmt, start)
 
 
 def scan_feed(path: Path, fmt: str, chunk_rows: int) -> FeedScan:
@@ -193,20 +106,18 @@ def scan_feed(path: Path, fmt: str, chunk_rows: int) -> FeedScan:
 
 
 def check_feed(path: Path, fmt: str) -> None:
-    """Refuse files that cannot be a feed at all: empty, binary, not UTF-8, no id/title columns."""
+    """Refuse files that cannot be a feed at all: empty, archived, binary, not UTF-8, no id/title
+    columns, or a CSV whose quoting swallows rows."""
     # The encoding checks of ingestion apply as they are; its CSV header rule (external_id)
-    # does not, so the JSON Lines variant runs them and the feed's own header rule follows.
-    check_upload(path, "jsonl")
+    # does not: the feed's own header rule follows, then every row is read once.
+    check_encoding(path)
     if fmt == CSV:
-        with path.open("rb") as fh:
-            header, _ = _csv_header(fh)
+        header = csv_header(path)
         if "title" not in header or not any(c in header for c in ID_COLUMNS):
             raise UnreadableFile(
                 f"the CSV header needs an id column (one of {list(ID_COLUMNS)}) and 'title'; found {header[:20]}"
             )
-        dupes = sorted({c for c in header if header.count(c) > 1})
-        if dupes:
-            raise UnreadableFile(f"the CSV header repeats column(s) {dupes}")
+        check_csv_rows(path)
 
 
 @dataclass

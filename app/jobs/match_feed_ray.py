@@ -70,8 +70,9 @@ def _objects(values: list[Any]) -> np.ndarray:
 def read_chunk(batch: Batch, path: str, fmt: str) -> Batch:
     """Rows of the chunks named in `batch`, parsed and validated (bad rows carry their errors)."""
     chunks, rows, ids, offers, errors = [], [], [], [], []
-    for chunk, offset, number, count in zip(batch["chunk"], batch["offset"], batch["number"], batch["rows"]):
-        raw_rows = iter_feed(Path(path), fmt, ChunkStart(int(offset), int(number)))
+    starts = zip(batch["chunk"], batch["offset"], batch["number"], batch["line"], batch["rows"])
+    for chunk, offset, number, line, count in starts:
+        raw_rows = iter_feed(Path(path), fmt, ChunkStart(int(offset), int(number), int(line)))
         for _, raw in islice(raw_rows, int(count)):
             result = to_offer(raw, fmt)
             chunks.append(int(chunk))
@@ -247,7 +248,7 @@ def run_ray(ctx: JobContext, feed: FeedJob, scan: FeedScan, committer: ChunkComm
     settings = ctx.settings
     first = committer.first_chunk
     todo = [
-        {"chunk": i, "offset": start.offset, "number": start.number, "rows": scan.rows_in(i)}
+        {"chunk": i, "offset": start.offset, "number": start.number, "line": start.line, "rows": scan.rows_in(i)}
         for i, start in enumerate(scan.chunks)
         if i >= first
     ]
