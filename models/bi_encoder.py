@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
 from models.pooling import mean_pool
+from models.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class BiEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.name = name
+        # Inference precision of encode() (models.precision); training autocasts itself.
+        self.precision = "fp32"
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> BiEncoder:
@@ -102,7 +105,8 @@ class BiEncoder(nn.Module):
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
-            out[idx] = self.forward(**batch).float().cpu().numpy()
+            with autocast(self.precision, device):
+                out[idx] = self.forward(**batch).float().cpu().numpy()
         if was_training:
             self.train()
         return out

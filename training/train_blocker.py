@@ -33,6 +33,7 @@ from transformers import get_linear_schedule_with_warmup
 from models.artefacts import Manifest, write_manifest
 from models.bi_encoder import BiEncoder
 from models.losses import MultipleNegativesRankingLoss, SupConLoss, likely_duplicate_mask
+from models.precision import autocast, default_threads, resolve_precision
 from training.blocking_tasks import BlockingTask, build_blocking_task, default_fields, record_text
 from training.data.records import PairDataset
 from training.data.typos import TypoAugmenter
@@ -84,7 +85,11 @@ class BlockerConfig:
     max_valid_queries: int | None = 1000
     eval_before_training: bool = True
     encode_batch_size: int = 64
+    # None: every core this process may use (models.precision.default_threads)
     num_threads: int | None = None
+    # auto: bf16 autocast where the CPU/GPU has native bf16 matmuls (models.precision); the
+    # weights, optimiser and losses stay fp32, validation encodes in the same precision.
+    precision: str = "auto"
     # Weight-space ensembling with the starting model (WiSE-FT): theta = a * trained + (1 - a) *
     # start for each a here, the best on validation is kept. Fine-tuning on a few hundred
     # products sharpens the head of the ranking but forgets part of the pretrained tail
@@ -208,14 +213,15 @@ def train_blocker(
         hard_negatives=hard_negatives,
         **options,
     )
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    torch.set_num_threads(cfg.num_threads or default_threads())
     set_seeds(cfg.seed)
     chosen_fields = cfg.fields or default_fields(dataset)
     cfg.fields = chosen_fields
 
     model = BiEncoder.from_pretrained(backbone, max_length=max_length) if isinstance(backbone, str) else backbone
     model.max_length = max_length
+    cfg.precision = resolve_precision(cfg.precision, model.device)
+    model.precision = cfg.precision
 
     valid_task: BlockingTask | None = None
     if "valid" in dataset.splits:
@@ -283,7 +289,7 @@ def train_blocker(
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total_steps = max(1, steps_per_epoch * cfg.epochs)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=_fused(model))
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     metrics["steps_per_epoch"] = steps_per_epoch
 
@@ -346,6 +352,8 @@ def train_blocker(
 
     if best_state is not None:
         model.load_state_dict(best_state)
+    # From here on (interpolation choice, saved model) the encoder runs as the service runs it.
+    model.precision = "fp32"
     model.eval()
     metrics["best_epoch"] = best_epoch
     if valid_task is not None:
@@ -420,6 +428,19 @@ def _interpolate_with_start(
     return {"alpha": alpha, "valid": chosen["valid"], "grid": results}
 
 
+def embed(model: BiEncoder, texts: Sequence[str]) -> torch.Tensor:
+    """Training embeddings in the model's precision, returned in fp32 for the loss."""
+    batch = {k: v.to(model.device) for k, v in model.tokenize(texts).items()}
+    with autocast(model.precision, model.device):
+        z = model(**batch)
+    return z.float()
+
+
+def _fused(model: torch.nn.Module) -> bool:
+    """The fused AdamW kernel (one pass over the parameters) where torch has it: CPU and CUDA."""
+    return next(model.parameters()).device.type in ("cpu", "cuda")
+
+
 def _block_scl_step(
     model: BiEncoder,
     loss_fn: SupConLoss,
@@ -434,7 +455,7 @@ def _block_scl_step(
     texts = [data.texts[i] for i in batch]
     if augment is not None:
         texts = [augment(t) for t in texts]
-    z = model(**model.tokenize(texts))
+    z = embed(model, texts)
     # Pieces of one split component are neither sure positives nor sure negatives.
     comps = torch.tensor([data.components[i] for i in batch])
     ignore = (comps[:, None] == comps[None, :]) & (labels[:, None] != labels[None, :])
@@ -455,8 +476,8 @@ def _mnrl_step(
     pairs = [rows[i] for i in batch]
     if augment is not None:
         pairs = [augment.pair(a, b) for a, b in pairs]
-    left = model(**model.tokenize([a for a, _ in pairs]))
-    right = model(**model.tokenize([b for _, b in pairs]))
+    left = embed(model, [a for a, _ in pairs])
+    right = embed(model, [b for _, b in pairs])
     labels = torch.tensor([sampler.product_ids[i] for i in batch])
     return loss_fn(left, right, labels=labels)
 

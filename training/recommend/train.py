@@ -32,6 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from models.artefacts import Manifest, fingerprint
 from models.bi_encoder import BiEncoder
+from models.precision import autocast, default_threads, resolve_precision
 from models.prime import LabelPrototypeNetwork, PairHead, balanced_kmeans
 from training.recommend import losses
 from training.recommend.batching import CLUSTER_SIZES, MILESTONES, cluster_batches, cluster_size
@@ -93,7 +94,10 @@ class RecommendConfig:
     encode_batch_size: int = 128
     calibrate: bool = True  # choose automation thresholds on the valid split after training
     cache_frozen: bool = True  # with trainable_layers: run the frozen bottom once per text
-    num_threads: int | None = None
+    num_threads: int | None = None  # None: every core this process may use
+    # auto: bf16 autocast where the hardware has native bf16 matmuls (models.precision);
+    # weights, optimiser and losses stay fp32, validation encodes in the same precision.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in TRAIN_METHODS:
@@ -171,13 +175,18 @@ class _Step:
         self.cache: FrozenBottomCache | None = None
 
     def embed(self, texts: list[str]) -> torch.Tensor:
-        if self.cache is not None:
-            return self.cache.forward(self.encoder, texts)
-        return self.encoder(**self.encoder.tokenize(texts))
+        """Training embeddings in the encoder's precision, returned in fp32 for the losses."""
+        with autocast(self.encoder.precision, self.encoder.device):
+            if self.cache is not None:
+                z = self.cache.forward(self.encoder, texts)
+            else:
+                z = self.encoder(**self.encoder.tokenize(texts))
+        return z.float()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if self.cache is not None:
-            return self.cache.encode(self.encoder, texts, self.cfg.encode_batch_size)
+            with autocast(self.encoder.precision, self.encoder.device):
+                return self.cache.encode(self.encoder, texts, self.cfg.encode_batch_size)
         return self.encoder.encode(texts, batch_size=self.cfg.encode_batch_size)
 
     def __call__(self, rows: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -248,12 +257,13 @@ def train_recommender(
     """
     name = backbone if isinstance(backbone, str) else getattr(backbone, "name", "custom")
     cfg = RecommendConfig(backbone=str(name), **options)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    torch.set_num_threads(cfg.num_threads or default_threads())
     set_seeds(cfg.seed)
     started = time.perf_counter()
     encoder = BiEncoder.from_pretrained(backbone, max_length=cfg.max_length) if isinstance(backbone, str) else backbone
     encoder.max_length = cfg.max_length
+    cfg.precision = resolve_precision(cfg.precision, encoder.device)
+    encoder.precision = cfg.precision
     trained_layers = freeze_lower_layers(encoder, cfg.trainable_layers)
 
     # Training labels = the labels with training queries, re-indexed 0..n-1.
@@ -293,7 +303,8 @@ def train_recommender(
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total_steps = max(1, steps_per_epoch * cfg.epochs)
-    optimizer = torch.optim.AdamW(_param_groups(encoder, heads, cfg))
+    fused = encoder.device.type in ("cpu", "cuda")  # one pass over the parameters per step
+    optimizer = torch.optim.AdamW(_param_groups(encoder, heads, cfg), fused=fused)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, total_steps // 2), total_steps)
 
     history: list[dict[str, Any]] = []
@@ -335,6 +346,8 @@ def train_recommender(
             on_epoch(record)
 
     encoder.eval()
+    # Prototypes and automation thresholds are computed as the service will encode: fp32.
+    encoder.precision = "fp32"
     for h in heads:
         h.eval()
     seen_vectors: np.ndarray | None = None
