@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from app.api import admin, feedback, health, ingest, jobs, match, match_jobs, products
 from app.api import recommend as recommend_api
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.metrics_collector import ServiceCollector
-from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.api.middleware import AdminAuthMiddleware, BodyLimitMiddleware, JsonBodyMiddleware, MetricsMiddleware
+from app.api.params import install_closed_forms, no_nul_in_params
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.db import products as product_repo
@@ -84,6 +86,11 @@ def create_app(
         version="0.1.0",
         description="Which catalogue product is this offer? FAISS blocking, scoring, calibrated decisions.",
         lifespan=lifespan,
+        # /docs and /redoc are installed below with local assets (FastAPI's load from a CDN).
+        docs_url=None,
+        redoc_url=None,
+        # NUL in a path or query parameter: 422 naming it (PostgreSQL text cannot hold NUL).
+        dependencies=[Depends(no_nul_in_params)],
     )
     app.state.metrics_registry = registry
     app.state.unhandled_errors = 0
@@ -101,14 +108,21 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.include_router(ui_routes.router, include_in_schema=False)  # the web UI under /ui
+    install_docs(app)
+    install_closed_forms(app)
     install_error_handlers(app)
+    # Innermost first: JSON checks see a body the limit already bounds; the admin token is
+    # checked before any body is read; the metrics count every answer, 401s and 413s too.
+    app.add_middleware(JsonBodyMiddleware, max_depth=settings.max_json_depth)
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes,
         upload_paths=("/v1/ingest", "/v1/match/jobs"),
+        path_limits={"/v1/feedback/import": settings.feedback_import_max_bytes},
     )
-    app.add_middleware(MetricsMiddleware, registry=registry)  # outermost: counts 413s too
+    app.add_middleware(AdminAuthMiddleware, token=settings.admin_token)
+    app.add_middleware(MetricsMiddleware, registry=registry)  # outermost
     return app
 
 

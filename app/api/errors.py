@@ -21,7 +21,12 @@ def _safe_errors(exc: RequestValidationError) -> list[dict[str, object]]:
     out = []
     for err in exc.errors():
         loc = [str(p) if not isinstance(p, (int, str)) else p for p in err.get("loc", ())]
-        out.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
+        msg = str(err.get("msg", ""))
+        ctx = err.get("ctx") or {}
+        if err.get("type") == "json_invalid" and ctx.get("error"):
+            # FastAPI's "JSON decode error" alone does not say what is wrong; loc has the offset.
+            msg = f"{msg}: {ctx['error']}"
+        out.append({"loc": loc, "msg": msg, "type": str(err.get("type", ""))})
     return out
 
 

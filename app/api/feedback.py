@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from app.api.deps import ServicesDep
+from app.api.params import form_fields
 from app.api.responses import COMMON, errors
 from app.db import feedback as repo
+from app.db import products as product_repo
 from app.db.models import LabeledPair
+from app.schemas.common import RequestModel
 from app.schemas.feedback import (
     FeedbackImportResult,
     FeedbackIn,
@@ -22,12 +25,76 @@ from app.schemas.feedback import (
     ReviewItemOut,
     ReviewPage,
 )
-from app.schemas.product import OfferIn
+from app.schemas.product import MAX_ID_CHARS, MAX_SHORT_CHARS, OfferIn
 
 router = APIRouter(prefix="/v1", tags=["feedback"], responses=COMMON)
 
 LABELS = {"match": 1, "no_match": 0, "1": 1, "0": 0}
 MAX_IMPORT_ROWS = 100_000
+# CSV column -> offer field; errors name the column.
+OFFER_COLUMNS = {"offer_title": "title", "offer_brand": "brand", "offer_category": "category", "offer_price": "price"}
+LABEL_COLUMNS = ("offer_external_id", "product_external_id", "label", "reviewer", "note")
+MAX_NOTE_CHARS = 2000
+COLUMN_OF_FIELD = {field: column for column, field in OFFER_COLUMNS.items()}
+
+
+class _CsvOffer(OfferIn):
+    """An offer read from CSV cells: text, so `"12.5"` is the price 12.5 (JSON bodies stay strict)."""
+
+    model_config = ConfigDict(strict=False)
+
+
+class _CsvLabel(RequestModel):
+    """One row of a label import, with the limits of `POST /v1/feedback` (and no NUL anywhere)."""
+
+    model_config = ConfigDict(strict=False)
+
+    offer: _CsvOffer
+    offer_external_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    product_external_id: str = Field(..., min_length=1, max_length=MAX_ID_CHARS)
+    label: Literal["match", "no_match", "1", "0"]
+    reviewer: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+    note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)
+
+
+def _column(loc: tuple[Any, ...]) -> str:
+    """The CSV column a validation error of `_CsvLabel` is about."""
+    if len(loc) >= 2 and loc[0] == "offer":
+        return COLUMN_OF_FIELD.get(str(loc[1]), f"offer_{loc[1]}")
+    return str(loc[0]) if loc else "offer_title"
+
+
+def _parse_rows(reader: csv.DictReader) -> tuple[list[tuple[int, _CsvLabel]], list[dict[str, Any]]]:
+    """Validate each data row (1-based); bad rows become problems naming their column."""
+    parsed: list[tuple[int, _CsvLabel]] = []
+    problems: list[dict[str, Any]] = []
+    number = 0
+    rows = enumerate(reader, start=1)
+    while True:
+        try:
+            number, row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise HTTPException(422, f"CSV syntax error after data row {number}: {exc}") from exc
+        if number > MAX_IMPORT_ROWS:
+            raise HTTPException(413, f"at most {MAX_IMPORT_ROWS} rows per import")
+        cells = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+        values: dict[str, Any] = {k: v for k, v in cells.items() if k in LABEL_COLUMNS and v}
+        values["offer"] = {field: cells[column] for column, field in OFFER_COLUMNS.items() if cells.get(column)}
+        if "label" in values:
+            values["label"] = values["label"].lower()
+        try:
+            parsed.append((number, _CsvLabel.model_validate(values)))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            problems.append({"row": number, "field": _column(tuple(first["loc"])), "message": first["msg"]})
+    return parsed, problems
+
+
+def _known_products(services, external_ids: set[str]) -> set[str]:  # type: ignore[no-untyped-def]
+    with services.factory() as session:
+        return product_repo.existing_external_ids(session, external_ids)
 
 
 def _out(row: LabeledPair) -> FeedbackOut:
@@ -54,7 +121,14 @@ async def review_queue(services: ServicesDep, limit: Annotated[int, Query(ge=1, 
 
 @router.post("/feedback", status_code=status.HTTP_201_CREATED, response_model=FeedbackOut, responses=errors(404))
 async def feedback(body: FeedbackIn, services: ServicesDep):
+    """Record a label. 404 when `review_id` or `product_external_id` is unknown: labels are only
+    kept for catalogue products (a label on an unknown product could never be used)."""
     offer: dict[str, Any]
+    known = await run_in_threadpool(_known_products, services, {body.product_external_id})
+    if body.product_external_id not in known:
+        raise HTTPException(
+            404, f"product_external_id: product {body.product_external_id!r} not found; labels need a catalogue product"
+        )
     if body.review_id is not None:
         item = await run_in_threadpool(repo.get_review, services.factory, body.review_id)
         if item is None:
@@ -94,13 +168,25 @@ async def list_feedback(
     return FeedbackPage(items=[_out(r) for r in rows], effective_label=effective)
 
 
-@router.post("/feedback/import", response_model=FeedbackImportResult, responses=errors(415))
+@router.post(
+    "/feedback/import",
+    response_model=FeedbackImportResult,
+    responses=errors(415),
+    dependencies=[Depends(form_fields())],
+)
 async def import_feedback(
     services: ServicesDep,
     file: Annotated[UploadFile, File(description="CSV: offer_title, product_external_id, label, ...")],
 ):
-    """CSV columns: offer_title (required), product_external_id, label (match/no_match/1/0),
-    and optionally offer_external_id, offer_brand, offer_category, offer_price, reviewer, note."""
+    """Import labels from a UTF-8 CSV with a header.
+
+    Columns: `offer_title`, `product_external_id` and `label` (`match`/`no_match`/`1`/`0`) are
+    required; `offer_external_id`, `offer_brand`, `offer_category`, `offer_price`, `reviewer`
+    and `note` are optional; other columns are ignored. At most 100,000 rows and
+    `FEEDBACK_IMPORT_MAX_BYTES` (20 MB) per file. A bad row (blank title, bad price, unknown
+    label, unknown product) is reported with its 1-based data row and column and skipped; the
+    good rows are stored.
+    """
     raw = await file.read()
     if b"\x00" in raw[:8192]:
         raise HTTPException(415, "the file looks binary; send a UTF-8 CSV")
@@ -112,36 +198,31 @@ async def import_feedback(
     required = {"offer_title", "product_external_id", "label"}
     if not reader.fieldnames or not required <= {f.strip() for f in reader.fieldnames}:
         raise HTTPException(422, f"the CSV header needs the columns {sorted(required)}")
-    labels, problems = [], []
-    for number, row in enumerate(reader, start=1):
-        if number > MAX_IMPORT_ROWS:
-            raise HTTPException(413, f"at most {MAX_IMPORT_ROWS} rows per import")
-        row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-        label = LABELS.get(row.get("label", "").lower())
-        try:
-            offer = OfferIn(
-                title=row.get("offer_title", ""),
-                brand=row.get("offer_brand") or None,
-                category=row.get("offer_category") or None,
-                price=row.get("offer_price") or None,
+    parsed, problems = await run_in_threadpool(_parse_rows, reader)
+    known = await run_in_threadpool(_known_products, services, {r.product_external_id for _, r in parsed})
+    labels = []
+    for number, r in parsed:
+        if r.product_external_id not in known:
+            problems.append(
+                {
+                    "row": number,
+                    "field": "product_external_id",
+                    "message": f"product {r.product_external_id!r} not found in the catalogue",
+                }
             )
-        except ValidationError as exc:
-            problems.append({"row": number, "message": exc.errors()[0]["msg"], "field": "offer_title"})
-            continue
-        if label is None or not row.get("product_external_id"):
-            problems.append({"row": number, "message": "label must be match/no_match/1/0 and the product id given"})
             continue
         labels.append(
             {
-                "offer": offer.model_dump(),
-                "offer_external_id": row.get("offer_external_id") or None,
-                "product_external_id": row["product_external_id"],
-                "label": label,
+                "offer": r.offer.model_dump(),
+                "offer_external_id": r.offer_external_id,
+                "product_external_id": r.product_external_id,
+                "label": LABELS[r.label],
                 "source": "import",
-                "reviewer": row.get("reviewer") or None,
-                "note": row.get("note") or None,
+                "reviewer": r.reviewer,
+                "note": r.note,
             }
         )
+    problems.sort(key=lambda p: p["row"])
     if labels:
         await run_in_threadpool(repo.add_labels, services.factory, labels)
     return FeedbackImportResult(imported=len(labels), failed=len(problems), errors=problems[:100])

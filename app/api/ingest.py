@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, UploadFile, status
 
 from app.api.deps import ServicesDep
+from app.api.params import FORM_TEXT_PATTERN, form_fields
 from app.api.responses import COMMON, errors
 from app.api.uploads import submit_file_job
 from app.jobs.ingest_files import check_upload
@@ -20,13 +21,21 @@ router = APIRouter(prefix="/v1", tags=["ingest"], responses=COMMON)
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     responses=errors(403, 404, 415),
+    dependencies=[Depends(form_fields("format", "path"))],
 )
 async def ingest(
     services: ServicesDep,
     file: Annotated[UploadFile | None, File(description="CSV with a header, or JSON Lines")] = None,
-    format: Annotated[str | None, Form(max_length=16, description="csv or jsonl; else taken from the name")] = None,
-    path: Annotated[str | None, Form(max_length=1024, description="a file below INGEST_ALLOWED_DIR")] = None,
+    format: Annotated[
+        str | None, Form(max_length=16, pattern=FORM_TEXT_PATTERN, description="csv or jsonl; else taken from the name")
+    ] = None,
+    path: Annotated[
+        str | None, Form(max_length=1024, pattern=FORM_TEXT_PATTERN, description="a file below INGEST_ALLOWED_DIR")
+    ] = None,
 ):
+    """Ingest a catalogue file (upload, or `path` below INGEST_ALLOWED_DIR); 202 with the job id.
+
+    Unknown or blank form fields are refused (422)."""
     job = await submit_file_job(
         services,
         "ingest",

@@ -1,18 +1,24 @@
-"""Pure ASGI middleware: request-body limit (413) and Prometheus request metrics.
+"""Pure ASGI middleware: request-body limit (413), admin authentication before the body is
+read (401/403), JSON bodies checked for encoding and nesting (422), Prometheus request metrics.
 
-Both are plain ASGI callables rather than BaseHTTPMiddleware: a body limit must act while
+All are plain ASGI callables rather than BaseHTTPMiddleware: a body limit must act while
 `receive()` delivers bytes (Starlette spools multipart bodies before any dependency runs), and
-BaseHTTPMiddleware can turn errors into exception groups and 500s.
+BaseHTTPMiddleware can turn errors into exception groups and 500s. FastAPI parses a body before
+it solves any dependency, so checks that must come first (auth) or that FastAPI would answer
+with an anonymous "There was an error parsing the body" (bad UTF-8, deep nesting) live here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from app.core.security import token_matches
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,13 +40,23 @@ async def _send_413(send: Send, limit: int) -> None:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, default_limit: int, upload_limit: int, upload_paths: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        default_limit: int,
+        upload_limit: int,
+        upload_paths: tuple[str, ...],
+        path_limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.upload_limit = upload_limit
         self.upload_paths = upload_paths
+        self.path_limits = dict(path_limits or {})  # exact paths with a limit of their own
 
     def _limit_for(self, path: str) -> int:
+        if path in self.path_limits:
+            return self.path_limits[path]
         return self.upload_limit if path.startswith(self.upload_paths) else self.default_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,6 +109,138 @@ class BodyLimitMiddleware:
             raise
         if exceeded and not responded:
             await _send_413(send, limit)
+
+
+async def _send_json(send: Send, status: int, payload: object, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers") or []:
+        if key.lower() == name:
+            return value
+    return None
+
+
+class AdminAuthMiddleware:
+    """The admin bearer token is checked before anything else about an admin request.
+
+    Without it, a malformed body to `/v1/admin/retrain` got a 422 describing the body to an
+    anonymous caller: FastAPI reads and validates the body before it runs any dependency. The
+    routes keep their own `require_admin` dependency too (and the OpenAPI security scheme).
+    """
+
+    def __init__(self, app: ASGIApp, token: str, prefix: str = "/v1/admin") -> None:
+        self.app = app
+        self.token = token
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == self.prefix or path.startswith(self.prefix + "/")):
+            await self.app(scope, receive, send)
+            return
+        raw = (_header(scope, b"authorization") or b"").decode("latin-1")
+        scheme, _, credentials = raw.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            await _send_json(send, 401, {"detail": "admin bearer token required"}, ((b"www-authenticate", b"Bearer"),))
+            return
+        if not token_matches(credentials.strip(), self.token):
+            await _send_json(send, 403, {"detail": "the token is not an admin token"})
+            return
+        await self.app(scope, receive, send)
+
+
+# Strings (with their escapes) are cut out before brackets are counted.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (approximate for broken JSON)."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    return content_type == b"application/json" or (
+        content_type.startswith(b"application/") and content_type.endswith(b"+json")
+    )
+
+
+def json_body_problem(body: bytes, max_depth: int) -> str | None:
+    """Why a JSON request body cannot be parsed, in words, for the problems FastAPI leaves anonymous."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"body is not valid UTF-8 (byte offset {exc.start}); JSON bodies must be UTF-8"
+    if body.count(b"[") + body.count(b"{") > max_depth:  # cheap pre-check: most bodies stop here
+        depth = json_depth(body)
+        if depth > max_depth:
+            return f"JSON nested deeper than {max_depth} levels (found {depth})"
+    return None
+
+
+class JsonBodyMiddleware:
+    """JSON request bodies must be UTF-8 and nested at most `max_depth` levels: 422 naming which.
+
+    Sits inside the body limit, so the body it buffers is already bounded.
+    """
+
+    def __init__(self, app: ASGIApp, max_depth: int) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        ended: Message | None = None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                ended = message  # disconnect (or the body limit cut it): the app sees it as it comes
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if ended is None:
+            problem = json_body_problem(body, self.max_depth)
+            if problem is not None:
+                await _send_json(send, 422, {"detail": [{"loc": ["body"], "msg": problem, "type": "json_invalid"}]})
+                return
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": ended is not None}]
+        if ended is not None:
+            replay.append(ended)
+
+        async def replayed() -> Message:
+            if replay:
+                return replay.pop(0)
+            return await receive()
+
+        await self.app(scope, replayed, send)
 
 
 class MetricsMiddleware:

@@ -36,8 +36,12 @@ REFUSED_CONTENT_TYPES = (
 )
 
 
-def confined(base: Path, requested: str) -> Path:
-    """Resolve a server-side path, refusing anything outside the allowed folder."""
+def confined(base: Path, requested: str, shown_folder: str | None = None) -> Path:
+    """Resolve a server-side path, refusing anything outside the allowed folder.
+
+    ``shown_folder`` is the folder as configured (e.g. ``var/import``), named in the 404 so a
+    user knows where to put the file; resolved paths are never shown.
+    """
     if "\x00" in requested:
         raise HTTPException(422, "path: must not contain NUL bytes")
     if Path(requested).is_absolute() or ".." in Path(requested).parts:
@@ -49,7 +53,11 @@ def confined(base: Path, requested: str) -> Path:
     if root not in target.parents:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "path: must stay inside the ingest folder")
     if not target.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"path: no file {requested!r} in the ingest folder")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"path: no file {requested!r} in the ingest folder; put server-side files below INGEST_ALLOWED_DIR"
+            f"{f' ({shown_folder})' if shown_folder else ''} and give their path relative to it",
+        )
     return target
 
 
@@ -116,7 +124,10 @@ async def submit_file_job(
     refuse_declared_archive(file)
     job_id = str(uuid.uuid4())
     name = file.filename if file is not None else path
-    source = confined(Path(settings.ingest_allowed_dir), path) if path is not None else None
+    allowed = Path(settings.ingest_allowed_dir)
+    # A relative folder (the default var/import) is named in the 404; an absolute one is not shown.
+    shown = None if allowed.is_absolute() else allowed.as_posix()
+    source = confined(allowed, path, shown) if path is not None else None
     try:
         fmt = detect_format(name, declared_format)
     except UnreadableFile as exc:

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # Limits: every request size is bounded.
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 100_000_000
+    # POST /v1/feedback/import reads the file in memory; 100,000 rows of ~200 bytes fit.
+    feedback_import_max_bytes: int = Field(default=20_000_000, ge=1_000, le=200_000_000)
+    # JSON request bodies nested deeper than this are refused (422) before they are parsed.
+    max_json_depth: int = Field(default=64, ge=4, le=500)
     max_batch_items: int = 100
     max_top_k: int = 100
     default_top_k: int = 10
@@ -145,10 +149,29 @@ class Settings(BaseSettings):
         if self.environment != "development" and self.environment != "test":
             if self.admin_token == DEFAULT_ADMIN_TOKEN or len(self.admin_token) < 16:
                 raise ValueError("ADMIN_TOKEN must be set to a secret of at least 16 characters outside development")
+        if self.admin_token == DEFAULT_ADMIN_TOKEN and (not self.is_sqlite or self.redis_url):
+            # PostgreSQL or Redis means a shared, long-lived deployment: the well-known default
+            # would let anyone promote, roll back or retrain models.
+            uses = " and ".join(
+                name for name, used in (("PostgreSQL", not self.is_sqlite), ("Redis", bool(self.redis_url))) if used
+            )
+            raise ValueError(
+                f"ADMIN_TOKEN is the default {DEFAULT_ADMIN_TOKEN!r}, which is only allowed for the embedded"
+                f" development setup (SQLite, in-process jobs); this configuration uses {uses}:"
+                " set ADMIN_TOKEN to a secret of at least 16 characters"
+            )
         return self
 
     def ensure_dirs(self) -> None:
-        for folder in (self.data_dir, self.index_dir, self.model_dir, self.upload_dir, self.results_dir):
+        folders = (
+            self.data_dir,
+            self.index_dir,
+            self.model_dir,
+            self.upload_dir,
+            self.results_dir,
+            self.ingest_allowed_dir,  # where server-side files for `path` go (README)
+        )
+        for folder in folders:
             Path(folder).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
 
     @property

@@ -38,6 +38,16 @@ def decode_cursor(cursor: str) -> int:
     return int(raw[2:])
 
 
+def existing_external_ids(session: Session, external_ids: Iterable[str], batch: int = 500) -> set[str]:
+    """Which of these external ids are catalogue products."""
+    wanted = sorted(set(external_ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), batch):
+        part = wanted[start : start + batch]
+        found.update(session.scalars(select(Product.external_id).where(Product.external_id.in_(part))))
+    return found
+
+
 def get_by_external_id(session: Session, external_id: str) -> Product | None:
     return session.scalar(select(Product).where(Product.external_id == external_id))
 

@@ -1,11 +1,14 @@
-"""Shared schema types."""
+"""Shared schema types, and the base of every JSON request body."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+
+NUL = "\x00"
+NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -14,3 +17,50 @@ def _as_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def find_nul(value: Any, where: str = "") -> str | None:
+    """Where a NUL character sits in a str / list / dict value ("" = the value itself), else None.
+
+    PostgreSQL text refuses NUL and no product text needs one, so requests carrying one are
+    refused up front instead of failing in the database. Nested models check themselves.
+    """
+    if isinstance(value, str):
+        return where if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and NUL in key:
+                return path
+            found = find_nul(item, path)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for n, item in enumerate(value):
+            found = find_nul(item, f"{where}[{n}]" if where else f"[{n}]")
+            if found is not None:
+                return found
+    return None
+
+
+def nul_error(where: str) -> str:
+    return f"{NUL_MESSAGE} (at {where})" if where else NUL_MESSAGE
+
+
+class RequestModel(BaseModel):
+    """Base of the JSON request bodies: unknown fields are refused, and so are wrong types.
+
+    Strict mode: no coercion, so `"3"` is not an integer, `true` is not a number and `"yes"`
+    is not a boolean (an integer is still a valid float). No text anywhere in the body may
+    contain a NUL character. File rows (CSV cells are text) relax strictness in subclasses.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        where = find_nul(value)
+        if where is not None:
+            raise ValueError(nul_error(where))
+        return value

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from app.schemas.common import UtcDatetime
+from app.schemas.common import RequestModel, UtcDatetime
 from app.schemas.product import MAX_ID_CHARS, MAX_SHORT_CHARS, OfferIn
 
 
@@ -25,10 +25,12 @@ class ReviewPage(BaseModel):
     items: list[ReviewItemOut]
 
 
-class FeedbackIn(BaseModel):
-    """A label on (offer, product): from the review queue (`review_id`) or from anywhere."""
+class FeedbackIn(RequestModel):
+    """A label on (offer, product): from the review queue (`review_id`) or from anywhere.
 
-    model_config = ConfigDict(extra="forbid")
+    The product must exist in the catalogue (404 otherwise): a label on an unknown product
+    could never be used for training or shown again.
+    """
 
     review_id: str | None = Field(default=None, max_length=36)
     offer: OfferIn | None = None

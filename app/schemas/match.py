@@ -4,31 +4,30 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.common import RequestModel
 from app.schemas.product import MAX_SHORT_CHARS, OfferIn
 
 MAX_TOP_K = 100
 MAX_BATCH_SCHEMA = 1000
 
 
-class MatchFilters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MatchFilters(RequestModel):
+    """A blank filter is refused (leave it out, or send null, to filter nothing)."""
 
-    brand: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
-    category: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    brand: str | None = Field(default=None, min_length=1, max_length=MAX_SHORT_CHARS)
+    category: str | None = Field(default=None, min_length=1, max_length=MAX_SHORT_CHARS)
 
 
-class MatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MatchRequest(RequestModel):
     offer: OfferIn
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K, description="candidates to return (1-100)")
     filters: MatchFilters | None = None
     explain: bool = Field(default=False, description="return the word pairs that drove each score")
 
 
-class MatchBatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MatchBatchRequest(RequestModel):
     items: list[MatchRequest] = Field(..., min_length=1, max_length=MAX_BATCH_SCHEMA)
 
 

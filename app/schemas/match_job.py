@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from app.schemas.job import JobAccepted
 from app.schemas.product import MAX_ID_CHARS, OfferIn
@@ -19,8 +19,10 @@ class OfferRow(OfferIn):
     """One offer of a feed: the offer payload of `/v1/match` plus the shop's id for it.
 
     The id is only echoed back in the results, so unlike a product's external id it may hold
-    any characters; it is bounded like every other field.
+    any characters; it is bounded like every other field. Not strict: CSV cells are text.
     """
+
+    model_config = ConfigDict(strict=False)
 
     offer_id: str = Field(..., min_length=1, max_length=MAX_ID_CHARS)
 

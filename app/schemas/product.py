@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from app.schemas.common import UtcDatetime
+from app.schemas.common import RequestModel, UtcDatetime
 
 # Limits are static so the OpenAPI schema states them; settings may only tighten body size.
 MAX_ID_CHARS = 255
@@ -33,8 +33,11 @@ def _clean_optional(value: str | None, field: str) -> str | None:
     return value or None
 
 
-class OfferIn(BaseModel):
-    """An incoming offer: the product as one shop describes it. Only the title is required."""
+class OfferIn(RequestModel):
+    """An incoming offer: the product as one shop describes it. Only the title is required.
+
+    Strict as every JSON body (RequestModel): `"price": "12.5"` or `true` is refused, not coerced.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -83,6 +86,14 @@ class OfferIn(BaseModel):
             raise ValueError(f"attributes must serialise to at most {MAX_ATTRIBUTES_JSON_CHARS} characters")
         return value
 
+    @field_validator("price", mode="before")
+    @classmethod
+    def _price_is_not_a_boolean(cls, value: object) -> object:
+        # Also in the lax file rows below, where "12.5" from a CSV cell is a price but true is not.
+        if isinstance(value, bool):
+            raise ValueError("price must be a number, not a boolean")
+        return value
+
     @field_validator("price")
     @classmethod
     def _finite_price(cls, value: float | None) -> float | None:
@@ -96,7 +107,12 @@ class ProductIn(OfferIn):
 
 
 class ProductRow(ProductIn):
-    """A product with its key, as ingestion files carry it."""
+    """A product with its key, as ingestion files carry it.
+
+    Not strict: a CSV cell is always text, so `"12.5"` is read as the price 12.5 here.
+    """
+
+    model_config = ConfigDict(strict=False)
 
     external_id: ExternalId
 

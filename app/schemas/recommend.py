@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.schemas.common import RequestModel
 from app.schemas.product import MAX_TITLE_CHARS, ExternalId
 
 MAX_RECOMMEND_K = 100
@@ -13,10 +14,8 @@ MAX_QUERY_IMAGES = 3
 MAX_IMAGE_BASE64_CHARS = 1_400_000
 
 
-class ImageIn(BaseModel):
+class ImageIn(RequestModel):
     """One query image: exactly one of an upload (base64), a server-side path or a URL."""
-
-    model_config = ConfigDict(extra="forbid")
 
     data_base64: str | None = Field(
         default=None, min_length=4, max_length=MAX_IMAGE_BASE64_CHARS, description="PNG/JPEG/WebP/GIF, base64"
@@ -39,10 +38,10 @@ class ImageIn(BaseModel):
         return self
 
 
-class RecommendQueryIn(BaseModel):
+class RecommendQueryIn(RequestModel):
     """Exactly one of ``text`` (an offer title) or ``product_id`` (an existing catalogue product)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     text: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS, description="query offer title")
     product_id: ExternalId | None = Field(
@@ -68,16 +67,12 @@ class RecommendQueryIn(BaseModel):
         return self
 
 
-class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RecommendRequest(RequestModel):
     query: RecommendQueryIn
     top_k: int = Field(default=10, ge=1, le=MAX_RECOMMEND_K, description="products to return (1-100)")
 
 
-class RecommendBatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RecommendBatchRequest(RequestModel):
     items: list[RecommendRequest] = Field(..., min_length=1, max_length=MAX_RECOMMEND_BATCH)
 
 

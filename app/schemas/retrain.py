@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator
+
+from app.schemas.common import RequestModel
 
 SourceName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
-class RetrainRequest(BaseModel):
+class RetrainRequest(RequestModel):
     """What to train, on which data, and whether the result may replace the serving model."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target: Literal["blocker", "matcher", "both"] = Field(description="which model(s) to retrain")
     sources: list[SourceName] = Field(

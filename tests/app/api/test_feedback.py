@@ -41,6 +41,7 @@ def test_review_band_decisions_are_queued_and_labelled(client, settings):
 
 
 def test_labels_are_kept_and_latest_wins(client, settings):
+    assert client.put("/v1/products/p-1", json={"title": "Globex thing 1"}).status_code == 201
     offer = {"title": "Globex thing"}
     first = client.post(
         "/v1/feedback",
@@ -64,6 +65,7 @@ def test_labels_are_kept_and_latest_wins(client, settings):
 
 
 def test_feedback_bad_input(client):
+    assert client.put("/v1/products/p", json={"title": "Globex thing"}).status_code == 201
     assert client.post("/v1/feedback", json={"product_external_id": "p", "label": "match"}).status_code == 422
     assert (
         client.post(
@@ -76,6 +78,8 @@ def test_feedback_bad_input(client):
 
 
 def test_feedback_import_csv(client):
+    for n in range(1, 5):
+        assert client.put(f"/v1/products/p-{n}", json={"title": f"Acme widget {n}"}).status_code == 201
     data = (
         b"offer_title,product_external_id,label,reviewer\n"
         b"Acme widget,p-1,match,bob\n"
@@ -87,6 +91,6 @@ def test_feedback_import_csv(client):
     assert res.status_code == 200, res.text
     body = res.json()
     assert body["imported"] == 2 and body["failed"] == 2
-    assert sorted(e["row"] for e in body["errors"]) == [2, 3]
+    assert [(e["row"], e["field"]) for e in body["errors"]] == [(2, "offer_title"), (3, "label")]
     bad = client.post("/v1/feedback/import", files={"file": ("x.csv", b"a,b\n1,2\n")})
     assert bad.status_code == 422 and "offer_title" in bad.text

@@ -76,8 +76,28 @@ def test_refuses_default_token_outside_development(tmp_path):
 
 
 def test_postgres_url_uses_psycopg3(tmp_path):
-    s = Settings(_env_file=None, data_dir=tmp_path, database_url="postgresql://u@h/db")
+    s = Settings(_env_file=None, data_dir=tmp_path, database_url="postgresql://u@h/db", admin_token="x" * 32)
     assert s.database_url.startswith("postgresql+psycopg://")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"database_url": "postgresql://u@h/db"}, "PostgreSQL"),
+        ({"redis_url": "redis://127.0.0.1:6379/0"}, "Redis"),
+        ({"database_url": "postgresql://u@h/db", "redis_url": "redis://h:6379/0"}, "PostgreSQL and Redis"),
+    ],
+)
+def test_default_admin_token_is_refused_with_postgres_or_redis(tmp_path, overrides, named):
+    """`changethis` is for the embedded development setup only, in every environment."""
+    for environment in ("development", "test"):
+        with pytest.raises(ValueError, match="ADMIN_TOKEN is the default 'changethis'") as refused:
+            Settings(_env_file=None, environment=environment, data_dir=tmp_path, **overrides)
+        assert f"uses {named}:" in str(refused.value)
+        ok = Settings(_env_file=None, environment=environment, data_dir=tmp_path, admin_token="y" * 20, **overrides)
+        assert ok.admin_token == "y" * 20
+    embedded = Settings(_env_file=None, data_dir=tmp_path)  # SQLite + in-process jobs: the dev default
+    assert embedded.admin_token == "changethis" and embedded.is_sqlite and embedded.redis_url is None
 
 
 def test_body_limit_chunked_and_exact(client, settings):
