@@ -138,10 +138,15 @@ async def promote(version: Annotated[str, Path(max_length=128)], services: Servi
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
 
 
-@router.post("/models/rollback", status_code=202, response_model=JobAccepted)
+@router.post("/models/rollback", status_code=202, response_model=JobAccepted, responses=errors(409))
 async def rollback(services: ServicesDep, kind: Annotated[str, Query(pattern="^(bi-encoder|matcher)$")] = "bi-encoder"):
-    """Re-activate the previously promoted version of a kind (or the packaged zero-shot model)."""
+    """Take the active version of a kind out of service: the previously promoted version (or the
+    packaged zero-shot model) returns. 409 when no version of the kind is active."""
     await run_in_threadpool(ensure_queue, services.queue)
+    if await run_in_threadpool(store.active, services.factory, kind) is None:
+        raise HTTPException(
+            409, f"nothing to roll back: no {kind} version is active (the packaged zero-shot model is serving)"
+        )
     job, created = await run_in_threadpool(
         jobs_store.create_job, services.factory, "rollback", {"kind": kind}, f"rollback:{kind}"
     )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -146,7 +147,17 @@ class ReviewItem(Base):
     """A match decision in the review band, waiting for a person."""
 
     __tablename__ = "review_items"
-    __table_args__ = (Index("ix_review_items_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_review_items_status_created", "status", "created_at"),
+        # One open item per (offer, candidate set): the same decision queued twice is one item.
+        Index(
+            "ux_review_items_open_dedupe",
+            "dedupe_key",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     offer: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
@@ -157,3 +168,4 @@ class ReviewItem(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dedupe_key: Mapped[str | None] = mapped_column(String(64))

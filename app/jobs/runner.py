@@ -21,7 +21,7 @@ Handler = Callable[[JobContext, Job], str]
 def _handlers() -> dict[str, Handler]:
     # Imported here: the registry's handlers import the job context, which imports this package.
     from app.jobs.match_feed import KIND as MATCH_FEED
-    from app.jobs.match_feed import run_match_feed
+    from app.jobs.match_feed_review import run_match_feed_job
     from app.registry.promotion import run_promote, run_rollback
     from app.retrain.job import run_retrain
 
@@ -30,7 +30,7 @@ def _handlers() -> dict[str, Handler]:
         "promote": run_promote,
         "rollback": run_rollback,
         "retrain": run_retrain,
-        MATCH_FEED: run_match_feed,
+        MATCH_FEED: run_match_feed_job,
     }
 
 

@@ -105,7 +105,8 @@ def upsert_batch(
                 # Deleted by another writer since we looked: it needs a vector again.
                 vector_by_ext[ext] = encoder.encode([prepared[ext]["text"]])[0]
             if state is None:
-                product = Product(external_id=ext, **values)
+                # One clock reading for both: a new product is never created after its update.
+                product = Product(external_id=ext, created_at=values["updated_at"], **values)
                 session.add(product)
                 session.flush()
                 pid, created = int(product.id), True

@@ -49,6 +49,10 @@ def run_promote(ctx: JobContext, job: Job) -> str:
 
 def run_rollback(ctx: JobContext, job: Job) -> str:
     kind = job.payload["kind"]
+    if store.active(ctx.factory, kind) is None:
+        # The API answers 409 before queueing; a job queued from elsewhere (CLI) or one that
+        # raced another rollback fails here instead of "completing" without doing anything.
+        raise JobFailed(f"nothing to roll back: no {kind} version is active")
     target = store.previous(ctx.factory, kind)
     if target is None:
         store.deactivate(ctx.factory, kind)  # back to the packaged zero-shot model
