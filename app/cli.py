@@ -11,6 +11,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 
@@ -18,10 +20,7 @@ logger = logging.getLogger("productmatch")
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from app.db.migrate import upgrade
-
-    settings.ensure_dirs()
-    upgrade(settings.database_url)
+    _database_at_head(settings)
     logger.info("database at head: %s", settings.database_url.split("@")[-1])
     return 0
 
@@ -34,9 +33,25 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_at_head(settings: Settings) -> None:
+    """Apply the migrations, as `serve` does: every command that needs the schema works on a
+    fresh DATA_DIR (a no-op when the schema is at head; concurrent starts are serialised)."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.db.migrate import upgrade
+
+    settings.ensure_dirs()
+    try:
+        upgrade(settings.database_url)
+    except OperationalError as exc:
+        where = settings.database_url.split("@")[-1]
+        raise SystemExit(f"productmatch: cannot open the database {where}: {exc.orig}") from None
+
+
 def _services(settings: Settings):  # type: ignore[no-untyped-def]
     from app.services import Services
 
+    _database_at_head(settings)
     return Services.create(settings)
 
 
@@ -356,7 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # one line per problem, not a traceback
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise SystemExit(f"productmatch: invalid settings: {problems}") from None
     configure_logging(settings.log_level)
     if getattr(args, "needs_settings", True):
         return int(args.func(settings, args) or 0)
