@@ -6,7 +6,9 @@ same training pairs in three settings, in one run on the same machine:
 * ``fp32-random``: fp32, random batches (the loop as it was before bf16 and grouping; it
   already tokenises once per dataset, so it is, if anything, faster than the old loop);
 * ``fp32-grouped``: fp32, length-grouped batches;
-* ``bf16-grouped``: bf16 autocast on AMX, length-grouped batches (the default where supported).
+* ``bf16-grouped``: bf16 autocast on AMX, length-grouped batches (the default where supported);
+* ``baseline``: the loop of ``--baseline-rev`` (the fp32 loop this work started from), run
+  from a git worktree of that revision in a subprocess, on the same pairs and settings.
 
 It reports training pairs/s (the epoch's training time, validation excluded), the validation F1
 after that epoch (same seed, same pairs: the precision must not cost quality), the padding
@@ -24,6 +26,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -42,6 +45,9 @@ from benchmarks.protocol import DATASETS, load_protocol_dataset  # noqa: E402
 from models.precision import cpu_bf16_flags  # noqa: E402
 
 logger = logging.getLogger("bench_train_speed")
+
+# The loop before bf16, grouping and encode-once: the commit this work started from.
+BASELINE_REV = "dbb651e"
 
 SETTINGS: dict[str, tuple[str, bool]] = {
     "fp32-random": ("fp32", False),
@@ -83,6 +89,37 @@ def padded_tokens(lengths: list[int], batch_size: int, seed: int, grouped: bool)
     return total, padding_share(lengths, order, batch_size)
 
 
+def baseline_epoch(rev: str, worktree: Path, args: argparse.Namespace, arch: str, fields: str, threads: int) -> dict:
+    """One epoch of the training loop as it was at ``rev`` (a git worktree, same venv, subprocess)."""
+    if not (worktree / ".git").exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), rev], check=True, cwd=ROOT)
+    spec = DATASETS[args.dataset]
+    code = f"""
+import json, sys, logging
+sys.path.insert(0, {str(worktree)!r})
+logging.basicConfig(level=logging.WARNING)
+from training.data.readers import data_root, load_dataset
+from training.train_matcher import train_matcher
+ds = load_dataset(data_root() / {spec.path!r}, {spec.fmt!r}, **{spec.reader_kwargs!r})
+s = train_matcher(ds, {str(args.work / f"{arch}-baseline")!r}, arch={arch!r}, augment={augment_of(args)!r},
+                  fields={fields!r}, epochs=1, batch_size={args.batch_size}, seed={args.seed},
+                  max_train_pairs={args.pairs!r}, threads={threads}, progress=False)
+print("RESULT" + json.dumps(s["history"][0]))
+"""
+    from training.data.readers import data_root
+
+    env = {**os.environ, "PRODUCTMATCH_DATA": str(data_root())}  # the worktree's default root differs
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=worktree, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"baseline loop at {rev} failed:\n{out.stderr[-3000:]}")
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT"))
+    return json.loads(line.removeprefix("RESULT"))
+
+
+def augment_of(args: argparse.Namespace) -> str | None:
+    return None if args.augment == "none" else args.augment
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="abt-buy", choices=sorted(DATASETS))
@@ -93,6 +130,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=1, help="repeat every setting this often, interleaved; medians")
+    p.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help="also time the loop of this git revision (the fp32 loop before this work); '' to skip",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
     p.add_argument("--work", type=Path, default=OUT / "train_speed")
     return p.parse_args(argv)
@@ -114,55 +157,74 @@ def main(argv: list[str] | None = None) -> int:
     train_pairs = dataset.split("train")
     idx = subsample_indices([int(p.label) for p in train_pairs], args.pairs)
     texts = serialize_pairs([train_pairs[i] for i in idx], fields)
-    runs: list[dict[str, Any]] = []
+    settings = args.settings.split(",") + (["baseline"] if args.baseline_rev else [])
+    epochs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    meta: dict[str, Any] = {}
     for arch in args.archs.split(","):
         model = build_model(arch, "minilm", 64)
-        lengths = [len(e) for e in model.collator.encode([(a, b) for a, b, _ in texts])]
-        config = model.model.config
+        meta[arch] = {
+            "lengths": [len(e) for e in model.collator.encode([(a, b) for a, b, _ in texts])],
+            "config": model.model.config,
+        }
         del model
-        for name in args.settings.split(","):
-            precision, grouped = SETTINGS[name]
-            summary = train_matcher(
-                dataset,
-                args.work / f"{arch}-{name}",
-                arch=arch,
-                augment=None if args.augment == "none" else args.augment,
-                fields=fields,
-                epochs=1,
-                batch_size=args.batch_size,
-                seed=args.seed,
-                max_train_pairs=args.pairs,
-                threads=threads,
-                precision=precision,
-                length_grouping=grouped,
-            )
-            epoch = summary["history"][0]
-            tokens, pad_share = padded_tokens(lengths, args.batch_size, args.seed, grouped)
-            flops = train_flops_per_token(config, tokens / len(lengths)) * tokens
-            achieved = flops / epoch["train_seconds"] / 1e9
-            row = {
+    for rnd in range(args.rounds):
+        for arch in args.archs.split(","):
+            for name in settings:
+                if name == "baseline":
+                    epoch = baseline_epoch(args.baseline_rev, args.work / "baseline-src", args, arch, fields, threads)
+                else:
+                    precision, grouped = SETTINGS[name]
+                    summary = train_matcher(
+                        dataset,
+                        args.work / f"{arch}-{name}",
+                        arch=arch,
+                        augment=augment_of(args),
+                        fields=fields,
+                        epochs=1,
+                        batch_size=args.batch_size,
+                        seed=args.seed,
+                        max_train_pairs=args.pairs,
+                        threads=threads,
+                        precision=precision,
+                        length_grouping=grouped,
+                        progress=False,
+                    )
+                    epoch = summary["history"][0]
+                epochs.setdefault((arch, name), []).append(epoch)
+                logger.info("round %d %s %s: %.1f pairs/s", rnd + 1, arch, name, len(texts) / epoch["train_seconds"])
+
+    runs: list[dict[str, Any]] = []
+    for (arch, name), eps in epochs.items():
+        precision, grouped = SETTINGS.get(name, ("fp32", False))
+        train_s = statistics.median(e["train_seconds"] for e in eps)
+        tokens, pad_share = padded_tokens(meta[arch]["lengths"], args.batch_size, args.seed, grouped)
+        achieved = train_flops_per_token(meta[arch]["config"], tokens / len(texts)) * tokens / train_s / 1e9
+        runs.append(
+            {
                 "arch": arch,
                 "setting": name,
                 "precision": precision,
                 "length_grouping": grouped,
-                "train_pairs": summary["train_pairs"],
-                "train_seconds": epoch["train_seconds"],
-                "pairs_per_s": summary["train_pairs"] / epoch["train_seconds"],
-                "valid_seconds": epoch["valid_seconds"],
-                "valid_pairs_per_s": len(dataset.split("valid")) / epoch["valid_seconds"],
-                "valid_f1": epoch["valid_f1"],
-                "valid_pr_auc": epoch["valid_pr_auc"],
-                "loss": epoch["loss"],
+                "train_pairs": len(texts),
+                "train_seconds_median": train_s,
+                "train_seconds_all": [e["train_seconds"] for e in eps],
+                "pairs_per_s": len(texts) / train_s,
+                "valid_seconds_median": statistics.median(e["valid_seconds"] for e in eps),
+                "valid_f1": eps[0]["valid_f1"],
+                "valid_f1_all": [e["valid_f1"] for e in eps],
+                "valid_pr_auc": eps[0]["valid_pr_auc"],
+                "loss": eps[0]["loss"],
                 "padding_share": pad_share,
                 "gflops_achieved": achieved,
                 "share_of_bf16_ceiling": achieved / ceiling["bf16"],
             }
-            runs.append(row)
-            logger.info("%s", json.dumps(row))
+        )
     for row in runs:
-        base = next(r for r in runs if r["arch"] == row["arch"] and r["setting"] == "fp32-random")
-        row["speedup_vs_fp32_random"] = row["pairs_per_s"] / base["pairs_per_s"]
-        row["valid_f1_minus_fp32_random"] = row["valid_f1"] - base["valid_f1"]
+        base_name = "baseline" if args.baseline_rev else "fp32-random"
+        base = next(r for r in runs if r["arch"] == row["arch"] and r["setting"] == base_name)
+        row["speedup_vs_" + base_name.replace("-", "_")] = row["pairs_per_s"] / base["pairs_per_s"]
+        row["speedup"] = row["pairs_per_s"] / base["pairs_per_s"]
+        row["valid_f1_minus_base"] = row["valid_f1"] - base["valid_f1"]
     payload = {
         "benchmark": "train_speed",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -178,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "seed": args.seed,
             "threads": threads,
+            "rounds": args.rounds,
+            "baseline": args.baseline_rev or None,
             "backbone": "minilm (all-MiniLM-L6-v2)",
             "max_length": 64,
         },
@@ -197,8 +261,8 @@ def table(payload: dict[str, Any]) -> str:
     ]
     for r in payload["runs"]:
         lines.append(
-            f"| {r['arch']} | {r['setting']} | {r['pairs_per_s']:.1f} | {r['speedup_vs_fp32_random']:.2f}x "
-            f"| {100 * r['valid_f1']:.2f} | {100 * r['valid_f1_minus_fp32_random']:+.2f} "
+            f"| {r['arch']} | {r['setting']} | {r['pairs_per_s']:.1f} | {r['speedup']:.2f}x "
+            f"| {100 * r['valid_f1']:.2f} | {100 * r['valid_f1_minus_base']:+.2f} "
             f"| {100 * r['padding_share']:.0f} % | {100 * r['share_of_bf16_ceiling']:.0f} % |"
         )
     return "\n".join(lines)
