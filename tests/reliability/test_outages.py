@@ -205,6 +205,8 @@ def test_every_job_submission_is_all_or_nothing(tmp_path, sqlite_url, tiny_encod
         from tests.reliability.test_security import _artefact
 
         version = registry.register(services.factory, _artefact(tmp_path / "m"), settings.model_dir).version
+        # A rollback needs an active version to take out of service (else 409 "nothing to roll back").
+        registry.activate(services.factory, version)
         calls = {
             "ingest": lambda: _upload(c, range(1, 4)),
             "promote": lambda: c.post(f"/v1/admin/models/{version}/promote", headers=ADMIN),
