@@ -99,7 +99,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         metavar="A,B,...",
         help="shares of the trained weights mixed with the starting model (WiSE-FT), best on validation; 1 = off",
     )
-    tb.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    tb.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    tb.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="auto: bf16 where the CPU has AMX/AVX512-BF16 (or the GPU bf16), else fp32",
+    )
     tb.add_argument("--no-progress", action="store_true")
     tb.set_defaults(func=cmd_train_blocker, needs_settings=False)
 
@@ -231,6 +237,7 @@ def cmd_train_blocker(args: argparse.Namespace) -> int:
         max_steps_per_epoch=args.max_steps_per_epoch,
         interpolation_alphas=tuple(args.interpolate),
         num_threads=args.threads,
+        precision=args.precision,
         progress=not args.no_progress,
         on_epoch=on_epoch,
     )

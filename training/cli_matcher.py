@@ -108,7 +108,20 @@ def add_train_matcher(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--max-length", type=_positive_int, default=64)
     p.add_argument("--calibration", choices=("temperature", "isotonic"), default="temperature")
     p.add_argument("--max-train-pairs", type=_positive_int, default=None, help="stratified subsample of train")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="auto: bf16 where the CPU has AMX/AVX512-BF16 (or the GPU bf16), else fp32",
+    )
+    p.add_argument("--no-length-grouping", action="store_true", help="random batches instead of length-grouped ones")
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        metavar="DIR",
+        help="checkpoint every epoch here; the same command resumes an interrupted run",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_noise_options(p)
     _add_pseudo_label_options(p)
@@ -280,6 +293,9 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         max_train_pairs=args.max_train_pairs,
         threads=args.threads,
+        precision=args.precision,
+        length_grouping=not args.no_length_grouping,
+        checkpoint_dir=args.checkpoint_dir,
         progress=not args.no_progress,
         noise=args.noise,
         noise_action=args.noise_action,
