@@ -486,3 +486,22 @@ def test_review_items_have_no_key_collisions_across_statuses(review_client):
     with review_client.app.state.services.factory() as session:
         keys = list(session.scalars(select(ReviewItem.dedupe_key).where(ReviewItem.status == "open")))
     assert keys and all(keys) and len(keys) == len(set(keys))
+
+
+def test_feedback_import_with_a_csv_syntax_error_is_422(client):
+    _catalogue(client, 1)
+    big = "x" * 200_000  # over the csv module's field limit (131,072 characters)
+    data = f"offer_title,product_external_id,label\nAcme widget,p-00001,match\n{big},p-00001,match\n".encode()
+    res = client.post("/v1/feedback/import", files={"file": ("labels.csv", data)})
+    assert res.status_code == 422 and "CSV syntax error after data row 1" in res.json()["detail"], res.text
+    assert _count(client, LabeledPair) == 0  # all or nothing: the file is refused
+
+
+def test_a_boolean_price_in_a_json_lines_catalogue_is_a_row_error(client):
+    rows = [product(1, price=True), product(2, price="12.5"), product(3)]
+    data = "\n".join(json.dumps(r) for r in rows).encode()
+    job = wait_job(client, client.post("/v1/ingest", files={"file": ("c.jsonl", data)}).json()["job_id"])
+    assert job["state"] == "completed_with_errors" and job["rows_ok"] == 2, job
+    assert [(e["row"], e["field"]) for e in job["errors"]] == [(1, "price")]
+    assert "not a boolean" in job["errors"][0]["message"]
+    assert client.get("/v1/products/p-00002").json()["price"] == 12.5  # text from a file stays a price
