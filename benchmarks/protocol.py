@@ -395,6 +395,44 @@ def noise_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def train_test_overlap(name: str, root: Path | None = None) -> dict[str, int]:
+    """Title-only test pairs whose exact text pair also occurs in train, and how many flip label."""
+    from training.data.serialize import serialize
+
+    dataset = load_protocol_dataset(name, root)
+    field = DATASETS[name].title_field
+    train: dict[tuple[str, str], set[int]] = {}
+    for p in dataset.split("train"):
+        train.setdefault((serialize(p.left, field), serialize(p.right, field)), set()).add(int(p.label))
+    shared = opposite = 0
+    for p in dataset.split("test"):
+        labels = train.get((serialize(p.left, field), serialize(p.right, field)))
+        if labels is not None:
+            shared += 1
+            opposite += int(int(p.label) not in labels)
+    return {"test_pairs": len(dataset.split("test")), "also_in_train": shared, "opposite_label": opposite}
+
+
+def overlap_note(names: list[str]) -> str:
+    parts = []
+    for name in names:
+        o = train_test_overlap(name)
+        label = DATASETS[name].label
+        parts.append(f"{label} {o['also_in_train']} of {o['test_pairs']} ({o['opposite_label']} with the other label)")
+    return "Title-only test pairs whose exact text pair is also a training pair: " + "; ".join(parts) + "."
+
+
+def update_markdown(path: Path, protocol: str, body: str) -> None:
+    """Replace the block between ``<!-- protocol:NAME -->`` and ``<!-- /protocol:NAME -->`` in ``path``."""
+    start, end = f"<!-- protocol:{protocol} -->", f"<!-- /protocol:{protocol} -->"
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise SystemExit(f"{path} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
@@ -435,6 +473,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=WORK_ROOT)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--max-train-pairs", type=int, default=None, help="smoke runs only (use another --results)")
+    p.add_argument(
+        "--update", type=Path, default=None, help="table: rewrite the protocol's block in this Markdown file"
+    )
     return p.parse_args(argv)
 
 
@@ -454,7 +495,13 @@ def main(argv: list[str] | None = None) -> int:
             state = "done" if run.name in names else ("running" if lock.exists() else "to do")
             print(f"{state:8s} {run.name}")
         return 0
-    print(lea_table(results) if args.protocol == "lea" else noise_table(results))
+    body = lea_table(results) if args.protocol == "lea" else noise_table(results)
+    datasets = sorted({r["dataset"] for r in results}, key=list(DATASETS).index)
+    if datasets:
+        body += "\n\n" + overlap_note(datasets)
+    if args.update is not None:
+        update_markdown(args.update, args.protocol, body)
+    print(body)
     return 0
 
 
