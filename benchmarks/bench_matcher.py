@@ -12,7 +12,7 @@ and without the collator, medians of interleaved repeats, on ``--threads`` threa
 
     python benchmarks/bench_matcher.py --datasets abt-buy --variants vanilla --seeds 1 \\
         --epochs 1 --max-train-pairs 300 --noise-seeds 1 --out benchmarks/out/matcher_smoke.json
-    python benchmarks/bench_matcher.py            # the full protocol (GPU-sized: 3 x 3 x 2 x 8 epochs)
+    python benchmarks/bench_matcher.py            # every cell in one process; resumable: benchmarks/protocol.py
     python benchmarks/bench_matcher.py --speed --datasets abt-buy
 
 The two modes write separate sections (``runs``/``summary`` and ``speed``) of the same ``--out``
@@ -29,7 +29,6 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,29 +41,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import OUT, git_rev, machine  # noqa: E402
-from training.data.readers import data_root, load_dataset  # noqa: E402
+from benchmarks.protocol import DATASETS, load_protocol_dataset  # noqa: E402
 from training.data.records import PairDataset  # noqa: E402
 from training.data.typos import P_SIDE, TYPO_VERSION  # noqa: E402
 
 logger = logging.getLogger("bench_matcher")
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    path: str
-    fmt: str
-    reader_kwargs: dict[str, Any]
-    title_field: str  # the field "title-only" means for this dataset (METHODS §0)
-    label: str
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "abt-buy": DatasetSpec("abt-buy", "deepmatcher", {}, "name", "Abt-Buy"),
-    "amazon-google": DatasetSpec("amazon-google", "deepmatcher", {}, "title", "Amazon-Google"),
-    "wdc-computers-medium": DatasetSpec(
-        "wdc-lspc-v2/computers", "ditto", {"size": "medium"}, "title", "WDC-Computers medium"
-    ),
-}
 
 # METHODS §9.4, our measured baselines (MiniLM, title only, 8 epochs, typo-v0 DA, 2 seeds, H200).
 # F1 in percent: valid, clean test, noisy test, per-seed clean, per-seed noisy.
@@ -147,8 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load(name: str) -> PairDataset:
-    spec = DATASETS[name]
-    return load_dataset(data_root() / spec.path, spec.fmt, **spec.reader_kwargs)
+    return load_protocol_dataset(name)
 
 
 def _pct(x: float | None) -> str:
