@@ -356,6 +356,30 @@ def lea_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def grouping_table(results: list[dict[str, Any]]) -> str:
+    """Random-batch runs (setting ``nogroup``) beside the grouped run of the same cell."""
+    lines = [
+        "| dataset | variant | seed | batches | valid F1 | clean test F1 | noisy test F1 | train min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted((r for r in results if r["setting"] == "nogroup"), key=lambda r: (r["dataset"], r["seed"])):
+        twin = next(
+            (g for g in results if not g["setting"] and (g["dataset"], g["variant"], g["seed"]) ==
+             (r["dataset"], r["variant"], r["seed"])),
+            None,
+        )  # fmt: skip
+        for label, row in (("length-grouped", twin), ("random", r)):
+            if row is None:
+                continue
+            noisy = "–" if row["test_f1_noisy"] is None else f"{100 * row['test_f1_noisy']:.2f}"
+            lines.append(
+                f"| {DATASETS[row['dataset']].label} | {row['variant']} | {row['seed']} | {label} "
+                f"| {100 * row['valid_f1']:.2f} | {100 * row['test_f1']:.2f} | {noisy} "
+                f"| {row['train_seconds'] / 60:.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def noise_table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| flips | variant | seeds | test F1 (mean) | per seed | recovered share | detector P / R |",
@@ -501,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         body += "\n\n" + overlap_note(datasets)
     if args.update is not None:
         update_markdown(args.update, args.protocol, body)
+        if args.protocol == "lea" and any(r["setting"] == "nogroup" for r in results):
+            update_markdown(args.update, "nogroup", grouping_table(results))
     print(body)
     return 0
 
