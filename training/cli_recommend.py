@@ -69,7 +69,7 @@ def add_train_recommender(train_sub: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--out", required=True, metavar="DIR", help="output model folder")
     p.add_argument("--method", required=True, choices=("prime", "ngame"))
     p.add_argument("--backbone", default="minilm", help="minilm or a saved bi-encoder folder")
-    p.add_argument("--epochs", type=_positive_int, default=2)
+    p.add_argument("--epochs", type=_positive_int, default=3, help="default 3: the measured budget (docs/training.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate")
@@ -80,12 +80,18 @@ def add_train_recommender(train_sub: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--tcm", action="store_true", help="add the threshold-consistent margin loss (§6.2)")
     p.add_argument("--tcm-m-pos", type=float, default=0.9)
     p.add_argument("--tcm-m-neg", type=float, default=0.5)
-    p.add_argument("--alc", action="store_true", help="add the ALC-style pair classifier + hard-set softmax (§6.4)")
+    p.add_argument(
+        "--alc",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the ALC-style pair classifier + hard-set softmax (§6.4); default: on for prime, off for ngame",
+    )
     p.add_argument(
         "--automation",
         choices=("cosine", "margin", "pair"),
         default=None,
-        help="automation score: top-1 cosine, top-1 minus top-2 (margin), ALC pair head (default: pair with --alc)",
+        help="automation score: top-1 cosine, top-1 minus top-2 cosine (margin, the default: the best measured), "
+        "ALC pair head",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_recommender, needs_settings=False)
