@@ -101,7 +101,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from app.pipeline.encoder import Encoder
-    from app.pipeline.text import embed_text
+    from models.product_text import embed_text
 
     encoder = Encoder.load("minilm")
     info = machine()

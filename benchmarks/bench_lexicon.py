@@ -23,10 +23,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.pipeline.text import embed_text  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
 from benchmarks.common import machine, percentile, rss_mb, write_result  # noqa: E402
 from models.bm25 import LiveBM25, pool_scores, tokenize  # noqa: E402
+from models.product_text import embed_text  # noqa: E402
 
 logger = logging.getLogger("bench_lexicon")
 

@@ -307,7 +307,7 @@ def quality_table(summary: list[dict[str, Any]]) -> str:
 
 def speed_batches(dataset: PairDataset, k: int, n_batches: int, seed: int = 0) -> list[list[tuple[str, str]]]:
     """``n_batches`` lists of k pairs: one test offer against k catalogue products (seeded)."""
-    from training.data.serialize import serialize
+    from models.product_text import serialize
 
     rng = random.Random(seed)
     test = dataset.split("test")

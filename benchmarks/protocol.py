@@ -421,7 +421,7 @@ def noise_table(results: list[dict[str, Any]]) -> str:
 
 def train_test_overlap(name: str, root: Path | None = None) -> dict[str, int]:
     """Title-only test pairs whose exact text pair also occurs in train, and how many flip label."""
-    from training.data.serialize import serialize
+    from models.product_text import serialize
 
     dataset = load_protocol_dataset(name, root)
     field = DATASETS[name].title_field

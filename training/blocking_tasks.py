@@ -27,9 +27,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from models.product_text import serialize
 from training.data.readers import load_dataset
 from training.data.records import Pair, PairDataset, Record
-from training.data.serialize import serialize
 from training.data.typos import TYPO_VERSION, typo
 from training.groups import product_groups, record_key
 
@@ -70,7 +70,7 @@ def record_text(record: Record, fields: Sequence[str]) -> str:
     """The selected fields' values joined with one space; ``["title"]`` = the record's title.
 
     Missing values are skipped. ``"title"`` falls back to ``name`` when a record has no title
-    (Abt-Buy), via :func:`training.data.serialize.serialize`.
+    (Abt-Buy), via :func:`models.product_text.serialize`.
     """
     parts: list[str] = []
     for name in fields:

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from models.product_text import FieldSpec, serialize
 from training.data.records import Pair, PairDataset, Record
-from training.data.serialize import FieldSpec, serialize
 from training.length_grouping import length_grouped_order
 
 if TYPE_CHECKING:

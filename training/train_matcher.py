@@ -39,9 +39,9 @@ from models.calibration import Calibrator, threshold_for_best_f1, threshold_for_
 from models.lea import LeaCrossEncoder
 from models.lexical import EncodedPair, LeaCollator
 from models.precision import autocast, default_threads, resolve_precision
+from models.product_text import FieldSpec, serialize
 from training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from training.data.records import Pair, PairDataset
-from training.data.serialize import FieldSpec, serialize
 from training.data.typos import P_SIDE, TYPO_VERSION, TypoAugmenter
 from training.matcher_io import CALIBRATION_FILE, MATCHER_KIND, PRECISION_TARGETS
 from training.metrics import pr_auc, pr_curve

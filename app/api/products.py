@@ -12,7 +12,6 @@ from app.api.responses import COMMON, errors
 from app.db import products as repo
 from app.db.models import Product
 from app.pipeline.catalogue import upsert_batch
-from app.pipeline.text import norm_key
 from app.schemas.product import (
     EXTERNAL_ID_PATTERN,
     MAX_ID_CHARS,
@@ -22,6 +21,7 @@ from app.schemas.product import (
     ProductRow,
     ProductWriteResult,
 )
+from models.product_text import norm_key
 
 router = APIRouter(prefix="/v1/products", tags=["products"], responses=COMMON)
 

@@ -45,8 +45,8 @@ from app.jobs.match_feed import (
     to_offer,
 )
 from app.pipeline.match import MatchPipeline
-from app.pipeline.text import embed_text
 from app.search.vector_index import VectorIndex
+from models.product_text import embed_text
 
 logger = logging.getLogger(__name__)
 

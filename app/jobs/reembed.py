@@ -10,7 +10,7 @@ from tqdm import tqdm
 from app.db import products as repo
 from app.db.base import serialise_writers
 from app.pipeline.encoder import Encoder
-from app.pipeline.text import embed_text
+from models.product_text import embed_text
 
 logger = logging.getLogger(__name__)
 

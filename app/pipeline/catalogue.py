@@ -14,8 +14,8 @@ from app.db import products as repo
 from app.db.base import serialise_writers, utcnow
 from app.db.models import Product
 from app.pipeline.encoder import Encoder
-from app.pipeline.text import content_hash, embed_text, norm_key, text_hash
 from app.schemas.product import ProductRow
+from models.product_text import content_hash, embed_text, norm_key, text_hash
 
 logger = logging.getLogger(__name__)
 

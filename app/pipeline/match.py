@@ -19,8 +19,8 @@ from app.db.models import Product
 from app.pipeline.encoder import Encoder
 from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.scoring import Decider, Scorer
-from app.pipeline.text import embed_text, norm_key
 from app.search.sync import IndexService
+from models.product_text import embed_text, norm_key
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any
 
 from app.pipeline.scoring import ScoredCandidate, closest_words
 from models.devices import check_quantize_device, resolve_device
+from models.product_text import serialize_product
 from models.quantize import apply_cross_encoder_quantization
-from training.data.serialize import serialize_product
 from training.matcher_io import load_matcher, score_pairs
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from rapidfuzz import fuzz, process, utils
 from rapidfuzz.distance import Levenshtein
 
-from app.pipeline.text import embed_text
+from models.product_text import embed_text
 
 MATCH, REVIEW, NO_MATCH = "match", "review", "no_match"
 

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.feedback import effective_labels
 from app.db.models import LabeledPair, Product, ReviewItem
-from app.pipeline.text import embed_text
+from models.product_text import embed_text, title_of
 from training.data.readers import load_dataset
-from training.data.records import Pair, PairDataset, Record, title_of
+from training.data.records import Pair, PairDataset, Record
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
 from app.db.models import Product
-from app.pipeline.text import embed_text
 from models.bm25 import LiveBM25
+from models.product_text import embed_text
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import pytest
 from models.artefacts import ManifestError, read_manifest, write_manifest
 from models.calibration import Calibrator
 from models.lexical import LeaCollator
+from models.product_text import serialize
 from training.data.records import Pair, PairDataset, Record
-from training.data.serialize import serialize
 from training.matcher_io import load_matcher, score_pairs
 from training.train_matcher import pos_weight_for, subsample, train_matcher
 

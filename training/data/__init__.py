@@ -1,4 +1,7 @@
-"""Benchmark data for training: typed records, format readers, serialisation and typo noise."""
+"""Benchmark data for training: typed records, format readers and typo noise.
+
+Record serialisation lives in :mod:`models.product_text` (shared with serving).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from training.data.readers import (
     read_wdc_products,
 )
 from training.data.records import Pair, PairDataset, Record
-from training.data.serialize import parse_ditto, serialize, serialize_product
 from training.data.typos import (
     KBD,
     P_KBD,
@@ -40,13 +42,10 @@ __all__ = [
     "data_root",
     "load_dataset",
     "noisy_copy",
-    "parse_ditto",
     "read_deepmatcher",
     "read_ditto",
     "read_wdc_block",
     "read_wdc_products",
-    "serialize",
-    "serialize_product",
     "typo",
     "typo_serialized",
     "typo_word",

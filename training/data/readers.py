@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from models.product_text import ditto_items, join_ditto
 from training.data.records import SPLIT_NAMES, Pair, PairDataset, Record, table_from_records
-from training.data.serialize import ditto_items, join_ditto
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from models.product_text import title_of
+
 logger = logging.getLogger(__name__)
 
 #: Split names a dataset may carry, in canonical order.
 SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")
-
-#: Fields that hold a record's title, in order of preference (Abt-Buy calls it ``name``).
-TITLE_FIELDS: tuple[str, ...] = ("title", "name")
 
 
 @dataclass(frozen=True)
@@ -42,21 +41,6 @@ class Record:
     def title(self) -> str:
         """Value of the first present title-like field (``title``, then ``name``), else ``""``."""
         return title_of(self.fields)
-
-
-def title_of(fields: object) -> str:
-    """The first non-empty value among :data:`TITLE_FIELDS` of a mapping, as a string."""
-    getter = getattr(fields, "get", None)
-    if getter is None:
-        return ""
-    for name in TITLE_FIELDS:
-        value = getter(name)
-        if value is None:
-            continue
-        text = str(value)
-        if text.strip():
-            return text
-    return ""
 
 
 @dataclass(frozen=True)

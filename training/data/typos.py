@@ -15,7 +15,7 @@ import logging
 import random
 from collections.abc import Sequence
 
-from training.data.serialize import ditto_items, join_ditto
+from models.product_text import ditto_items, join_ditto
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from models.product_text import serialize
 from training.data import load_dataset
 from training.data.readers import (
     data_root,
@@ -20,7 +21,6 @@ from training.data.readers import (
     read_wdc_products,
 )
 from training.data.records import Pair, PairDataset, Record
-from training.data.serialize import serialize
 
 ROOT = data_root()
 

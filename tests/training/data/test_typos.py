@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from rapidfuzz.distance import DamerauLevenshtein
 
-from training.data.serialize import parse_ditto
+from models.product_text import parse_ditto
 from training.data.typos import (
     ALPHABET,
     EDIT_WEIGHTS,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from models.product_text import is_ditto, parse_ditto, serialize, serialize_product
 from training.data.records import Record
-from training.data.serialize import is_ditto, parse_ditto, serialize, serialize_product
 
 ABT = Record(
     id="7",

@@ -1,25 +1,113 @@
-"""Record -> text serialisation, shared by training and serving.
+"""Product text, one home for serving and training: the strings models see, and content hashes.
 
-Training (``serialize``) and the web service (``serialize_product``) go through the same code
-path, so a model sees byte-identical inputs offline and online.
+Two kinds of text come from a product mapping (``title``, ``brand``, ``price`` ...):
 
-Formats:
+* :func:`embed_text` is what the bi-encoder embeds, for the catalogue and for offers alike
+  (NFKC-normalised title, led by the brand when the title omits it); :func:`norm_key` is the
+  case- and space-insensitive key of brand/category filters; :func:`content_hash` and
+  :func:`text_hash` tell the catalogue when a product or its embedded text changed.
+* :func:`serialize_product` (and :func:`serialize` for a training record) is what the matcher
+  reads. Training and the web service go through this one code path, so a model sees
+  byte-identical inputs offline and online.
+
+Serialisation formats:
 
 * one field -> the value alone, whitespace-normalised;
 * several fields -> Ditto style ``COL <attr> VAL <value> COL <attr> VAL <value>`` with missing
   values written as empty. For the DeepMatcher benchmarks this reproduces the shipped Ditto files
   exactly (each side of a ``ditto/*.txt`` line, stripped).
+
+Pure Python: no torch, nothing from ``app`` or ``training``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
-
-from training.data.records import Record, title_of
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- embedded text, keys, hashes
+
+_SPACES = re.compile(r"\s+")
+
+# Fields whose change alters what is stored; external_id is the key, not content.
+CONTENT_FIELDS = (
+    "title",
+    "brand",
+    "category",
+    "price",
+    "currency",
+    "description",
+    "image_urls",
+    "attributes",
+    "source",
+)
+
+#: Fields that hold a record's title, in order of preference (Abt-Buy calls it ``name``).
+TITLE_FIELDS: tuple[str, ...] = ("title", "name")
+
+
+def clean_text(value: str) -> str:
+    """NFKC-normalise, drop control characters and collapse whitespace."""
+    value = unicodedata.normalize("NFKC", value)
+    value = "".join(ch if ch.isprintable() else " " for ch in value)
+    return _SPACES.sub(" ", value).strip()
+
+
+def norm_key(value: str | None) -> str | None:
+    """Key for brand/category filters: case- and space-insensitive."""
+    if value is None:
+        return None
+    key = clean_text(value).casefold()
+    return key or None
+
+
+def embed_text(product: Mapping[str, Any]) -> str:
+    """The text the bi-encoder sees: the title, led by the brand when the title omits it."""
+    title = clean_text(str(product.get("title") or ""))
+    brand = product.get("brand")
+    if brand:
+        brand = clean_text(str(brand))
+        if brand and brand.casefold() not in title.casefold():
+            return f"{brand} {title}"
+    return title
+
+
+def _sha256(data: str) -> str:
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def content_hash(product: Mapping[str, Any]) -> str:
+    canonical = {key: product.get(key) for key in CONTENT_FIELDS}
+    return _sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def text_hash(text: str) -> str:
+    return _sha256(text)
+
+
+def title_of(fields: object) -> str:
+    """The first non-empty value among :data:`TITLE_FIELDS` of a mapping, as a string."""
+    getter = getattr(fields, "get", None)
+    if getter is None:
+        return ""
+    for name in TITLE_FIELDS:
+        value = getter(name)
+        if value is None:
+            continue
+        text = str(value)
+        if text.strip():
+            return text
+    return ""
+
+
+# --------------------------------------------------------------------------- matcher serialisation
 
 FieldSpec = str | Sequence[str]
 
@@ -80,7 +168,14 @@ def serialize_product(mapping: Mapping[str, object], fields: FieldSpec = "title"
     return _join_ditto([(name, _clean(mapping.get(name))) for name in names])
 
 
-def serialize(record: Record, fields: FieldSpec = "title") -> str:
+class HasFields(Protocol):
+    """Anything with a ``fields`` mapping, such as :class:`training.data.records.Record`."""
+
+    @property
+    def fields(self) -> Mapping[str, object]: ...
+
+
+def serialize(record: HasFields, fields: FieldSpec = "title") -> str:
     """Serialise a record: ``"title"``, ``"all"`` (schema order), one attribute name, or a list."""
     return serialize_product(record.fields, fields)
 
