@@ -139,10 +139,10 @@ def _add_ratios(section: dict[str, Any], flops_per_item: float, peak: float, rat
 def cross_encoder(folder: str, dataset_name: str, n_pairs: int, repeats: int, batch_size: int) -> dict[str, Any]:
     from sentence_transformers import CrossEncoder
 
+    from models.matcher_io import load_matcher
     from models.quantize import quantize_cross_encoder_int8
     from training.data.readers import data_root, load_dataset
     from training.eval_matcher import evaluate_matcher
-    from training.matcher_io import load_matcher
     from training.train_matcher import serialize_pairs
 
     fp32, _, calibration, manifest = load_matcher(folder)

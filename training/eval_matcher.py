@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from models.matcher_io import load_matcher, score_pairs
 from models.product_text import FieldSpec
 from models.quantize import apply_cross_encoder_quantization
 from training.data.records import PairDataset
 from training.data.typos import TYPO_VERSION, noisy_copy
-from training.matcher_io import load_matcher, score_pairs
 from training.metrics import pr_auc, scores_at
 from training.train_matcher import serialize_pairs
 

@@ -38,12 +38,12 @@ from models.artefacts import Manifest, write_manifest
 from models.calibration import Calibrator, threshold_for_best_f1, threshold_for_precision
 from models.lea import LeaCrossEncoder
 from models.lexical import EncodedPair, LeaCollator
+from models.matcher_io import CALIBRATION_FILE, MATCHER_KIND, PRECISION_TARGETS
 from models.precision import autocast, default_threads, resolve_precision
 from models.product_text import FieldSpec, serialize
 from training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from training.data.records import Pair, PairDataset
 from training.data.typos import P_SIDE, TYPO_VERSION, TypoAugmenter
-from training.matcher_io import CALIBRATION_FILE, MATCHER_KIND, PRECISION_TARGETS
 from training.metrics import pr_auc, pr_curve
 from training.noise import (
     NOISE_METHODS,

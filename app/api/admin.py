@@ -21,7 +21,7 @@ from app.schemas.job import JobAccepted
 from app.schemas.retrain import RetrainRequest
 from app.services import NotReady
 
-# As in training.matcher_io (not imported here: it pulls in torch and transformers).
+# As in models.matcher_io (not imported here: it pulls in torch and transformers).
 CALIBRATION_FILE = "calibration.json"
 MATCHER_KIND = "matcher"
 

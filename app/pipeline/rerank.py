@@ -10,9 +10,9 @@ from typing import Any
 
 from app.pipeline.scoring import ScoredCandidate, closest_words
 from models.devices import check_quantize_device, resolve_device
+from models.matcher_io import load_matcher, score_pairs
 from models.product_text import serialize_product
 from models.quantize import apply_cross_encoder_quantization
-from training.matcher_io import load_matcher, score_pairs
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from models.lea import LeaCrossEncoder
+from models.matcher_io import load_matcher
 from training.cli_matcher import add_eval_matcher, add_train_matcher, load_cli_dataset
-from training.matcher_io import load_matcher
 
 from .test_eval_matcher import TINY, train_tiny_matcher, write_tiny_deepmatcher
 

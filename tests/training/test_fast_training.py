@@ -13,12 +13,12 @@ from transformers import AutoTokenizer
 from models.artefacts import read_manifest
 from models.backbones import minilm_path
 from models.lexical import LeaCollator, discretise, fill_lexical
+from models.matcher_io import load_matcher
 from models.precision import PRECISIONS, autocast, bf16_native, resolve_precision
 from tests.training.test_train_matcher import TINY, tiny_dataset
 from training import checkpoint as checkpoint_module
 from training import train_matcher as train_matcher_module
 from training.length_grouping import length_grouped_order, padding_share
-from training.matcher_io import load_matcher
 from training.pseudo_labels import plan_batches
 from training.train_matcher import train_matcher
 

@@ -15,9 +15,9 @@ import pytest
 from models.artefacts import ManifestError, read_manifest, write_manifest
 from models.calibration import Calibrator
 from models.lexical import LeaCollator
+from models.matcher_io import load_matcher, score_pairs
 from models.product_text import serialize
 from training.data.records import Pair, PairDataset, Record
-from training.matcher_io import load_matcher, score_pairs
 from training.train_matcher import pos_weight_for, subsample, train_matcher
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}

@@ -14,9 +14,9 @@ import torch
 from app.registry import store
 from models.artefacts import Manifest, write_manifest
 from models.bi_encoder import BiEncoder
+from models.matcher_io import CALIBRATION_FILE, load_matcher, score_pairs
 from tests.conftest import TINY_CONFIG
 from tests.training.test_train_matcher import TINY, tiny_dataset
-from training.matcher_io import CALIBRATION_FILE, load_matcher, score_pairs
 from training.metrics import pr_curve
 from training.train_matcher import serialize_pairs, train_matcher
 

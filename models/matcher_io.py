@@ -1,6 +1,6 @@
 """Load a trained matcher folder and score pairs with it: the two calls the web service needs.
 
-A matcher folder (written by :func:`training.train_matcher.train_matcher`) holds
+A matcher folder (written by ``training.train_matcher.train_matcher``) holds
 
 * the cross-encoder: HF ``model.safetensors`` + tokenizer files + ``lea_config.json``
   (+ ``lea.safetensors`` for LEA), see :meth:`models.lea.LeaCrossEncoder.save`;
