@@ -35,7 +35,7 @@ from app.jobs.queue import RedisQueue
 from app.jobs.runner import run_job
 from app.pipeline.encoder import Encoder
 from tests.app.jobs.test_worker_kill import _start_worker
-from tests.conftest import make_settings, tiny_bi_encoder
+from tests.conftest import ADMIN_TOKEN, make_settings, tiny_bi_encoder
 from tests.helpers import product
 
 N_CATALOGUE = 60
@@ -334,6 +334,7 @@ def test_sigkill_worker_mid_feed_then_resume(tmp_path, db_url, redis_url, tiny_e
     env = {
         **os.environ,
         "ENVIRONMENT": "test",
+        "ADMIN_TOKEN": ADMIN_TOKEN,  # the default token is refused with Redis
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "QUEUE_NAME": queue_name,

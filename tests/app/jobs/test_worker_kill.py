@@ -26,7 +26,7 @@ from app.jobs.runner import run_job
 from app.pipeline.encoder import Encoder
 from app.search.params import IndexParams
 from app.search.sync import IndexService
-from tests.conftest import make_settings, tiny_bi_encoder
+from tests.conftest import ADMIN_TOKEN, make_settings, tiny_bi_encoder
 from tests.helpers import product
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis]
@@ -87,6 +87,7 @@ def test_sigkill_worker_mid_ingestion_then_resume(tmp_path, db_url, redis_url, t
     env = {
         **os.environ,
         "ENVIRONMENT": "test",
+        "ADMIN_TOKEN": ADMIN_TOKEN,  # the default token is refused with Redis
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "QUEUE_NAME": queue_name,
