@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, git_rev, machine  # noqa: E402
 from models.bi_encoder import BiEncoder  # noqa: E402
+from models.recommender import RecommenderModel  # noqa: E402
 from training.recommend.benchmark import QuerySet, RecommendBenchmark, load_benchmark  # noqa: E402
 from training.recommend.cache import FrozenBottomCache  # noqa: E402
 from training.recommend.evaluate import evaluate_recommender  # noqa: E402
-from training.recommend.model import RecommenderModel  # noqa: E402
 from training.recommend.train import train_recommender  # noqa: E402
 
 logger = logging.getLogger("bench_recommend")

@@ -155,8 +155,8 @@ def add_eval_recommender(eval_sub: argparse._SubParsersAction) -> argparse.Argum
 
 def cmd_eval_recommender(args: argparse.Namespace) -> int:
     from models.artefacts import ManifestError
+    from models.recommender import ZERO_SHOT_MAX_LENGTH, RecommenderModel
     from training.recommend.evaluate import evaluate_recommender
-    from training.recommend.model import ZERO_SHOT_MAX_LENGTH, RecommenderModel
 
     if args.threads:
         import torch

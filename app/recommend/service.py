@@ -99,7 +99,7 @@ class _Trained:
 
     def __init__(self, folder: Path, version: str = "") -> None:
         from models.artefacts import read_manifest
-        from training.recommend.model import RecommenderModel
+        from models.recommender import RecommenderModel
 
         manifest = read_manifest(folder)
         self.model = RecommenderModel.load(folder)

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from models.prime import LabelPrototypeNetwork, PairHead, balanced_kmeans
+from models.recommender import RecommenderModel
 from tests.conftest import tiny_bi_encoder
 from training.recommend import losses
 from training.recommend.batching import cluster_batches, cluster_size
 from training.recommend.benchmark import load_benchmark, representative_title
 from training.recommend.evaluate import evaluate_recommender
 from training.recommend.metrics import choose_threshold, coverage_at, precision_recall_at, top_k
-from training.recommend.model import RecommenderModel
 from training.recommend.train import train_recommender
 
 BRANDS = ["acme", "zenit", "orbit", "nova", "pico", "terra", "lumo", "vexa"]
@@ -281,7 +281,7 @@ def _tiny_from_pretrained(cls, name_or_path, max_length: int = 64):  # type: ign
 
 
 def test_automation_scores_and_coverage_by_score(wdc_folder: Path) -> None:
-    from training.recommend.model import automation_score
+    from models.recommender import automation_score
 
     q = np.array([[1.0, 0.0], [0.6, 0.8]])
     lab = np.array([[0.8, 0.6], [0.6, 0.8]])

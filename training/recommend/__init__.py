@@ -4,8 +4,8 @@ Modules: :mod:`~training.recommend.benchmark` (WDC Products -> queries / labels)
 :mod:`~training.recommend.metrics` (P@k, R@k, coverage at a target precision),
 :mod:`~training.recommend.losses` (PRIME / NGAME triplet, regulariser, TCM, ALC objectives),
 :mod:`~training.recommend.batching` (NGAME cluster batches), :mod:`~training.recommend.train`
-(PRIME and NGAME training), :mod:`~training.recommend.model` (saved recommender folders) and
-:mod:`~training.recommend.evaluate` (one JSON object of metrics).
+(PRIME and NGAME training) and :mod:`~training.recommend.evaluate` (one JSON object of metrics).
+The model itself and its saved folders (shared with serving) are :mod:`models.recommender`.
 """
 
 from __future__ import annotations

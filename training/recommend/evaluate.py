@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.recommender import automation_score
 from training.recommend.benchmark import QuerySet, RecommendBenchmark
 from training.recommend.metrics import DEFAULT_TARGETS, choose_threshold, coverage_at, precision_recall_at, top_k
-from training.recommend.model import automation_score
 
 logger = logging.getLogger(__name__)
 

@@ -34,12 +34,12 @@ from models.artefacts import Manifest, fingerprint
 from models.bi_encoder import BiEncoder
 from models.precision import autocast, default_threads, resolve_precision
 from models.prime import LabelPrototypeNetwork, PairHead, balanced_kmeans
+from models.recommender import RecommenderModel
 from training.recommend import losses
 from training.recommend.batching import CLUSTER_SIZES, MILESTONES, cluster_batches, cluster_size
 from training.recommend.benchmark import RecommendBenchmark
 from training.recommend.cache import FrozenBottomCache, transformer_layers
 from training.recommend.evaluate import calibrate_thresholds
-from training.recommend.model import RecommenderModel
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from models.artefacts import Manifest
 from models.prime import LabelPrototypeNetwork
+from models.recommender import RecommenderModel
 from tests.conftest import make_settings, tiny_bi_encoder
 from tests.helpers import product
-from training.recommend.model import RecommenderModel
 
 
 def _load(client, n: int = 8) -> None:
