@@ -113,7 +113,7 @@ def create_app(
     install_error_handlers(app)
     # Innermost first: JSON checks see a body the limit already bounds; the admin token is
     # checked before any body is read; the metrics count every answer, 401s and 413s too.
-    app.add_middleware(JsonBodyMiddleware, max_depth=settings.max_json_depth)
+    app.add_middleware(JsonBodyMiddleware, max_depth=settings.max_json_depth, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,

@@ -204,36 +204,39 @@ def json_body_problem(body: bytes, max_depth: int) -> str | None:
 class JsonBodyMiddleware:
     """JSON request bodies must be UTF-8 and nested at most `max_depth` levels: 422 naming which.
 
-    Sits inside the body limit, so the body it buffers is already bounded.
+    Sits inside the body limit. It buffers at most `max_bytes` (the JSON body limit): a larger
+    body (only an upload route allows one, and those take forms) streams on unchecked.
     """
 
-    def __init__(self, app: ASGIApp, max_depth: int) -> None:
+    def __init__(self, app: ASGIApp, max_depth: int, max_bytes: int) -> None:
         self.app = app
         self.max_depth = max_depth
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        ended: Message | None = None
+        replay: list[Message] = []
+        size = 0
+        complete = False
         while True:
             message = await receive()
+            replay.append(message)
             if message["type"] != "http.request":
-                ended = message  # disconnect (or the body limit cut it): the app sees it as it comes
-                break
-            chunks.append(message.get("body", b""))
+                break  # disconnect (or the body limit cut it): the app sees it as it comes
+            size += len(message.get("body", b""))
             if not message.get("more_body", False):
+                complete = True
                 break
-        body = b"".join(chunks)
-        if ended is None:
+            if size > self.max_bytes:
+                break
+        if complete:
+            body = b"".join(m.get("body", b"") for m in replay)
             problem = json_body_problem(body, self.max_depth)
             if problem is not None:
                 await _send_json(send, 422, {"detail": [{"loc": ["body"], "msg": problem, "type": "json_invalid"}]})
                 return
-        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": ended is not None}]
-        if ended is not None:
-            replay.append(ended)
 
         async def replayed() -> Message:
             if replay:
