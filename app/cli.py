@@ -77,11 +77,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         logger.error("REDIS_URL is not set: without Redis the API runs jobs in-process")
         return 2
     from app.registry.encoders import EncoderProvider
+    from app.services import JOB_HANDLERS
 
     services = _services(settings)
     # Follows promotions: a new active bi-encoder is loaded without restarting the worker.
     provider = EncoderProvider(settings, services.factory, lambda: _encoder(settings))
-    worker = Worker(JobContext(settings, services.factory, provider), RedisQueue(settings.redis_url))
+    ctx = JobContext(settings, services.factory, provider, handlers=JOB_HANDLERS)
+    worker = Worker(ctx, RedisQueue(settings.redis_url))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run_forever()

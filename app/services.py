@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.db.base import make_engine, make_session_factory
-from app.jobs.context import JobContext
+from app.db.models import Job
+from app.jobs.context import Handler, JobContext
 from app.jobs.queue import JobQueue, make_queue
 from app.jobs.reembed import reembed_all, reembed_batch
 from app.jobs.worker import Worker
@@ -37,6 +38,23 @@ logger = logging.getLogger(__name__)
 
 class NotReady(RuntimeError):
     """Models or index are still loading."""
+
+
+def run_retrain_job(ctx: JobContext, job: Job) -> str:
+    """The retrain job (`app/retrain/job.py`).
+
+    Imported on its first run, not at start-up: it is the one part of the service that trains,
+    and an API process that never runs a retrain job (with Redis, workers run the jobs) does not
+    load the training package.
+    """
+    from app.retrain.job import run_retrain
+
+    return run_retrain(ctx, job)
+
+
+#: Job kinds implemented above `app/jobs` (which knows its own kinds), handed to the runner
+#: with every job context this container or the CLI's worker builds.
+JOB_HANDLERS: dict[str, Handler] = {"retrain": run_retrain_job}
 
 
 @dataclass(frozen=True)
@@ -107,7 +125,7 @@ class Services:
         return self.provider()
 
     def job_context(self) -> JobContext:
-        ctx = JobContext(self.settings, self.factory, self.current_encoder)
+        ctx = JobContext(self.settings, self.factory, self.current_encoder, handlers=JOB_HANDLERS)
         ctx.after_commit.append(self.catch_up)
         return ctx
 

@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -506,7 +506,12 @@ def finalise(feed: FeedJob, scan: FeedScan) -> Path:
     return out
 
 
-def run_match_feed(ctx: JobContext, job: Job) -> str:
+#: Runs the remaining chunks on Ray (`app/jobs/match_feed_ray.run_ray`, which builds on this
+#: module and is handed in by the job's handler, `app/jobs/match_feed_review.py`).
+RayEngine = Callable[[JobContext, "FeedJob", "FeedScan", "ChunkCommitter", MatchPipeline], None]
+
+
+def run_match_feed(ctx: JobContext, job: Job, run_ray: RayEngine) -> str:
     """Match the job's feed from its checkpoint; returns the final state."""
     t_start = time.perf_counter()
     feed = FeedJob.from_job(job)
@@ -540,8 +545,6 @@ def run_match_feed(ctx: JobContext, job: Job) -> str:
             pipeline.index.index.version,
         )
         if engine == "ray":
-            from app.jobs.match_feed_ray import run_ray
-
             run_ray(ctx, feed, scan, committer, pipeline)
         else:
             run_local(feed, scan, committer, pipeline)

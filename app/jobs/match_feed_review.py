@@ -23,6 +23,7 @@ from app.db.feedback import queue_for_review
 from app.db.models import Job, Product
 from app.jobs.context import JobContext
 from app.jobs.match_feed import FeedJob, iter_feed, run_match_feed, to_offer
+from app.jobs.match_feed_ray import run_ray
 from app.pipeline.scoring import REVIEW
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def queue_feed_reviews(ctx: JobContext, job: Job, model_versions: dict[str, Any]
 
 def run_match_feed_job(ctx: JobContext, job: Job) -> str:
     """The bulk-match job, then (with `review` in its payload) its review decisions queued."""
-    state = run_match_feed(ctx, job)
+    state = run_match_feed(ctx, job, run_ray)
     if (job.payload or {}).get("review"):
         from app.jobs import store
 

@@ -4,34 +4,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
-from app.db.models import Job
 from app.jobs import store
-from app.jobs.context import JobContext, JobFailed
+from app.jobs.context import Handler, JobContext, JobFailed
 from app.jobs.ingest import run_ingest
+from app.jobs.match_feed import KIND as MATCH_FEED
+from app.jobs.match_feed_review import run_match_feed_job
+from app.jobs.promote import run_promote, run_rollback
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 
-Handler = Callable[[JobContext, Job], str]
+#: The job kinds of this package. Kinds implemented above it (retrain) come with the context
+#: (`JobContext.handlers`), so that nothing here imports `app/retrain`.
+HANDLERS: dict[str, Handler] = {
+    "ingest": run_ingest,
+    "promote": run_promote,
+    "rollback": run_rollback,
+    MATCH_FEED: run_match_feed_job,
+}
 
 
-def _handlers() -> dict[str, Handler]:
-    # Imported here: the registry's handlers import the job context, which imports this package.
-    from app.jobs.match_feed import KIND as MATCH_FEED
-    from app.jobs.match_feed_review import run_match_feed_job
-    from app.registry.promotion import run_promote, run_rollback
-    from app.retrain.job import run_retrain
-
-    return {
-        "ingest": run_ingest,
-        "promote": run_promote,
-        "rollback": run_rollback,
-        "retrain": run_retrain,
-        MATCH_FEED: run_match_feed_job,
-    }
+def handler_for(ctx: JobContext, kind: str) -> Handler | None:
+    """The handler of ``kind``: the context's own first, then this package's."""
+    return ctx.handlers.get(kind) or HANDLERS.get(kind)
 
 
 class _Heartbeat:
@@ -64,7 +61,7 @@ def run_job(ctx: JobContext, job_id: str, owner: str) -> str | None:
     job = store.get_job(ctx.factory, job_id)
     if job is None:
         return None
-    handler = _handlers().get(job.kind)
+    handler = handler_for(ctx, job.kind)
     if handler is None:
         store.finish(ctx.factory, job_id, owner, store.FAILED, f"unknown job kind {job.kind!r}")
         return store.FAILED

@@ -16,8 +16,8 @@ from typing import Any
 from app.db.models import Job
 from app.jobs import store as jobs
 from app.jobs.context import JobContext, JobFailed
+from app.jobs.promote import prepare_blocker
 from app.registry import store
-from app.registry.promotion import prepare_blocker
 from app.retrain.data import BLOCKER_FIELDS, MATCHER_FIELDS, RetrainData, RetrainDataError, build_retrain_data
 from app.retrain.gate import blocker_quality, compare, matcher_quality, serving_blocker, serving_matcher_quality
 from app.schemas.retrain import RetrainRequest

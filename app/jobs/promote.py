@@ -1,8 +1,9 @@
-"""Promotion of a bi-encoder: embed the catalogue and build its index first, then activate.
+"""The promote and rollback jobs: a bi-encoder's vectors and index first, then activation.
 
-Serving processes notice the new active version, load it, and swap their runtime in one
-assignment; because the vectors and the index snapshot already exist, the swap is quick and
-the old model serves every request until then.
+Job handlers over the model registry (`app/registry`, which knows nothing of jobs). Serving
+processes notice the new active version, load it, and swap their runtime in one assignment;
+because the vectors and the index snapshot already exist, the swap is quick and the old model
+serves every request until then.
 """
 
 from __future__ import annotations
