@@ -9,8 +9,6 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.hybrid_blocking import DEFAULT_LEXICAL_CANDIDATES, DEFAULT_LEXICAL_WEIGHT, DEFAULT_POOL
-
 DEFAULT_ADMIN_TOKEN = "changethis"
 
 
@@ -56,10 +54,12 @@ class Settings(BaseSettings):
 
     # Hybrid blocking (models/hybrid_blocking.py): each query's dense top BLOCKING_POOL plus its
     # BM25 top BLOCKING_LEXICAL_CANDIDATES are ranked by cosine + weight * normalised BM25 before
-    # the cut to k; BLOCKING_LEXICAL_WEIGHT = 0 serves dense blocking only.
-    blocking_pool: int = Field(default=DEFAULT_POOL, ge=1, le=2_000)
-    blocking_lexical_candidates: int = Field(default=DEFAULT_LEXICAL_CANDIDATES, ge=0, le=1_000)
-    blocking_lexical_weight: float = Field(default=DEFAULT_LEXICAL_WEIGHT, ge=0.0, le=10.0)
+    # the cut to k; BLOCKING_LEXICAL_WEIGHT = 0 serves dense blocking only. The defaults are the
+    # tuned DEFAULT_* of models/hybrid_blocking.py (settings import nothing from models/;
+    # tests/app/core/test_config_defaults.py keeps the two equal).
+    blocking_pool: int = Field(default=200, ge=1, le=2_000)
+    blocking_lexical_candidates: int = Field(default=50, ge=0, le=1_000)
+    blocking_lexical_weight: float = Field(default=0.3, ge=0.0, le=10.0)
 
     # Zero-shot scorer: cosine blended with a rapidfuzz lexical score.
     lexical_weight: float = Field(default=0.3, ge=0.0, le=1.0)
