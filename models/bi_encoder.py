@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
@@ -30,7 +30,7 @@ class BiEncoder(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         max_length: int = DEFAULT_MAX_LENGTH,
         name: str = "custom",

@@ -144,7 +144,8 @@ class LiveBM25:
         docs = [tokenize(t) for t in texts]
         self.stats = TermStats()
         self._vocab: dict[str, int] = {}
-        indptr, indices = [0], []
+        indptr: list[int] = [0]
+        indices: list[int] = []
         for doc in docs:
             self.stats.add(doc)
             indices.extend(self._vocab.setdefault(t, len(self._vocab)) for t in doc)
@@ -194,7 +195,7 @@ class LiveBM25:
 
     def base_scores(self, query: str) -> np.ndarray:
         """BM25 of ``query`` for every base row under the current statistics (removed rows: 0)."""
-        summed = np.zeros(len(self._base_ids), dtype=np.float64)
+        summed: np.ndarray = np.zeros(len(self._base_ids), dtype=np.float64)
         terms = list(dict.fromkeys(tokenize(query)))
         if not terms:
             return summed

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -117,6 +117,12 @@ class LexicalBias(nn.Module):
     to an extra all-zero column (index ``n_bins``), which equals multiplying by CROSS without
     materialising the product per layer.
     """
+
+    # Buffers registered in __init__ (nn.Module's __getattr__ would type them Tensor | Module).
+    table: torch.Tensor
+    head_index: torch.Tensor
+    gamma: torch.Tensor
+    gamma_set: torch.Tensor
 
     def __init__(
         self,
@@ -306,6 +312,9 @@ class _LeaAttentionMixin:
 
     _lea_ctx: LeaContext | None
     _lea_layer: int
+    # Provided by nn.Module and the HF attention class this mixin is combined with.
+    training: bool
+    dropout: nn.Dropout
 
     def _lea_active(self) -> bool:
         ctx = getattr(self, "_lea_ctx", None)
@@ -329,7 +338,7 @@ class _LeaAttentionMixin:
         assert ctx is not None and ctx.idx is not None
         lex = ctx.lex
         layer = self._lea_layer
-        if self.training:  # type: ignore[attr-defined]
+        if self.training:
             lex.update_gamma(layer, q, ctx.token_mask)
         bias = lex.bias(layer, ctx.idx)
         attention_mask = _additive(attention_mask, q.dtype)
@@ -344,7 +353,7 @@ class _LeaAttentionMixin:
                 k,
                 v,
                 attn_mask=mask,
-                dropout_p=dropout.p if self.training else 0.0,  # type: ignore[attr-defined]
+                dropout_p=dropout.p if self.training else 0.0,
             )
             return out, None
         # Same operations, in the same order, as the HF eager code, so a zero bias is exact.
@@ -403,8 +412,15 @@ class _LeaBertForward(_LeaAttentionMixin):
     """
 
     _lea_sdpa = False
+    # Provided by BertSelfAttention / BertSdpaSelfAttention, which follow this class in the MRO.
+    num_attention_heads: int
+    attention_head_size: int
+    all_head_size: int
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
@@ -416,7 +432,7 @@ class _LeaBertForward(_LeaAttentionMixin):
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self._lea_active():
-            return super().forward(  # type: ignore[misc]
+            return super().forward(  # type: ignore[misc]  # BERT's forward: next in the MRO, unknown to the mixin
                 hidden_states,
                 attention_mask,
                 head_mask,
@@ -428,10 +444,10 @@ class _LeaBertForward(_LeaAttentionMixin):
             )
         if encoder_hidden_states is not None or past_key_values is not None:
             raise NotImplementedError("LEA bias supports encoder self-attention only (no cross-attn/cache)")
-        n, d = self.num_attention_heads, self.attention_head_size  # type: ignore[attr-defined]
-        q = _split_heads(self.query(hidden_states), n, d)  # type: ignore[attr-defined]
-        k = _split_heads(self.key(hidden_states), n, d)  # type: ignore[attr-defined]
-        v = _split_heads(self.value(hidden_states), n, d)  # type: ignore[attr-defined]
+        n, d = self.num_attention_heads, self.attention_head_size
+        q = _split_heads(self.query(hidden_states), n, d)
+        k = _split_heads(self.key(hidden_states), n, d)
+        v = _split_heads(self.value(hidden_states), n, d)
         if self._lea_sdpa:
             # HF's SDPA module returns (out, None); with output_attentions it falls back to eager,
             # which returns the probabilities, and so do we.
@@ -442,13 +458,13 @@ class _LeaBertForward(_LeaAttentionMixin):
                 attention_mask,
                 head_mask,
                 self.dropout,
-                d,  # type: ignore[attr-defined]
+                d,
                 use_sdpa=True,
                 output_attentions=bool(output_attentions),
             )
         else:
-            out, probs = self._lea_attend(q, k, v, attention_mask, head_mask, self.dropout, d)  # type: ignore[attr-defined]
-        return _merge_heads(out, self.all_head_size), probs  # type: ignore[attr-defined]
+            out, probs = self._lea_attend(q, k, v, attention_mask, head_mask, self.dropout, d)
+        return _merge_heads(out, self.all_head_size), probs
 
 
 class LeaBertSelfAttention(_LeaBertForward, BertSelfAttention):
@@ -467,7 +483,7 @@ class LeaMPNetSelfAttention(_LeaAttentionMixin, MPNetSelfAttention):
     Returns ``(o,)`` or ``(o, probs)`` like HF 4.57.
     """
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
@@ -475,7 +491,7 @@ class LeaMPNetSelfAttention(_LeaAttentionMixin, MPNetSelfAttention):
         position_bias: torch.Tensor | None = None,
         output_attentions: bool = False,
         **kwargs: Any,
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor | None, ...]:
         if not self._lea_active():
             return super().forward(hidden_states, attention_mask, head_mask, position_bias, output_attentions, **kwargs)
         n, d = self.num_attention_heads, self.attention_head_size
@@ -498,7 +514,7 @@ _VANILLA_CLASSES = {lea: vanilla for vanilla, lea in _LEA_CLASSES.items()}
 
 def self_attention_modules(model: PreTrainedModel) -> list[nn.Module]:
     """The per-layer self-attention modules of a BERT- or MPNet-family model."""
-    base = getattr(model, model.base_model_prefix, model)
+    base: Any = getattr(model, model.base_model_prefix, model)
     layers = base.encoder.layer
     kind = model.config.model_type
     if kind == "mpnet":
@@ -525,8 +541,9 @@ def install_lea_attention(model: PreTrainedModel, ctx: LeaContext) -> list[int]:
         if getattr(module, "position_embedding_type", "absolute") != "absolute":
             raise NotImplementedError("LEA attention supports absolute position embeddings only")
         module.__class__ = _LEA_CLASSES[cls]
-        module._lea_ctx = ctx
-        module._lea_layer = i
+        patched = cast(_LeaAttentionMixin, module)
+        patched._lea_ctx = ctx
+        patched._lea_layer = i
         installed.append(i)
     return installed
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from typing import TypeVar
 
 import torch
 
@@ -21,6 +22,8 @@ from models.lea import LeaCrossEncoder
 logger = logging.getLogger(__name__)
 
 QUANTIZE_MODES = ("none", "int8")
+
+_M = TypeVar("_M", bound=torch.nn.Module)
 
 
 def _select_engine() -> str:
@@ -32,7 +35,7 @@ def _select_engine() -> str:
     return str(torch.backends.quantized.engine)
 
 
-def quantize_linear_int8(module: torch.nn.Module) -> torch.nn.Module:
+def quantize_linear_int8(module: _M) -> _M:
     """``module`` with every ``nn.Linear`` swapped for a dynamic int8 one, in place."""
     _select_engine()
     module.eval()
@@ -41,9 +44,10 @@ def quantize_linear_int8(module: torch.nn.Module) -> torch.nn.Module:
     warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*", category=UserWarning)
     # Per-output-channel weight scales: per-tensor scales moved MiniLM's embeddings to a mean
     # cosine of 0.95 with the fp32 ones, per-channel to 0.98.
-    return torch.ao.quantization.quantize_dynamic(
+    torch.ao.quantization.quantize_dynamic(
         module, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, inplace=True
     )
+    return module  # inplace=True: quantize_dynamic swapped the layers inside `module` itself
 
 
 def quantize_int8(model: BiEncoder) -> BiEncoder:

@@ -58,7 +58,7 @@ def preprocess(image: Any) -> torch.Tensor:
     """A PIL image -> (3, 224, 224) float tensor scaled ``(x - 127) / 128`` (EfficientNet-Lite)."""
     from PIL import Image
 
-    resized = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+    resized = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
     arr = (np.asarray(resized, dtype=np.float32) - 127.0) / 128.0
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
@@ -67,7 +67,8 @@ class ImageFeatureExtractor:
     """Frozen vision encoder: images -> one pooled vector each (float32)."""
 
     def __init__(self, network: nn.Module, dim: int = IMAGE_DIM, batch_size: int = 32) -> None:
-        self.network = network.eval()
+        # An EfficientNet (efficientnet-lite-pytorch, untyped): extract_features is its own method.
+        self.network: Any = network.eval()
         for p in self.network.parameters():
             p.requires_grad_(False)
         self.dim = dim
@@ -196,13 +197,17 @@ class DecoderFusionEncoder(nn.Module):
     PREFIX = "This product text"
     MIDDLE = "and its image"
 
+    # A base decoder (returns last_hidden_state), optionally LoRA-wrapped: a transformers model or
+    # a peft wrapper forwarding its attributes, hence Any.
+    model: Any
+
     def __init__(self, model: nn.Module, tokenizer: Any, image_dim: int = IMAGE_DIM, max_length: int = 32) -> None:
         super().__init__()
-        self.model = model  # a base decoder (returns last_hidden_state), optionally LoRA-wrapped
+        self.model = model
         self.tokenizer = tokenizer
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs an EOS token")
-        hidden = int(model.config.hidden_size)
+        hidden = int(self.model.config.hidden_size)
         self.project = nn.Linear(image_dim, hidden)
         self.max_length = max_length
         self._prefix = tokenizer(self.PREFIX, add_special_tokens=False)["input_ids"]
