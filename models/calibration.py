@@ -285,9 +285,59 @@ class ThresholdChoice:
     f1: float
     precision: float
     recall: float
+    # How much to trust ``precision``: the pairs the cut accepts on this data and the Wilson 95 %
+    # interval of the precision they measure (a cut accepting 12 pairs says little).
+    n_accepted: int = 0
+    precision_low: float = 0.0
+    precision_high: float = 1.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95 % by default); (0, 1) for n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _choice(sweep: dict[str, np.ndarray], k: int) -> ThresholdChoice:
+    tp, fp = float(sweep["tp"][k]), float(sweep["fp"][k])
+    low, high = wilson_interval(tp, tp + fp)
+    return ThresholdChoice(
+        threshold=float(sweep["threshold"][k]),
+        f1=float(sweep["f1"][k]),
+        precision=float(sweep["precision"][k]),
+        recall=float(sweep["recall"][k]),
+        n_accepted=int(tp + fp),
+        precision_low=low,
+        precision_high=high,
+    )
+
+
+def precision_envelope(scores: np.ndarray, labels: np.ndarray, min_support: int = 20) -> np.ndarray:
+    """Per cut of :func:`pr_sweep`, the lowest raw precision of any cut from the first one with
+    ``min_support`` accepted pairs down to it (a running minimum): monotone non-increasing.
+
+    Raw precision zig-zags as the threshold falls (with ~200 positives a few pairs move it by
+    points), so "the lowest cut reaching the target" often lands on a lucky bump below a stretch
+    that misses it. On the envelope the chosen cut is where precision first falls below the
+    target and stays a valid cut for every threshold above it. The first ``min_support`` accepted
+    pairs are exempt: one early false positive would otherwise pin the envelope near zero.
+    Cuts above the support get their raw precision.
+    """
+    sweep = pr_sweep(scores, labels)
+    precision = sweep["precision"].copy()
+    accepted = sweep["tp"] + sweep["fp"]
+    start = int(np.searchsorted(accepted, min(min_support, accepted[-1]) if accepted.size else 0))
+    if accepted.size:
+        precision[start:] = np.minimum.accumulate(precision[start:])
+    return precision
 
 
 def pr_sweep(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -334,35 +384,31 @@ def threshold_for_best_f1(probs: np.ndarray, labels: np.ndarray) -> ThresholdCho
     sweep = pr_sweep(probs, labels)
     if not sweep["tp"].size or sweep["tp"][-1] == 0:
         raise ValueError("best-F1 threshold needs at least one positive label")
-    k = int(np.argmax(sweep["f1"]))
-    return ThresholdChoice(
-        threshold=float(sweep["threshold"][k]),
-        f1=float(sweep["f1"][k]),
-        precision=float(sweep["precision"][k]),
-        recall=float(sweep["recall"][k]),
-    )
+    return _choice(sweep, int(np.argmax(sweep["f1"])))
 
 
-def threshold_for_precision(probs: np.ndarray, labels: np.ndarray, target: float) -> ThresholdChoice | None:
-    """The lowest threshold whose precision on this data is ``>= target`` (max recall), or None.
+def threshold_for_precision(
+    probs: np.ndarray, labels: np.ndarray, target: float, curve: str = "envelope"
+) -> ThresholdChoice | None:
+    """The lowest threshold whose precision reaches ``target`` (max recall), or None.
 
-    Precision is not monotone in the threshold; this takes the lowest qualifying cut, so recall is
-    as high as the target allows (placed midway to the next lower score, see :func:`pr_sweep`).
-    None when no threshold reaches the target.
+    ``curve="envelope"`` (default) reads precision off :func:`precision_envelope`, which is
+    monotone, so the cut is where precision first falls below the target rather than the lowest
+    lucky bump of the raw curve; ``"raw"`` takes the lowest cut whose raw precision on this data
+    reaches the target. The cut sits midway to the next lower score (:func:`pr_sweep`);
+    the returned precision is the raw one at that cut, with its Wilson interval. None when no
+    threshold reaches the target.
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"precision target must be in (0, 1], got {target}")
+    if curve not in ("envelope", "raw"):
+        raise ValueError(f"curve must be envelope or raw, got {curve!r}")
     sweep = pr_sweep(probs, labels)
-    ok = np.flatnonzero((sweep["precision"] >= target) & (sweep["tp"] > 0))
+    precision = precision_envelope(probs, labels) if curve == "envelope" else sweep["precision"]
+    ok = np.flatnonzero((precision >= target - 1e-12) & (sweep["tp"] > 0))
     if ok.size == 0:
         return None
-    k = int(ok[-1])
-    return ThresholdChoice(
-        threshold=float(sweep["threshold"][k]),
-        f1=float(sweep["f1"][k]),
-        precision=float(sweep["precision"][k]),
-        recall=float(sweep["recall"][k]),
-    )
+    return _choice(sweep, int(ok[-1]))
 
 
 __all__ = [
@@ -374,7 +420,9 @@ __all__ = [
     "fit_temperature",
     "log_loss",
     "pr_sweep",
+    "precision_envelope",
     "sigmoid",
     "threshold_for_best_f1",
     "threshold_for_precision",
+    "wilson_interval",
 ]

@@ -12,9 +12,11 @@ from models.calibration import (
     fit_isotonic,
     fit_temperature,
     log_loss,
+    precision_envelope,
     sigmoid,
     threshold_for_best_f1,
     threshold_for_precision,
+    wilson_interval,
 )
 
 
@@ -133,3 +135,31 @@ def test_threshold_for_precision() -> None:
     assert strict is not None and strict.threshold == pytest.approx(0.825) and strict.recall == pytest.approx(0.6)
     # Unreachable: the top-scored pair is a non-match, so precision 1.0 never happens.
     assert threshold_for_precision(np.array([0.9, 0.1]), np.array([0, 1]), 0.99) is None
+
+
+def test_precision_cut_ignores_a_lucky_bump_below_the_crossing() -> None:
+    # 30 matches, then 3 non-matches, then 2 matches: raw precision dips to 30/33 = 0.909 and
+    # climbs back to 32/35 = 0.914 at the bottom; for a 0.91 target the raw rule accepts the
+    # whole dip, the envelope stops above it.
+    labels = np.array([1] * 30 + [0] * 3 + [1] * 2)
+    probs = np.linspace(0.99, 0.5, labels.size)
+    raw = threshold_for_precision(probs, labels, 0.91, curve="raw")
+    env = threshold_for_precision(probs, labels, 0.91)
+    assert raw is not None and raw.n_accepted == 35 and raw.precision == pytest.approx(32 / 35)
+    assert env is not None and env.n_accepted == 32 and env.precision == pytest.approx(30 / 32)
+    assert env.threshold > raw.threshold
+    # The envelope is monotone and equal to the raw curve where that already is.
+    curve = precision_envelope(probs, labels)
+    assert np.all(np.diff(curve) <= 0)
+    assert np.allclose(curve[:30], 1.0)
+
+
+def test_threshold_choices_carry_their_wilson_interval() -> None:
+    low, high = wilson_interval(95, 100)
+    assert 0.88 < low < 0.95 < high < 0.98  # the textbook 95 % Wilson interval for 95 / 100
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    labels = np.array([1] * 50 + [0] * 5 + [1] * 45 + [0] * 50)
+    probs = np.r_[np.linspace(0.99, 0.6, 100), np.linspace(0.5, 0.01, 50)]
+    choice = threshold_for_best_f1(probs, labels)
+    assert choice.n_accepted == 100
+    assert choice.precision_low == pytest.approx(low) and choice.precision_high == pytest.approx(high)
