@@ -13,6 +13,7 @@ class ErrorOut(BaseModel):
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
+        400: "malformed request body (e.g. broken multipart framing)",
         401: "missing bearer token",
         403: "forbidden",
         404: "not found",
@@ -26,4 +27,5 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}
 
 
-COMMON = errors(413, 422, 503)
+# 400: a body that cannot be parsed at all (Starlette answers 400 to broken multipart framing).
+COMMON = errors(400, 413, 422, 503)
