@@ -1,0 +1,89 @@
+"""The layering of docs/architecture.md, as tests.
+
+* The import-linter contracts of ``pyproject.toml`` ([tool.importlinter]) hold for the code as it
+  is, and each of them breaks when a violating import is added to the import graph (so the check
+  itself cannot silently pass everything).
+
+The type check is tests/test_typing.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = str(ROOT / "pyproject.toml")
+
+importlinter = pytest.importorskip("importlinter", reason="import-linter is a dev dependency (pip install -e '.[dev]')")
+
+from importlinter import configuration  # noqa: E402
+from importlinter.application import use_cases  # noqa: E402
+from importlinter.application.app_config import settings  # noqa: E402
+
+
+class _WithExtraImport:
+    """A graph builder that adds one import to the real graph (a deliberate violation)."""
+
+    def __init__(self, builder: Any, importer: str, imported: str) -> None:
+        self.builder, self.importer, self.imported = builder, importer, imported
+
+    def build(self, **kwargs: Any) -> Any:
+        graph = self.builder.build(**kwargs)
+        graph.add_import(importer=self.importer, imported=self.imported, line_number=1, line_contents="import")
+        return graph
+
+
+@pytest.fixture
+def linter() -> Iterator[None]:
+    configuration.configure()
+    use_cases._register_built_in_contract_types()
+    yield
+    configuration.configure()
+
+
+def _report(**kwargs: Any) -> dict[str, bool]:
+    """``{contract id: kept}`` for the contracts in pyproject.toml."""
+    options = use_cases.read_user_options(PYPROJECT)
+    report = use_cases.create_report(options, cache_dir=None, **kwargs)
+    return {contract.contract_options["id"]: check.kept for contract, check in report.get_contracts_and_checks()}
+
+
+def test_import_contracts_hold() -> None:
+    # The command line, as a developer runs it; its output names each broken import chain.
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache", "--config", PYPROJECT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "contract"),
+    [
+        ("models.bm25", "app.search.lexicon", "models-standalone"),
+        ("models.product_text", "training.data.records", "models-standalone"),
+        ("training.metrics", "app.core.config", "training-offline"),
+        ("app.pipeline.rerank", "training.train_matcher", "serving-without-training"),
+        ("app.recommend.service", "training.recommend.train", "serving-without-training"),
+        ("app.search.lexicon", "app.pipeline.match", "data-layer"),
+        ("app.db.products", "app.api.deps", "data-layer"),
+        ("app.core.config", "models.hybrid_blocking", "settings-at-the-bottom"),
+        ("app.registry.store", "app.jobs.promote", "app-acyclic"),
+        ("app.jobs.runner", "app.retrain.job", "app-acyclic"),
+        ("app.jobs.match_feed", "app.jobs.match_feed_ray", "app-acyclic"),
+    ],
+)
+def test_each_contract_catches_a_violation(linter: None, importer: str, imported: str, contract: str) -> None:
+    assert all(_report().values())
+    settings.configure(GRAPH_BUILDER=_WithExtraImport(settings.GRAPH_BUILDER, importer, imported))
+    kept = _report()
+    assert kept[contract] is False, f"{importer} -> {imported} should break {contract}"
