@@ -10,11 +10,16 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
+
+if TYPE_CHECKING:  # imported on use: each command loads only what it needs
+    from app.pipeline.encoder import Encoder
+    from app.services import Services
 
 logger = logging.getLogger("productmatch")
 
@@ -48,14 +53,14 @@ def _database_at_head(settings: Settings) -> None:
         raise SystemExit(f"productmatch: cannot open the database {where}: {exc.orig}") from None
 
 
-def _services(settings: Settings):  # type: ignore[no-untyped-def]
+def _services(settings: Settings) -> Services:
     from app.services import Services
 
     _database_at_head(settings)
     return Services.create(settings)
 
 
-def _encoder(settings: Settings):  # type: ignore[no-untyped-def]
+def _encoder(settings: Settings) -> Encoder:
     from app.pipeline.encoder import Encoder
 
     return Encoder.load(
@@ -111,7 +116,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     services = _services(settings)
     job_id = str(uuid.uuid4())
-    stored = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
+    stored = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]  # never None: Settings fills it in its validator
     shutil.copyfile(source, stored)
     job, _ = store.create_job(
         services.factory,
@@ -190,7 +195,7 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
             logger.error("%s: %s", source, exc)
             return 2
         job_id = str(uuid.uuid4())
-        stored = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]
+        stored = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]  # never None: Settings fills it in its validator
         shutil.copyfile(source, stored)  # the job seeks into it on resume: it must not change
         k = args.k or settings.default_top_k
         payload = make_payload(
@@ -245,8 +250,8 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
         encoder.model_id,
         encoder.dim,
         IndexParams(kind=args.kind or settings.index_kind),
-        settings.index_dir,
-        settings.index_snapshot_every,  # type: ignore[arg-type]
+        settings.index_dir,  # type: ignore[arg-type]  # never None: Settings fills it in its validator
+        settings.index_snapshot_every,
     )
     if args.action == "rebuild":
         if args.reembed:
@@ -255,7 +260,11 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
             reembed_all(services.factory, encoder)
         index.rebuild()
         index.snapshot()
-        result = {"action": "rebuild", "stats": index.index.stats(), "snapshot": str(index.snapshot_path)}
+        result: dict[str, Any] = {
+            "action": "rebuild",
+            "stats": index.index.stats(),
+            "snapshot": str(index.snapshot_path),
+        }
     else:
         if args.action == "repair":
             index.open()  # load or rebuild, replay, then repair both directions
@@ -293,7 +302,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         if not args.target:
             logger.error("models register needs the artefact folder")
             return 2
-        row = store.register(factory, args.target, settings.model_dir)  # type: ignore[arg-type]
+        row = store.register(factory, args.target, settings.model_dir)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
         print(json.dumps({"version": row.version, "kind": row.kind, "path": row.path}))  # noqa: T201
         if not args.promote:
             return 0

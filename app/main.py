@@ -37,7 +37,7 @@ def load_demo_catalogue(services: Services) -> str | None:
     with services.factory() as session:
         if product_repo.count_products(session) > 0:
             return None
-    path = write_demo_file(Path(services.settings.upload_dir) / "demo-catalogue.jsonl")  # type: ignore[arg-type]
+    path = write_demo_file(Path(services.settings.upload_dir) / "demo-catalogue.jsonl")  # type: ignore[arg-type]  # never None: Settings fills it in its validator
     job, created = store.create_job(
         services.factory, "ingest", {"path": str(path), "format": "jsonl", "filename": "demo"}, DEMO_JOB_KEY
     )

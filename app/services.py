@@ -163,7 +163,7 @@ class Services:
                 encoder.model_id,
                 encoder.dim,
                 IndexParams(kind=s.index_kind),
-                s.index_dir,  # type: ignore[arg-type]
+                s.index_dir,  # type: ignore[arg-type]  # never None: Settings fills it in its validator
                 snapshot_every=s.index_snapshot_every,
             )
             index.open()

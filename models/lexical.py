@@ -354,16 +354,19 @@ class LexicalBatch:
         return out
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> LexicalBatch:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking)
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        def move_optional(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else move(t)
 
         return LexicalBatch(
-            input_ids=move(self.input_ids),  # type: ignore[arg-type]
-            attention_mask=move(self.attention_mask),  # type: ignore[arg-type]
-            lex_idx=move(self.lex_idx),  # type: ignore[arg-type]
-            lex_cross=move(self.lex_cross),  # type: ignore[arg-type]
-            token_type_ids=move(self.token_type_ids),
-            labels=move(self.labels),
+            input_ids=move(self.input_ids),
+            attention_mask=move(self.attention_mask),
+            lex_idx=move(self.lex_idx),
+            lex_cross=move(self.lex_cross),
+            token_type_ids=move_optional(self.token_type_ids),
+            labels=move_optional(self.labels),
         )
 
     def __len__(self) -> int:

@@ -14,12 +14,14 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import AdminDep, ServicesDep
 from app.api.responses import COMMON, errors
+from app.db.models import ModelVersion
 from app.jobs import store as jobs_store
 from app.jobs.submit import ensure_queue, push_or_withdraw
 from app.registry import store
 from app.schemas.job import JobAccepted
 from app.schemas.retrain import RetrainRequest
-from app.services import NotReady
+from app.search.sync import IndexService
+from app.services import NotReady, Services
 
 # As in models.matcher_io (not imported here: it pulls in torch and transformers).
 CALIBRATION_FILE = "calibration.json"
@@ -30,7 +32,7 @@ router = APIRouter(
 )
 
 
-def _index(services):  # type: ignore[no-untyped-def]
+def _index(services: Services) -> IndexService:
     if services.index is None:
         raise NotReady("the index is still loading")
     return services.index
@@ -62,7 +64,7 @@ async def index_rebuild(services: ServicesDep) -> dict:
     return {"stats": index.index.stats(), "snapshot": str(path)}
 
 
-def _version_out(row) -> dict:  # type: ignore[no-untyped-def]
+def _version_out(row: ModelVersion) -> dict:
     return {
         "version": row.version,
         "kind": row.kind,
@@ -92,7 +94,7 @@ class PrCurve(BaseModel):
     threshold: float = Field(description="the version's decision threshold (best F1 on validation)")
 
 
-def _read_pr_curve(row) -> PrCurve:  # type: ignore[no-untyped-def]
+def _read_pr_curve(row: ModelVersion) -> PrCurve:
     path = PathLib(row.path) / CALIBRATION_FILE
     try:
         calibration = json.loads(path.read_text(encoding="utf-8"))

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def _safe_errors(exc: RequestValidationError) -> list[dict[str, object]]:
     """Validation errors without the offending input: it may be huge, or NaN (not JSON)."""
-    out = []
+    out: list[dict[str, object]] = []
     for err in exc.errors():
         loc = [str(p) if not isinstance(p, (int, str)) else p for p in err.get("loc", ())]
         msg = str(err.get("msg", ""))

@@ -26,6 +26,7 @@ from app.schemas.feedback import (
     ReviewPage,
 )
 from app.schemas.product import MAX_ID_CHARS, MAX_SHORT_CHARS, OfferIn
+from app.services import Services
 
 router = APIRouter(prefix="/v1", tags=["feedback"], responses=COMMON)
 
@@ -92,7 +93,7 @@ def _parse_rows(reader: csv.DictReader) -> tuple[list[tuple[int, _CsvLabel]], li
     return parsed, problems
 
 
-def _known_products(services, external_ids: set[str]) -> set[str]:  # type: ignore[no-untyped-def]
+def _known_products(services: Services, external_ids: set[str]) -> set[str]:
     with services.factory() as session:
         return product_repo.existing_external_ids(session, external_ids)
 
@@ -162,7 +163,7 @@ async def list_feedback(
 ):
     """Labels newest first; with both ids, `effective_label` is the latest one."""
     rows = await run_in_threadpool(repo.labels_for, services.factory, product_external_id, offer_external_id, limit)
-    effective = None
+    effective: Literal["match", "no_match"] | None = None
     if rows and product_external_id and offer_external_id:
         effective = "match" if rows[0].label == 1 else "no_match"
     return FeedbackPage(items=[_out(r) for r in rows], effective_label=effective)

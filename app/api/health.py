@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -29,7 +31,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         "queue": await run_in_threadpool(services.queue.ping),
     }
     ready = checks["models"] and checks["index"] and checks["database"]
-    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
     if services.load_error:
         body["error"] = services.load_error
     if services.index is not None:

@@ -11,11 +11,12 @@ from app.api.deps import ServicesDep
 from app.api.responses import COMMON, errors
 from app.jobs import store
 from app.schemas.job import JobOut, JobProgress, RowErrorOut
+from app.services import Services
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
 
-def job_out(services, job_id: str, error_limit: int) -> JobOut | None:  # type: ignore[no-untyped-def]
+def job_out(services: Services, job_id: str, error_limit: int) -> JobOut | None:
     job = store.get_job(services.factory, job_id)
     if job is None:
         return None

@@ -8,9 +8,10 @@ from fastapi.concurrency import run_in_threadpool
 from app.api.deps import PipelineDep, ServicesDep
 from app.api.responses import COMMON
 from app.db.feedback import queue_for_review
-from app.pipeline.match import MatchQuery, MatchResult
+from app.pipeline.match import MatchPipeline, MatchQuery, MatchResult
 from app.pipeline.scoring import MATCH, REVIEW
 from app.schemas.match import CandidateOut, MatchBatchRequest, MatchBatchResponse, MatchRequest, MatchResponse
+from app.services import Services
 
 router = APIRouter(prefix="/v1/match", tags=["match"], responses=COMMON)
 
@@ -38,7 +39,7 @@ def _response(result: MatchResult, thresholds: dict[str, float]) -> MatchRespons
             score=c.score,
             retrieval_score=c.retrieval_score,
             lexical_score=c.lexical_score,
-            explanation=c.explanation,
+            explanation=c.explanation,  # type: ignore[arg-type]  # dicts, which pydantic validates into WordPairOut
         )
         for c in result.candidates
     ]
@@ -53,12 +54,12 @@ def _response(result: MatchResult, thresholds: dict[str, float]) -> MatchRespons
     )
 
 
-def _thresholds(pipeline) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def _thresholds(pipeline: MatchPipeline) -> dict[str, float]:
     """The thresholds of the scorer that answered (a trained matcher brings its own)."""
     return {"match": pipeline.decider.match_threshold, "review": pipeline.decider.review_threshold}
 
 
-def _queue_reviews(services, requests: list[MatchRequest], results: list[MatchResult]) -> None:  # type: ignore[no-untyped-def]
+def _queue_reviews(services: Services, requests: list[MatchRequest], results: list[MatchResult]) -> None:
     """Every decision in the review band waits for a person, with its offer and candidates."""
     items = [
         {

@@ -172,7 +172,7 @@ class Settings(BaseSettings):
             self.ingest_allowed_dir,  # where server-side files for `path` go (README)
         )
         for folder in folders:
-            Path(folder).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+            Path(folder).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
 
     @property
     def is_sqlite(self) -> bool:

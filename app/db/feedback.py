@@ -6,9 +6,9 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,7 +68,7 @@ def queue_for_review(factory: sessionmaker[Session], items: Sequence[dict[str, A
             # No conflict target: the only unique constraints are the primary key (fresh
             # uuids) and the partial index on open items' keys.
             stmt = insert(ReviewItem).values(values[start : start + INSERT_BATCH]).on_conflict_do_nothing()
-            added += int(session.execute(stmt).rowcount or 0)
+            added += int(cast(CursorResult[Any], session.execute(stmt)).rowcount or 0)
     return added
 
 

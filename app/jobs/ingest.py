@@ -51,8 +51,9 @@ def run_ingest(ctx: JobContext, job: Job) -> str:
     for raw in iter_raw_rows(path, fmt):
         consumed += 1
         result = to_product(raw, fmt)
-        if result.row is not None:
-            first = seen.get(result.row.external_id)
+        row = result.row
+        if row is not None:
+            first = seen.get(row.external_id)
             if first is not None:
                 result = RowResult(
                     raw.number,
@@ -60,12 +61,12 @@ def run_ingest(ctx: JobContext, job: Job) -> str:
                     [
                         (
                             "external_id",
-                            f"duplicate external_id {result.row.external_id!r} (first at row {first})",
+                            f"duplicate external_id {row.external_id!r} (first at row {first})",
                         )
                     ],
                 )
             else:
-                seen[result.row.external_id] = raw.number
+                seen[row.external_id] = raw.number
         if consumed <= job.checkpoint:
             continue  # committed before a crash: only the duplicate bookkeeping is rebuilt
         chunk.append(result)
@@ -111,7 +112,7 @@ def _commit_chunk(
         if errors:
             store.add_row_errors(session, job_id, errors, ctx.settings.max_row_errors)
 
-    upsert_batch(ctx.factory, ctx.encoder, good, in_transaction=checkpoint)  # type: ignore[arg-type]
+    upsert_batch(ctx.factory, ctx.encoder, good, in_transaction=checkpoint)
     timings["chunks"] = timings.get("chunks", 0) + 1
     timings["write_s"] = round(timings.get("write_s", 0.0) + time.perf_counter() - t0, 3)
     for hook in ctx.after_commit:

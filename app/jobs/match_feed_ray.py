@@ -176,7 +176,8 @@ class Searcher:
         factory = make_session_factory(make_engine(settings.database_url))
         scorer, decider = build_scorer(settings, factory)
         self.encoder = _Precomputed(model_id)
-        self.pipeline = FeedPipeline(self.encoder, _FrozenIndex(index), factory, scorer, decider)  # type: ignore[arg-type]
+        # Duck-typed stand-ins for what MatchPipeline reads: the encoder's precomputed vectors, the index.
+        self.pipeline = FeedPipeline(self.encoder, _FrozenIndex(index), factory, scorer, decider)  # type: ignore[arg-type]  # see above
         self.k, self.brand, self.category = k, brand, category
 
     def __call__(self, batch: Batch) -> Batch:
@@ -236,7 +237,7 @@ def _chunk_results(rows: list[tuple[int, str, str, str]]) -> tuple[list[ResultRo
             results.append((number, offer_id, decision, match_id, top, ids, scores))
             offers.append(OfferResult(number, offer_id, {}))
         else:
-            offers.append(OfferResult(number, None, None, [tuple(e) for e in json.loads(errors)]))  # type: ignore[misc]
+            offers.append(OfferResult(number, None, None, [tuple(e) for e in json.loads(errors)]))
     return results, offers
 
 
@@ -267,9 +268,9 @@ def run_ray(ctx: JobContext, feed: FeedJob, scan: FeedScan, committer: ChunkComm
     data_ctx.execution_options.preserve_order = True
     data_ctx.enable_progress_bars = False
     try:
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ds: ray.data.Dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
         ds = ds.map_batches(
-            read_chunk,
+            read_chunk,  # type: ignore[arg-type]  # its keyword arguments come in fn_kwargs, which Ray's types cannot express
             batch_size=1,
             batch_format="numpy",
             fn_kwargs={"path": str(feed.path), "fmt": feed.format},

@@ -28,7 +28,7 @@ def prepare_blocker(ctx: JobContext, version: str) -> dict:
     encoder = load_version_encoder(ctx.settings, version, row.path)
     embedded = reembed_all(ctx.factory, encoder)
     s = ctx.settings
-    index = IndexService(ctx.factory, version, encoder.dim, IndexParams(kind=s.index_kind), s.index_dir)  # type: ignore[arg-type]
+    index = IndexService(ctx.factory, version, encoder.dim, IndexParams(kind=s.index_kind), s.index_dir)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
     index.rebuild()
     index.catch_up()
     index.snapshot()

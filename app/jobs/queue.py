@@ -13,7 +13,8 @@ import queue as stdqueue
 import socket
 import threading
 import uuid
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class RedisQueue:
         self.processing = f"{name}:jobs:processing:{self.owner}"
         self._marker = f"{name}:jobs:pushed:"
 
-    def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         import redis
 
         try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -89,7 +89,7 @@ def claim(factory: sessionmaker[Session], job_id: str, owner: str, lease_seconds
                 started_at=func.coalesce(Job.started_at, now),
             )
         )
-        return result.rowcount == 1
+        return cast(CursorResult[Any], result).rowcount == 1
 
 
 def heartbeat(factory: sessionmaker[Session], job_id: str, owner: str, lease_seconds: float) -> bool:
@@ -99,7 +99,7 @@ def heartbeat(factory: sessionmaker[Session], job_id: str, owner: str, lease_sec
             .where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
             .values(lease_expires_at=_now() + timedelta(seconds=lease_seconds))
         )
-        return result.rowcount == 1
+        return cast(CursorResult[Any], result).rowcount == 1
 
 
 def release(factory: sessionmaker[Session], job_id: str, owner: str, message: str | None = None) -> None:

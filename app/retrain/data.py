@@ -145,7 +145,7 @@ def unlabelled_candidates(factory: sessionmaker[Session], limit: int) -> list[tu
     for item in items:
         for cand in item.candidates or []:
             pid = cand.get("external_id") if isinstance(cand, dict) else None
-            product = products.get(pid)
+            product = products.get(pid) if isinstance(pid, str) else None
             if product is None or (item.offer_external_id, pid) in labelled:
                 continue
             out.append((title_of(item.offer), product.title))

@@ -73,7 +73,7 @@ def _already_trained(ctx: JobContext, kind: str, key: str) -> str | None:
 
 
 def _register(ctx: JobContext, folder: Path, key: str, held_out: dict[str, Any], gate: dict[str, Any]) -> str:
-    row = store.register(ctx.factory, folder, ctx.settings.model_dir)  # type: ignore[arg-type]
+    row = store.register(ctx.factory, folder, ctx.settings.model_dir)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
     store.add_metrics(ctx.factory, row.version, {"held_out": held_out, "gate": gate, "retrain_key": key})
     return row.version
 
@@ -188,7 +188,7 @@ def run_retrain(ctx: JobContext, job: Job) -> str:
     except RetrainDataError as exc:
         raise JobFailed(str(exc)) from exc
     p.result["data"] = data.describe()
-    work = Path(s.model_dir) / "retrain" / job.id  # type: ignore[arg-type]
+    work = Path(s.model_dir) / "retrain" / job.id  # type: ignore[arg-type]  # never None: Settings fills it in its validator
     shutil.rmtree(work, ignore_errors=True)  # a redelivered job starts its training again
     try:
         if "blocker" in targets:

@@ -230,7 +230,7 @@ class IVFPQBackend(Backend):
 
 
 _BY_NAME: dict[str, type[Backend]] = {b.name: b for b in (FlatBackend, ExactSideBackend, HNSWBackend, IVFPQBackend)}
-_FAISS_TYPES: dict[str, tuple[type, ...]] = {
+_FAISS_TYPES: dict[str, tuple[Any, ...]] = {
     "flat": (faiss.IndexIDMap2,),
     "exact_side": (faiss.IndexFlatIP,),
     "hnsw": (faiss.IndexHNSWFlat,),

@@ -68,7 +68,7 @@ def decode_array(data: Buffer, name: str) -> np.ndarray:
 
 
 def _bytes_view(data: Buffer) -> memoryview:
-    return memoryview(data).cast("B")
+    return memoryview(data).cast("B")  # type: ignore[arg-type]  # numpy declares its buffer protocol to type checkers only from Python 3.12
 
 
 def write_index_file(path: str | Path, header: dict[str, Any], sections: Sequence[tuple[str, Buffer]]) -> int:

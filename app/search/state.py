@@ -39,7 +39,7 @@ class SearchResult:
 class _Filter(NamedTuple):
     slots: np.ndarray | None  # matching live slots; None = every live slot
     selector: faiss.IDSelector | None  # hides non-matching (or tombstoned) keys from FAISS
-    count: int
+    matching: int  # live slots the filter lets through
 
 
 class IndexState:
@@ -124,9 +124,9 @@ class IndexState:
     def search(self, queries: np.ndarray, k: int, brand: str | None, category: str | None) -> SearchResult:
         nq = len(queries)
         flt = self._filter(brand, category)
-        if flt is None or flt.count == 0:
+        if flt is None or flt.matching == 0:
             return SearchResult([[] for _ in range(nq)], [[] for _ in range(nq)], self.version)
-        k_eff = min(k, flt.count)
+        k_eff = min(k, flt.matching)
         scores, keys = self._search_keys(queries, k_eff, flt)
         pids, mask = self._to_pids(keys)
         return SearchResult(
@@ -145,10 +145,10 @@ class IndexState:
         backend = self.backend
         if flt.slots is None:
             return backend.search(queries, k, flt.selector)
-        small = flt.count <= self.params.filter_exact_max
+        small = flt.matching <= self.params.filter_exact_max
         if small and backend.exact_vectors:
             return backend.exact_search(queries, k, flt.selector)
-        widen = math.inf if small else min(self.catalog.n_live / flt.count, _MAX_WIDEN)
+        widen = math.inf if small else min(self.catalog.n_live / flt.matching, _MAX_WIDEN)
         return backend.search(queries, k, flt.selector, widen)
 
     def _to_pids(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
