@@ -238,20 +238,25 @@ class _Lines:
         return self
 
     def __next__(self) -> str:
-        if not self.pending:
-            raw = self.fh.readline(MAX_LINE_BYTES + 1)
-            if not raw:
+        if self.pending:
+            piece = self.pending.pop(0)
+        else:
+            piece = self.fh.readline(MAX_LINE_BYTES + 1)
+            if not piece:
                 raise StopIteration
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                skipped = len(raw)
+            if len(piece) > MAX_LINE_BYTES and not piece.endswith(b"\n"):
+                skipped = len(piece)
                 while (rest := self.fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
                     skipped += len(rest)
                 skipped += len(rest)
                 self.pos += skipped
                 self.line += 1
                 raise _LineTooLong
-            self.pending = [p for p in _LONE_CR.split(raw) if p]
-        piece = self.pending.pop(0)
+            cr = piece.find(b"\r")
+            if cr >= 0 and not (cr == len(piece) - 1 or (cr == len(piece) - 2 and piece.endswith(b"\n"))):
+                # A CR that does not end the line: lone-CR line ends inside (split them).
+                self.pending = [p for p in _LONE_CR.split(piece) if p]
+                piece = self.pending.pop(0)
         try:
             text = piece.decode("utf-8")
         except UnicodeDecodeError as exc:
