@@ -21,6 +21,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32")
+PRECISION_HELP = "auto (default): bf16 where the CPU has AMX/AVX512-BF16 or the GPU bf16, else fp32"
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -84,4 +85,12 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-__all__ = ["PRECISIONS", "autocast", "bf16_native", "cpu_bf16_flags", "default_threads", "resolve_precision"]
+__all__ = [
+    "PRECISIONS",
+    "PRECISION_HELP",
+    "autocast",
+    "bf16_native",
+    "cpu_bf16_flags",
+    "default_threads",
+    "resolve_precision",
+]

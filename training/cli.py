@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from models.hybrid_blocking import DEFAULT_LEXICAL_CANDIDATES, DEFAULT_LEXICAL_WEIGHT, DEFAULT_POOL
+from models.precision import PRECISION_HELP, PRECISIONS
 from training.data.readers import FORMATS
 
 logger = logging.getLogger(__name__)
@@ -100,12 +101,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         help="shares of the trained weights mixed with the starting model (WiSE-FT), best on validation; 1 = off",
     )
     tb.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    tb.add_argument(
-        "--precision",
-        choices=("auto", "bf16", "fp32"),
-        default="auto",
-        help="auto: bf16 where the CPU has AMX/AVX512-BF16 (or the GPU bf16), else fp32",
-    )
+    tb.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     tb.add_argument("--no-progress", action="store_true")
     tb.set_defaults(func=cmd_train_blocker, needs_settings=False)
 

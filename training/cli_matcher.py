@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from models.backbones import BACKBONES
+from models.precision import PRECISION_HELP, PRECISIONS
 from training.data.readers import FORMATS, SIZE_ORDER, load_dataset
 from training.data.records import PairDataset
 
@@ -109,12 +110,7 @@ def add_train_matcher(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--calibration", choices=("temperature", "isotonic"), default="temperature")
     p.add_argument("--max-train-pairs", type=_positive_int, default=None, help="stratified subsample of train")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
-    p.add_argument(
-        "--precision",
-        choices=("auto", "bf16", "fp32"),
-        default="auto",
-        help="auto: bf16 where the CPU has AMX/AVX512-BF16 (or the GPU bf16), else fp32",
-    )
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--no-length-grouping", action="store_true", help="random batches instead of length-grouped ones")
     p.add_argument(
         "--checkpoint-dir",
