@@ -77,6 +77,8 @@ def test_import_contracts_hold() -> None:
         ("app.search.lexicon", "app.pipeline.match", "data-layer"),
         ("app.db.products", "app.api.deps", "data-layer"),
         ("app.core.config", "models.hybrid_blocking", "settings-at-the-bottom"),
+        ("app.pipeline.match", "app.registry.store", "app-layers"),
+        ("app.jobs.ingest", "app.services", "app-layers"),
         ("app.registry.store", "app.jobs.promote", "app-acyclic"),
         ("app.jobs.runner", "app.retrain.job", "app-acyclic"),
         ("app.jobs.match_feed", "app.jobs.match_feed_ray", "app-acyclic"),
