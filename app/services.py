@@ -12,11 +12,11 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
-from app.db.base import make_engine, make_session_factory
+from app.db.base import make_engine, make_session_factory, ping
 from app.db.models import Job
 from app.jobs.context import Handler, JobContext
 from app.jobs.queue import JobQueue, make_queue
@@ -244,8 +244,7 @@ class Services:
 
     def database_ok(self) -> bool:
         try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            ping(self.engine)
             return True
         except Exception:  # noqa: BLE001
             return False

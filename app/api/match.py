@@ -7,9 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import PipelineDep, ServicesDep
 from app.api.responses import COMMON
-from app.db.feedback import queue_for_review
-from app.pipeline.match import MatchPipeline, MatchQuery, MatchResult
-from app.pipeline.scoring import MATCH, REVIEW
+from app.pipeline.match import MatchPipeline, MatchQuery, MatchResult, queue_reviews
+from app.pipeline.scoring import MATCH
 from app.schemas.match import CandidateOut, MatchBatchRequest, MatchBatchResponse, MatchRequest, MatchResponse
 from app.services import Services
 
@@ -60,26 +59,7 @@ def _thresholds(pipeline: MatchPipeline) -> dict[str, float]:
 
 
 def _queue_reviews(services: Services, requests: list[MatchRequest], results: list[MatchResult]) -> None:
-    """Every decision in the review band waits for a person, with its offer and candidates."""
-    items = [
-        {
-            "offer": req.offer.model_dump(),
-            "candidates": [
-                {
-                    "external_id": c.external_id,
-                    "title": c.title,
-                    "score": c.score,
-                    "retrieval_score": c.retrieval_score,
-                }
-                for c in res.candidates
-            ],
-            "top_score": res.candidates[0].score if res.candidates else None,
-            "model_versions": res.model_versions,
-        }
-        for req, res in zip(requests, results)
-        if res.decision == REVIEW
-    ]
-    queue_for_review(services.factory, items)
+    queue_reviews(services.factory, [req.offer.model_dump() for req in requests], results)
 
 
 @router.post("", response_model=MatchResponse)

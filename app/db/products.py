@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, defer
 
 from app.db.base import serialise_writers
 from app.db.models import IndexChange, Product, ProductEmbedding
@@ -50,6 +51,53 @@ def existing_external_ids(session: Session, external_ids: Iterable[str], batch: 
 
 def get_by_external_id(session: Session, external_id: str) -> Product | None:
     return session.scalar(select(Product).where(Product.external_id == external_id))
+
+
+def products_by_ids(session: Session, ids: Sequence[int]) -> dict[int, Product]:
+    """The products among ``ids``, by id, without their attributes (never read while matching)."""
+    rows = session.scalars(select(Product).options(defer(Product.attributes)).where(Product.id.in_(ids)))
+    return {int(p.id): p for p in rows}
+
+
+def titles_and_brands(session: Session, ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
+    """(id, title, brand) of the products among ``ids``."""
+    rows = session.execute(select(Product.id, Product.title, Product.brand).where(Product.id.in_(ids)))
+    return [(int(pid), title, brand) for pid, title, brand in rows]
+
+
+def titles_and_brands_after(session: Session, after_id: int, limit: int) -> list[tuple[int, str, str | None]]:
+    """(id, title, brand) of the first ``limit`` products after ``after_id``, in id order (keyset)."""
+    rows = session.execute(
+        select(Product.id, Product.title, Product.brand).where(Product.id > after_id).order_by(Product.id).limit(limit)
+    )
+    return [(int(pid), title, brand) for pid, title, brand in rows]
+
+
+def titles_by_external_id(session: Session, external_ids: Iterable[str]) -> dict[str, str]:
+    """The title of each catalogue product among ``external_ids``."""
+    rows = session.execute(
+        select(Product.external_id, Product.title).where(Product.external_id.in_(sorted(set(external_ids))))
+    )
+    return {ext: title for ext, title in rows}
+
+
+def catalogue_rows(session: Session) -> list[tuple[int, str, str, str | None, str | None]]:
+    """(id, external id, title, brand, category) of every product, in id order."""
+    rows = session.execute(
+        select(Product.id, Product.external_id, Product.title, Product.brand, Product.category).order_by(Product.id)
+    )
+    return [(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def add_product(session: Session, product: Product) -> int:
+    """Insert a product now (flushed) and return its id."""
+    session.add(product)
+    session.flush()
+    return int(product.id)
+
+
+def update_product(session: Session, product_id: int, values: dict[str, Any]) -> None:
+    session.execute(update(Product).where(Product.id == product_id).values(**values))
 
 
 def existing_states(session: Session, external_ids: Sequence[str], model_id: str) -> dict[str, ExistingState]:

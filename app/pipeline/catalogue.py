@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
@@ -107,12 +106,10 @@ def upsert_batch(
             if state is None:
                 # One clock reading for both: a new product is never created after its update.
                 product = Product(external_id=ext, created_at=values["updated_at"], **values)
-                session.add(product)
-                session.flush()
-                pid, created = int(product.id), True
+                pid, created = repo.add_product(session, product), True
                 stats.created += 1
             else:
-                session.execute(update(Product).where(Product.id == state.id).values(**values))
+                repo.update_product(session, state.id, values)
                 pid, created = state.id, False
                 stats.updated += 1
                 if state.text_hash != data["text_hash"]:

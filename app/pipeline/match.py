@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import products as repo
+from app.db.feedback import queue_for_review
 from app.db.models import Product
 from app.pipeline.encoder import Encoder
 from app.pipeline.hybrid import LexicalRescorer
-from app.pipeline.scoring import Decider, Scorer
+from app.pipeline.scoring import REVIEW, Decider, Scorer
 from app.search.sync import IndexService
 from models.product_text import embed_text, norm_key
 
@@ -157,8 +158,32 @@ class MatchPipeline:
         if not ids:
             return {}
         with self.factory() as session:
-            rows = session.scalars(select(Product).options(defer(Product.attributes)).where(Product.id.in_(ids)))
-            return {int(p.id): p for p in rows}
+            return repo.products_by_ids(session, ids)
+
+
+def queue_reviews(
+    factory: sessionmaker[Session], offers: Sequence[dict[str, Any]], results: Sequence[MatchResult]
+) -> int:
+    """Every decision in the review band waits for a person, with its offer and candidates."""
+    items = [
+        {
+            "offer": offer,
+            "candidates": [
+                {
+                    "external_id": c.external_id,
+                    "title": c.title,
+                    "score": c.score,
+                    "retrieval_score": c.retrieval_score,
+                }
+                for c in res.candidates
+            ],
+            "top_score": res.candidates[0].score if res.candidates else None,
+            "model_versions": res.model_versions,
+        }
+        for offer, res in zip(offers, results)
+        if res.decision == REVIEW
+    ]
+    return queue_for_review(factory, items)
 
 
 def _as_mapping(product: Product) -> dict[str, Any]:

@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.db import products as product_repo
-from app.db.models import Product
 from app.pipeline.encoder import Encoder
 from app.recommend.images import ImageRejected, ImageSource, QueryImages
 from app.recommend.label_index import LabelIndex, LabelRow, LabelState
@@ -180,12 +178,7 @@ class RecommendService:
 
     def _rows(self) -> list[LabelRow]:
         with self.factory() as session:
-            result = session.execute(
-                select(Product.id, Product.external_id, Product.title, Product.brand, Product.category).order_by(
-                    Product.id
-                )
-            )
-            return [LabelRow(int(r[0]), r[1], r[2], r[3], r[4]) for r in result]
+            return [LabelRow(*row) for row in product_repo.catalogue_rows(session)]
 
     def state(self, model: _ZeroShot | _Trained) -> LabelState:
         return self.index.refresh(

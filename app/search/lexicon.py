@@ -18,11 +18,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
-from app.db.models import Product
 from models.bm25 import LiveBM25
 from models.product_text import embed_text
 
@@ -37,9 +35,7 @@ def product_texts(session: Session, ids: list[int]) -> dict[int, str]:
     """The embedded text (title, led by the brand) of each existing product among ``ids``."""
     out: dict[int, str] = {}
     for start in range(0, len(ids), _IN_CHUNK):
-        rows = session.execute(
-            select(Product.id, Product.title, Product.brand).where(Product.id.in_(ids[start : start + _IN_CHUNK]))
-        )
+        rows = repo.titles_and_brands(session, ids[start : start + _IN_CHUNK])
         out.update({int(pid): embed_text({"title": t, "brand": b}) for pid, t, b in rows})
     return out
 
@@ -139,15 +135,10 @@ class CatalogueLexicon:
             version = repo.max_change_seq(session)
             last = 0
             while True:
-                rows = session.execute(
-                    select(Product.id, Product.title, Product.brand)
-                    .where(Product.id > last)
-                    .order_by(Product.id)
-                    .limit(_READ_BATCH)
-                ).all()
+                rows = repo.titles_and_brands_after(session, last, _READ_BATCH)
                 if not rows:
                     break
-                ids.extend(int(r[0]) for r in rows)
+                ids.extend(r[0] for r in rows)
                 texts.extend(embed_text({"title": t, "brand": b}) for _, t, b in rows)
                 last = ids[-1]
         index = LiveBM25(ids, texts)
