@@ -219,23 +219,35 @@ class LiveBM25:
         return summed
 
     def top(self, query: str, m: int) -> tuple[list[int], list[float]]:
-        """The ``m`` best documents sharing a word with ``query``: (ids, scores), best first."""
+        """The ``m`` best documents sharing a word with ``query``: (ids, scores), best first.
+
+        Every base posting of the query's words is scored (that keeps the result exact under the
+        current statistics); only the hits that can be in the top ``m`` are then sorted.
+        """
         if m < 1 or not len(self):
             return [], []
         summed = self.base_scores(query)
         hit = np.flatnonzero(summed > 0)
-        ids: list[np.ndarray] = [self._base_ids[hit]]
-        scores: list[np.ndarray] = [summed[hit]]
+        return self._merge(query, m, self._base_ids[hit], summed[hit])
+
+    def _merge(self, query: str, m: int, ids: np.ndarray, scores: np.ndarray) -> tuple[list[int], list[float]]:
+        """Base hits plus the delta's, the ``m`` best by (score at float32, id)."""
+        id_parts, score_parts = [ids], [scores]
         if self._delta:
             delta_ids = np.fromiter(self._delta, dtype=np.int64, count=len(self._delta))
             delta_scores = pool_scores(query, list(self._delta.values()), self.stats, self.k1, self.b).astype(
                 np.float64
             )
             keep = delta_scores > 0
-            ids.append(delta_ids[keep])
-            scores.append(delta_scores[keep])
-        all_ids, all_scores = np.concatenate(ids), np.concatenate(scores)
+            id_parts.append(delta_ids[keep])
+            score_parts.append(delta_scores[keep])
+        all_ids, all_scores = np.concatenate(id_parts), np.concatenate(score_parts)
         # Scores at float32 precision, as pool_scores returns them, so base and delta documents tie alike.
         all_scores = all_scores.astype(np.float32)
+        if all_scores.size > m:
+            # Only what can be in the top m is sorted: every score >= the m-th best (ties included).
+            kth = np.partition(all_scores, all_scores.size - m)[all_scores.size - m]
+            keep = all_scores >= kth
+            all_ids, all_scores = all_ids[keep], all_scores[keep]
         order = np.lexsort((all_ids, -all_scores))[:m]
         return all_ids[order].tolist(), all_scores[order].astype(float).tolist()

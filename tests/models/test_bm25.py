@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -107,3 +108,42 @@ def test_live_index_matches_pool_scores_and_breaks_ties_by_id() -> None:
     assert live.top("", 5) == ([], []) and live.top("red", 0) == ([], [])
     with pytest.raises(ValueError, match="unique"):
         LiveBM25([1, 1], ["a", "b"])
+
+
+def _skewed_catalogue(rng: random.Random, n: int) -> list[str]:
+    """Titles like a real catalogue: a few frequent brands / types, many rare model codes."""
+    brands = ["sony", "samsung", "lg", "apple", "canon"]
+    kinds = ["tv", "camera", "phone", "headphones", "laptop", "speaker"]
+    return [
+        f"{rng.choice(brands)} {rng.choice(kinds)} {rng.choice('abcdefgh')}{rng.randint(1, 400)}"
+        + (" black" if rng.random() < 0.5 else "")
+        + (f" {rng.choice(kinds)}" if rng.random() < 0.2 else "")
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_equals_sorting_every_document_while_the_catalogue_changes(seed: int) -> None:
+    """top() sorts only what can reach the top m: it must equal scoring and sorting everything."""
+    rng = random.Random(seed)
+    texts = _skewed_catalogue(rng, 600)
+    current = dict(enumerate(texts))
+    live = LiveBM25(list(current), texts)
+    queries = [*rng.sample(texts, 8), "sony tv", "black", "unknownword", "a12 sony black camera"]
+    for round_ in range(3):
+        ids_all = np.fromiter(current, dtype=np.int64)  # ascending: removals keep order, new ids are larger
+        for q in queries:
+            every = pool_scores(q, list(current.values()), live.stats)
+            order = np.lexsort((ids_all, -every))
+            for m in (1, 5, 50):
+                ref = [int(i) for i in ids_all[order] if every[np.searchsorted(ids_all, i)] > 0][:m]
+                ids, scores = live.top(q, m)
+                assert ids == ref, (round_, q, m)
+                np.testing.assert_allclose(scores, sorted(scores, reverse=True))
+        for doc in rng.sample(sorted(current), 60):  # change the statistics between rounds
+            live.remove(doc)
+            del current[doc]
+        for k in range(40):
+            doc = 10_000 + 100 * round_ + k
+            current[doc] = rng.choice(texts)
+            live.upsert(doc, current[doc])
