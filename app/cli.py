@@ -63,14 +63,7 @@ def _services(settings: Settings) -> Services:
 def _encoder(settings: Settings) -> Encoder:
     from app.pipeline.encoder import Encoder
 
-    return Encoder.load(
-        settings.encoder,
-        settings.encoder_max_length,
-        settings.encoder_batch_size,
-        settings.torch_threads,
-        quantize=settings.encoder_quantize,
-        device=settings.device,
-    )
+    return Encoder.from_settings(settings)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -160,7 +153,8 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
     from app.jobs import store
     from app.jobs.context import JobContext
     from app.jobs.ingest_files import UnreadableFile, detect_format
-    from app.jobs.match_feed import KIND, check_feed, make_payload
+    from app.jobs.match_feed.reader import check_feed
+    from app.jobs.match_feed.runner import KIND, make_payload
     from app.jobs.runner import run_job
     from app.registry.encoders import EncoderProvider
 
@@ -240,19 +234,11 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
     from app.registry.encoders import EncoderProvider
-    from app.search.params import IndexParams
     from app.search.sync import IndexService
 
     services = _services(settings)
     encoder = EncoderProvider(settings, services.factory, lambda: _encoder(settings)).refresh()
-    index = IndexService(
-        services.factory,
-        encoder.model_id,
-        encoder.dim,
-        IndexParams(kind=args.kind or settings.index_kind),
-        settings.index_dir,  # type: ignore[arg-type]  # never None: Settings fills it in its validator
-        settings.index_snapshot_every,
-    )
+    index = IndexService.from_settings(services.factory, settings, encoder.model_id, encoder.dim, kind=args.kind)
     if args.action == "rebuild":
         if args.reembed:
             from app.jobs.reembed import reembed_all

@@ -30,7 +30,6 @@ from app.registry import store
 from app.registry.encoders import EncoderProvider
 from app.registry.scorers import serving_scorer
 from app.search.lexicon import CatalogueLexicon
-from app.search.params import IndexParams
 from app.search.sync import IndexService
 
 logger = logging.getLogger(__name__)
@@ -136,36 +135,18 @@ class Services:
 
     # -- loading and switching ----------------------------------------------------------------
     def _default_encoder(self, override: Encoder | None) -> Encoder:
-        if override is not None:
-            return override
-        s = self.settings
-        return Encoder.load(
-            s.encoder,
-            max_length=s.encoder_max_length,
-            batch_size=s.encoder_batch_size,
-            threads=s.torch_threads,
-            quantize=s.encoder_quantize,
-            device=s.device,
-        )
+        return override if override is not None else Encoder.from_settings(self.settings)
 
     def _scorer(self) -> tuple[Scorer, Decider]:
         return serving_scorer(self.settings, self.factory)
 
     def build_runtime(self, encoder: Encoder, index: IndexService | None = None) -> Runtime:
         """Embed what the encoder lacks, open (or rebuild) its index, wire a pipeline."""
-        s = self.settings
         if index is None:
             missing = reembed_all(self.factory, encoder)
             if missing:
                 logger.info("embedded %d products for %s", missing, encoder.model_id)
-            index = IndexService(
-                self.factory,
-                encoder.model_id,
-                encoder.dim,
-                IndexParams(kind=s.index_kind),
-                s.index_dir,  # type: ignore[arg-type]  # never None: Settings fills it in its validator
-                snapshot_every=s.index_snapshot_every,
-            )
+            index = IndexService.from_settings(self.factory, self.settings, encoder.model_id, encoder.dim)
             index.open()
         scorer, decider = self._scorer()
         rescorer = self._rescorer()

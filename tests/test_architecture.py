@@ -81,7 +81,7 @@ def test_import_contracts_hold() -> None:
         ("app.jobs.ingest", "app.services", "app-layers"),
         ("app.registry.store", "app.jobs.promote", "app-acyclic"),
         ("app.jobs.runner", "app.retrain.job", "app-acyclic"),
-        ("app.jobs.match_feed", "app.jobs.match_feed_ray", "app-acyclic"),
+        ("app.jobs.match_feed.runner", "app.jobs.match_feed.ray_engine", "app-acyclic"),
     ],
 )
 def test_each_contract_catches_a_violation(linter: None, importer: str, imported: str, contract: str) -> None:

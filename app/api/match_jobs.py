@@ -17,7 +17,9 @@ from app.api.params import FORM_TEXT_PATTERN, form_fields
 from app.api.responses import COMMON, errors
 from app.api.uploads import submit_file_job
 from app.jobs import store
-from app.jobs.match_feed import KIND, MEDIA_TYPES, check_feed, make_payload
+from app.jobs.match_feed.reader import check_feed
+from app.jobs.match_feed.runner import KIND, make_payload
+from app.jobs.match_feed.writer import MEDIA_TYPES
 from app.schemas.match import MAX_TOP_K
 from app.schemas.match_job import Engine, MatchJobAccepted, OutputFormat
 from app.schemas.product import MAX_SHORT_CHARS

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
-from app.db.models import Job
+from app.jobs import store
 from app.services import Services
 
 logger = logging.getLogger(__name__)
@@ -29,10 +28,8 @@ class ServiceCollector(Collector):
         yield version
         jobs = GaugeMetricFamily("productmatch_jobs", "Jobs by kind and state", labels=["kind", "state"])
         try:
-            with self.services.factory() as session:
-                rows = session.execute(select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state))
-                for kind, state, count in rows:
-                    jobs.add_metric([kind, state], float(count))
+            for kind, state, count in store.counts_by_kind_and_state(self.services.factory):
+                jobs.add_metric([kind, state], float(count))
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB blinked
             logger.warning("could not count jobs for /metrics", exc_info=True)
         yield jobs

@@ -12,7 +12,6 @@ import logging
 import time
 from pathlib import Path
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.db.models import Job
@@ -40,8 +39,7 @@ def run_ingest(ctx: JobContext, job: Job) -> str:
     except UnreadableFile as exc:
         raise JobFailed(str(exc)) from exc
     if job.rows_total is None:
-        with ctx.factory() as session, session.begin():
-            session.execute(update(Job).where(Job.id == job.id).values(rows_total=total))
+        store.set_rows_total(ctx.factory, job.id, total)
 
     chunk_size = ctx.settings.ingest_chunk_rows
     seen: dict[str, int] = {}
@@ -76,17 +74,11 @@ def run_ingest(ctx: JobContext, job: Job) -> str:
     if chunk:
         _commit_chunk(ctx, job.id, chunk, consumed, total, timings)
 
-    with ctx.factory() as session:
-        fresh = session.get(Job, job.id)
-        failed = fresh.rows_failed if fresh else 0
+    fresh = store.get_job(ctx.factory, job.id)
+    failed = fresh.rows_failed if fresh else 0
     timings["total_s"] = round(timings.get("total_s", 0.0) + time.perf_counter() - t_start, 3)
-    store_timings(ctx, job.id, timings)
+    store.set_timings(ctx.factory, job.id, timings)
     return store.COMPLETED_WITH_ERRORS if failed else store.COMPLETED
-
-
-def store_timings(ctx: JobContext, job_id: str, timings: dict) -> None:
-    with ctx.factory() as session, session.begin():
-        session.execute(update(Job).where(Job.id == job_id).values(timings=timings))
 
 
 def _commit_chunk(
@@ -98,17 +90,7 @@ def _commit_chunk(
     t0 = time.perf_counter()
 
     def checkpoint(session: Session, stats: BatchStats) -> None:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(
-                checkpoint=consumed,
-                rows_done=consumed,
-                rows_ok=Job.rows_ok + stats.created + stats.updated,
-                rows_unchanged=Job.rows_unchanged + stats.unchanged,
-                rows_failed=Job.rows_failed + failed_rows,
-            )
-        )
+        store.add_chunk_counts(session, job_id, consumed, stats.created + stats.updated, stats.unchanged, failed_rows)
         if errors:
             store.add_row_errors(session, job_id, errors, ctx.settings.max_row_errors)
 

@@ -19,7 +19,7 @@ import codecs
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -84,10 +84,14 @@ WIDE_BOMS = (
 )
 
 
+COMPRESSORS = frozenset({"gzip", "bzip2", "xz", "zstd"})
+
+
 def archive_message(kind: str) -> str:
-    if kind == "zip":
-        return "zip archives are not supported; upload the CSV/JSONL file itself (archives are never unpacked)"
-    return f"{kind} archives and compressed files are not supported; upload the uncompressed CSV/JSONL file"
+    """The one answer to an archive or compressed file, whether it was found by its declared
+    content type, its name or its leading bytes."""
+    what = "compressed files" if kind in COMPRESSORS else "archives"
+    return f"{kind} {what} are not accepted: upload the CSV/JSONL file itself, uncompressed (nothing is ever unpacked)"
 
 
 def wide_encoding_message(kind: str) -> str:
@@ -321,7 +325,12 @@ def _is_row_but_one_quote(text: str, width: int, limit: int = 16) -> bool:
 
 
 def _multiline_fault(
-    header: list[str], values: list[str], texts: list[str], number: int, first: int
+    header: list[str],
+    values: list[str],
+    texts: list[str],
+    number: int,
+    first: int,
+    single_line: frozenset[str] = SINGLE_LINE_COLUMNS,
 ) -> UnreadableFile | None:
     """Why a row spanning several lines must be an unbalanced quote, if it must.
 
@@ -336,7 +345,7 @@ def _multiline_fault(
     if len(values) != width:
         return _quoting_fault(number, first, last, f"has {len(values)} columns instead of {width}")
     for name, value in zip(header, values):
-        if name in SINGLE_LINE_COLUMNS and ("\n" in value or "\r" in value):
+        if name in single_line and ("\n" in value or "\r" in value):
             return _quoting_fault(number, first, last, f"its {name!r} value holds a line break")
     head, inside, tail = texts[0], texts[1:-1], texts[-1]
     if (
@@ -348,10 +357,14 @@ def _multiline_fault(
     return None
 
 
-def iter_csv_rows(fh: IO[bytes], start: RowStart | None = None) -> Iterator[tuple[RowStart, RawRow]]:
+def iter_csv_rows(
+    fh: IO[bytes], start: RowStart | None = None, single_line: frozenset[str] = SINGLE_LINE_COLUMNS
+) -> Iterator[tuple[RowStart, RawRow]]:
     """(where the row starts, the row) for each data row from ``start`` (default: the first).
 
     Blank lines are not rows. Raises UnreadableFile for a quoting fault that spans lines.
+    ``single_line``: the columns whose values never hold a line break (other files than
+    catalogues and feeds name their own, e.g. the feedback import's id and label columns).
     """
     header, data_start = read_csv_header(fh)
     start = start or data_start
@@ -384,7 +397,7 @@ def iter_csv_rows(fh: IO[bytes], start: RowStart | None = None) -> Iterator[tupl
             continue  # blank lines are not rows
         number += 1
         if lines.line - here.line > 1:
-            fault = _multiline_fault(header, values, lines.texts, number, first)
+            fault = _multiline_fault(header, values, lines.texts, number, first, single_line)
             if fault is not None:
                 raise fault
         if len(values) != len(header):
@@ -443,6 +456,14 @@ def iter_raw_rows(path: Path, fmt: str) -> Iterator[RawRow]:
 
 
 # -- validation ------------------------------------------------------------------------------
+class CellError(ValueError):
+    """A cell that cannot be read as its field's type (e.g. JSON that does not parse)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
 def _coerce_csv_cell(field: str, value: str) -> Any:
     value = value.strip()
     if value == "":
@@ -456,29 +477,45 @@ def _coerce_csv_cell(field: str, value: str) -> Any:
     return value
 
 
+def split_fields(data: dict[str, Any], fmt: str, known: Collection[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A row's ``known`` fields and its other non-blank columns (stripped), keys stripped.
+
+    CSV cells of known fields are coerced (blank -> absent, list and JSON fields parsed); fields
+    that end up None are left out. Raises CellError for a JSON cell that does not parse.
+    """
+    fields: dict[str, Any] = {}
+    other: dict[str, Any] = {}
+    for key, value in data.items():
+        key = str(key).strip()
+        if key in known:
+            try:
+                fields[key] = _coerce_csv_cell(key, value) if fmt == CSV and isinstance(value, str) else value
+            except json.JSONDecodeError as exc:
+                raise CellError(key, f"not valid JSON: {exc.msg}") from exc
+        elif value not in (None, ""):
+            other[key] = value.strip() if isinstance(value, str) else value
+    return {k: v for k, v in fields.items() if v is not None}, other
+
+
+def validation_errors(exc: ValidationError) -> list[tuple[str | None, str]]:
+    """(field path, message) for each error of a pydantic validation."""
+    return [(".".join(str(p) for p in e["loc"]) or None, e["msg"]) for e in exc.errors()]
+
+
 def to_product(raw: RawRow, fmt: str) -> RowResult:
     """Validate one raw row; unknown columns become attributes."""
     if raw.data is None:
         return RowResult(raw.number, None, [(None, raw.error or "unreadable row")])
-    data: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
     try:
-        for key, value in raw.data.items():
-            key = str(key).strip()
-            if key in KNOWN_FIELDS:
-                data[key] = _coerce_csv_cell(key, value) if fmt == CSV and isinstance(value, str) else value
-            elif value not in (None, ""):
-                extra[key] = value.strip() if isinstance(value, str) else value
-    except json.JSONDecodeError as exc:
-        return RowResult(raw.number, None, [(key, f"not valid JSON: {exc.msg}")])
+        data, extra = split_fields(raw.data, fmt, KNOWN_FIELDS)
+    except CellError as exc:
+        return RowResult(raw.number, None, [(exc.field, exc.message)])
     if extra:
         attrs = data.get("attributes") or {}
         if not isinstance(attrs, dict):
             return RowResult(raw.number, None, [("attributes", "must be a JSON object")])
         data["attributes"] = {**extra, **attrs}
-    data = {k: v for k, v in data.items() if v is not None}
     try:
         return RowResult(raw.number, ProductRow.model_validate(data), [])
     except ValidationError as exc:
-        errors = [(".".join(str(p) for p in e["loc"]) or None, e["msg"]) for e in exc.errors()]
-        return RowResult(raw.number, None, errors)
+        return RowResult(raw.number, None, validation_errors(exc))

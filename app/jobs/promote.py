@@ -15,7 +15,6 @@ from app.jobs.context import JobContext, JobFailed
 from app.jobs.reembed import reembed_all
 from app.registry import store
 from app.registry.encoders import load_version_encoder
-from app.search.params import IndexParams
 from app.search.sync import IndexService
 
 logger = logging.getLogger(__name__)
@@ -27,8 +26,7 @@ def prepare_blocker(ctx: JobContext, version: str) -> dict:
         raise JobFailed(f"{version} is a {row.kind}, not a bi-encoder")
     encoder = load_version_encoder(ctx.settings, version, row.path)
     embedded = reembed_all(ctx.factory, encoder)
-    s = ctx.settings
-    index = IndexService(ctx.factory, version, encoder.dim, IndexParams(kind=s.index_kind), s.index_dir)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
+    index = IndexService.from_settings(ctx.factory, ctx.settings, version, encoder.dim)
     index.rebuild()
     index.catch_up()
     index.snapshot()

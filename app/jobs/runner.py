@@ -8,8 +8,8 @@ import threading
 from app.jobs import store
 from app.jobs.context import Handler, JobContext, JobFailed
 from app.jobs.ingest import run_ingest
-from app.jobs.match_feed import KIND as MATCH_FEED
-from app.jobs.match_feed_review import run_match_feed_job
+from app.jobs.match_feed.review import run_match_feed_job
+from app.jobs.match_feed.runner import KIND as MATCH_FEED
 from app.jobs.promote import run_promote, run_rollback
 
 logger = logging.getLogger(__name__)

@@ -151,9 +151,55 @@ def orphaned_jobs(factory: sessionmaker[Session], queued_grace_seconds: float = 
         return list(rows)
 
 
-def active_jobs(factory: sessionmaker[Session]) -> list[str]:
+def counts_by_kind_and_state(factory: sessionmaker[Session]) -> list[tuple[str, str, int]]:
+    """(kind, state, number of jobs) for every kind and state present."""
     with factory() as session:
-        return list(session.scalars(select(Job.id).where(Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at)))
+        rows = session.execute(select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state))
+        return [(kind, state, int(count)) for kind, state, count in rows]
+
+
+def set_rows_total(factory: sessionmaker[Session], job_id: str, total: int) -> None:
+    with factory() as session, session.begin():
+        session.execute(update(Job).where(Job.id == job_id).values(rows_total=total))
+
+
+def set_timings(factory: sessionmaker[Session], job_id: str, timings: dict[str, Any]) -> None:
+    with factory() as session, session.begin():
+        session.execute(update(Job).where(Job.id == job_id).values(timings=timings))
+
+
+def add_chunk_counts(session: Session, job_id: str, consumed: int, ok: int, unchanged: int, failed: int) -> None:
+    """Move the checkpoint to `consumed` rows and add one chunk's counters (in the chunk's transaction)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            checkpoint=consumed,
+            rows_done=consumed,
+            rows_ok=Job.rows_ok + ok,
+            rows_unchanged=Job.rows_unchanged + unchanged,
+            rows_failed=Job.rows_failed + failed,
+        )
+    )
+
+
+def advance_checkpoint(
+    session: Session,
+    job_id: str,
+    checkpoint: int,
+    consumed: int,
+    rows_ok: int,
+    rows_failed: int,
+    timings: dict[str, Any],
+) -> bool:
+    """Move the checkpoint from `checkpoint` to `consumed` with absolute counters; False when the
+    job is no longer at `checkpoint` (another worker committed the chunk)."""
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.checkpoint == checkpoint)
+        .values(checkpoint=consumed, rows_done=consumed, rows_ok=rows_ok, rows_failed=rows_failed, timings=timings)
+    )
+    return cast(CursorResult[Any], done).rowcount == 1
 
 
 def add_row_errors(session: Session, job_id: str, errors: list[tuple[int, str | None, str]], cap: int) -> None:

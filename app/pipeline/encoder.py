@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from app.core.config import Settings
 from models.bi_encoder import BiEncoder
 from models.devices import check_quantize_device, resolve_device
 from models.quantize import apply_quantization
@@ -53,6 +54,18 @@ class Encoder:
             ident = f"{ident}+{quantize}"
         logger.info("loaded encoder %s (dim %d) on %s", ident, model.dim, target)
         return cls(model, ident, batch_size)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Encoder:
+        """The configured default encoder (ENCODER, with its length, batch, threads, quantisation, device)."""
+        return cls.load(
+            settings.encoder,
+            max_length=settings.encoder_max_length,
+            batch_size=settings.encoder_batch_size,
+            threads=settings.torch_threads,
+            quantize=settings.encoder_quantize,
+            device=settings.device,
+        )
 
     @property
     def dim(self) -> int:

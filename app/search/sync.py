@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.config import Settings
 from app.db import products as repo
 from app.search.params import IndexParams
 from app.search.persistence import IndexCorrupt
@@ -65,6 +66,20 @@ class IndexService:
         self._snapshot_version = -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(
+        cls, factory: sessionmaker[Session], settings: Settings, model_id: str, dim: int, kind: str | None = None
+    ) -> IndexService:
+        """The index of `model_id` as configured: INDEX_KIND (unless `kind`), INDEX_DIR, INDEX_SNAPSHOT_EVERY."""
+        return cls(
+            factory,
+            model_id,
+            dim,
+            IndexParams(kind=kind or settings.index_kind),
+            settings.index_dir,  # type: ignore[arg-type]  # never None: Settings fills it in its validator
+            snapshot_every=settings.index_snapshot_every,
+        )
 
     # -- start-up -------------------------------------------------------------------------
     def open(self) -> ConsistencyReport:

@@ -98,7 +98,7 @@ def test_jsonl_feed_with_parquet_output_and_filters(client):
 
 def test_results_before_completion_is_409_and_unknown_is_404(client, settings):
     from app.jobs import store
-    from app.jobs.match_feed import KIND
+    from app.jobs.match_feed.runner import KIND
 
     assert client.get("/v1/match/jobs/nope/results").status_code == 404
     # A job that is not a match job is not found here either.

@@ -32,7 +32,7 @@ from app.jobs.ingest_files import (
     iter_rows,
     to_product,
 )
-from app.jobs.match_feed import check_feed, iter_feed, scan_feed
+from app.jobs.match_feed.reader import check_feed, iter_feed, scan_feed
 from app.jobs.runner import run_job
 from tests.conftest import make_settings
 
@@ -152,15 +152,15 @@ def test_utf16_and_utf32_files_are_refused_with_what_to_do(tmp_path, encoding, b
 
 def test_archives_are_named_as_such(tmp_path):
     for name in ("catalogue.zip", "catalogue.csv.zip", "feed.jsonl.gz", "dump.tar"):
-        with pytest.raises(UnsupportedFileType, match="archives .*not supported; upload the"):
+        with pytest.raises(UnsupportedFileType, match="are not accepted: upload the CSV/JSONL file itself"):
             detect_format(name)
-    with pytest.raises(UnsupportedFileType, match="zip archives are not supported; upload the CSV/JSONL file"):
+    with pytest.raises(UnsupportedFileType, match="zip archives are not accepted: upload the CSV/JSONL file"):
         detect_format("Catalogue.ZIP")
     with pytest.raises(UnreadableFile, match="save the sheet as 'CSV UTF-8'"):
         detect_format("products.xlsx")
     # A zip whatever its name or declared format.
     zipped = _write(tmp_path, "really-a-zip.csv", b"PK\x03\x04" + b"\x14\x00" * 40)
-    with pytest.raises(UnsupportedFileType, match="zip archives are not supported"):
+    with pytest.raises(UnsupportedFileType, match="zip archives are not accepted"):
         check_upload(zipped, detect_format("really-a-zip.csv", "csv"))
 
 

@@ -21,16 +21,9 @@ from app.db.models import Job
 from app.jobs import store
 from app.jobs.context import JobContext
 from app.jobs.ingest_files import RawRow
-from app.jobs.match_feed import (
-    KIND,
-    FeedJob,
-    check_feed,
-    iter_feed,
-    make_payload,
-    read_results,
-    scan_feed,
-    to_offer,
-)
+from app.jobs.match_feed.reader import check_feed, iter_feed, scan_feed, to_offer
+from app.jobs.match_feed.runner import KIND, FeedJob, make_payload
+from app.jobs.match_feed.writer import read_results
 from app.jobs.queue import RedisQueue
 from app.jobs.runner import run_job
 from app.pipeline.encoder import Encoder
@@ -227,9 +220,9 @@ def test_crash_after_a_commit_and_before_one_resumes_exactly_once(tmp_path, db_u
     reference = _results(ctx, reference_id)
 
     job_id = _submit(ctx, feed)
-    from app.jobs import match_feed
+    from app.jobs.match_feed import runner
 
-    real_write = match_feed.write_part
+    real_write = runner.write_part
     calls = {"n": 0}
 
     def crash_on_third_part(path, fmt, rows):
@@ -238,13 +231,13 @@ def test_crash_after_a_commit_and_before_one_resumes_exactly_once(tmp_path, db_u
         if calls["n"] == 3:
             raise _Crash("killed between the part file and its commit")
 
-    monkeypatch.setattr(match_feed, "write_part", crash_on_third_part)
+    monkeypatch.setattr(runner, "write_part", crash_on_third_part)
     assert run_job(ctx, job_id, "w1") is None  # released for a retry
     job = store.get_job(ctx.factory, job_id)
     assert job.checkpoint == 20 and job.state == "running"
     assert FeedJob.from_job(job).part(2).exists()  # written, never committed
 
-    monkeypatch.setattr(match_feed, "write_part", real_write)
+    monkeypatch.setattr(runner, "write_part", real_write)
 
     def crash_after_commit(done, total):
         if done == 40:
@@ -263,7 +256,8 @@ def test_crash_after_a_commit_and_before_one_resumes_exactly_once(tmp_path, db_u
 
 
 def test_a_stale_worker_cannot_commit_a_chunk_twice(tmp_path, sqlite_url, tiny_encoder):
-    from app.jobs.match_feed import ChunkCommitter, ChunkConflict, OfferResult
+    from app.jobs.match_feed.reader import OfferResult
+    from app.jobs.match_feed.runner import ChunkCommitter, ChunkConflict
 
     settings = make_settings(tmp_path / "var", sqlite_url, match_feed_chunk_rows=5)
     ctx = _ctx(settings, tiny_encoder)
@@ -286,7 +280,7 @@ def test_candidate_lookup_uses_one_statement_shape(tmp_path, sqlite_url, tiny_en
     """Fixed-size IN lists: memory must not grow with the number of distinct candidate counts."""
     from sqlalchemy import event
 
-    from app.jobs.match_feed import pipeline_for
+    from app.jobs.match_feed.runner import pipeline_for
 
     ctx = _ctx(make_settings(tmp_path / "var", sqlite_url), tiny_encoder)
     _load_catalogue(ctx, tmp_path, 30)

@@ -13,7 +13,8 @@ import ray  # a dev dependency: the Ray engine is tested in CI
 from app.db.base import make_engine, make_session_factory
 from app.jobs import store
 from app.jobs.context import JobContext
-from app.jobs.match_feed import KIND, make_payload, read_results
+from app.jobs.match_feed.runner import KIND, make_payload
+from app.jobs.match_feed.writer import read_results
 from app.jobs.runner import run_job
 from tests.conftest import make_settings
 from tests.helpers import product

@@ -9,21 +9,20 @@ queues nothing twice.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from collections.abc import Iterator
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
+from app.db import products as repo
 from app.db.feedback import queue_for_review
-from app.db.models import Job, Product
+from app.db.models import Job
+from app.jobs import store
 from app.jobs.context import JobContext
-from app.jobs.match_feed import FeedJob, iter_feed, run_match_feed, to_offer
-from app.jobs.match_feed_ray import run_ray
+from app.jobs.match_feed.ray_engine import run_ray
+from app.jobs.match_feed.reader import iter_feed, to_offer
+from app.jobs.match_feed.runner import FeedJob, run_match_feed
+from app.jobs.match_feed.writer import iter_results
 from app.pipeline.scoring import REVIEW
 
 logger = logging.getLogger(__name__)
@@ -31,30 +30,10 @@ logger = logging.getLogger(__name__)
 BATCH = 500  # review decisions per database round trip
 
 
-def _results(path: Path) -> Iterator[dict[str, Any]]:
-    """The result file's rows, streamed (never the whole file in memory)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH):
-            yield from batch.to_pylist()
-        return
-    with path.open(encoding="utf-8", newline="") as fh:
-        for rec in csv.DictReader(fh):
-            yield {
-                "row": int(rec["row"]),
-                "offer_id": rec["offer_id"],
-                "decision": rec["decision"],
-                "top_score": float(rec["top_score"]) if rec["top_score"] else None,
-                "candidate_ids": json.loads(rec["candidate_ids"]),
-                "candidate_scores": json.loads(rec["candidate_scores"]),
-            }
-
-
 def _review_rows(feed: FeedJob) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(result row, the feed's offer for it) for each `review` decision, in feed order."""
     offers = iter_feed(feed.path, feed.format)
-    for result in _results(feed.output_path):
+    for result in iter_results(feed.output_path, BATCH):
         if result["decision"] != REVIEW:
             continue
         for _, raw in offers:  # result rows follow the feed's order: walk the feed up to this one
@@ -69,8 +48,7 @@ def _titles(ctx: JobContext, ids: set[str]) -> dict[str, str]:
     if not ids:
         return {}
     with ctx.factory() as session:
-        rows = session.execute(select(Product.external_id, Product.title).where(Product.external_id.in_(sorted(ids))))
-        return {ext: title for ext, title in rows}
+        return repo.titles_by_external_id(session, ids)
 
 
 def queue_feed_reviews(ctx: JobContext, job: Job, model_versions: dict[str, Any]) -> int:
@@ -104,8 +82,6 @@ def run_match_feed_job(ctx: JobContext, job: Job) -> str:
     """The bulk-match job, then (with `review` in its payload) its review decisions queued."""
     state = run_match_feed(ctx, job, run_ray)
     if (job.payload or {}).get("review"):
-        from app.jobs import store
-
         current = store.get_job(ctx.factory, job.id)
         versions = ((current.timings if current else None) or {}).get("model_versions") or {}
         added = queue_feed_reviews(ctx, job, versions)

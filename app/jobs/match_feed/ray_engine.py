@@ -31,20 +31,11 @@ import numpy as np
 
 from app.core.config import Settings
 from app.jobs.context import JobContext
-from app.jobs.match_feed import (
-    ChunkCommitter,
-    ChunkStart,
-    FeedJob,
-    FeedPipeline,
-    FeedScan,
-    OfferResult,
-    ResultRow,
-    build_scorer,
-    iter_feed,
-    match_offers,
-    to_offer,
-)
+from app.jobs.match_feed.reader import ChunkStart, FeedScan, OfferResult, iter_feed, to_offer
+from app.jobs.match_feed.runner import ChunkCommitter, FeedJob, FeedPipeline, match_offers
+from app.jobs.match_feed.writer import ResultRow
 from app.pipeline.match import MatchPipeline
+from app.registry.scorers import serving_scorer
 from app.search.vector_index import VectorIndex
 from models.product_text import embed_text
 
@@ -174,7 +165,7 @@ class Searcher:
         _thread_budget(num_cpus)
         index = load_index_bytes(ray.get(index_ref[0]))
         factory = make_session_factory(make_engine(settings.database_url))
-        scorer, decider = build_scorer(settings, factory)
+        scorer, decider = serving_scorer(settings, factory)
         self.encoder = _Precomputed(model_id)
         # Duck-typed stand-ins for what MatchPipeline reads: the encoder's precomputed vectors, the index.
         self.pipeline = FeedPipeline(self.encoder, _FrozenIndex(index), factory, scorer, decider)  # type: ignore[arg-type]  # see above
