@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,43 +171,10 @@ def _jsonable_fields(fields: FieldSpec) -> str | list[str]:
     return fields if isinstance(fields, str) else list(fields)
 
 
-def train_matcher(
-    dataset: PairDataset,
-    out_dir: str | Path,
-    arch: str = "lea",
-    backbone: str = "minilm",
-    augment: str | None = None,
-    fields: FieldSpec = "title",
-    epochs: int = 8,
-    batch_size: int = 32,
-    lr: float = 5e-5,
-    lea_lr_mult: float = 1.0,
-    max_length: int = 64,
-    seed: int = 1,
-    calibration: str = "temperature",
-    max_train_pairs: int | None = None,
-    tiny_config: dict[str, Any] | None = None,
-    *,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    max_grad_norm: float | None = 1.0,
-    p_side: float = P_SIDE,
-    lea_options: dict[str, Any] | None = None,
-    threads: int | None = None,
-    eval_batch_size: int = 128,
-    progress: bool = True,
-    sample_weights: Sequence[float] | None = None,
-    noise: str = "none",
-    noise_action: str = "downweight",
-    noise_options: NoiseConfig | dict[str, Any] | None = None,
-    unlabelled_pairs: Sequence[tuple[str, str]] | None = None,
-    pseudo_label: PseudoLabelConfig | dict[str, Any] | bool | None = None,
-    keep_noise_report: bool = False,
-    precision: str = "auto",
-    length_grouping: bool = True,
-    checkpoint_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train, select the best epoch on clean validation, calibrate, save; returns a summary dict.
+@dataclass
+class MatcherConfig:
+    """Every hyper-parameter of a matcher run (METHODS §9.4 defaults); stored in the manifest
+    (``settings["config"]``), so a run can be repeated from its folder.
 
     ``backbone``: ``"minilm"``, ``"mpnet"`` or a model folder; with ``tiny_config`` a random
     model of that config is built instead and ``backbone`` only supplies the tokenizer.
@@ -218,75 +185,278 @@ def train_matcher(
     the calibration fits the logits of the precision that will serve (see models.precision).
     ``length_grouping``: batches of similar token length (training.length_grouping), padded to
     their own longest pair; every pair is tokenised and its LEA word similarities computed once.
-    ``checkpoint_dir``: a work folder (not ``out_dir``) for a checkpoint after every epoch; a
-    run with the same settings resumes from it, bit for bit, and removes it when done.
 
-    Noise-aware training (METHODS §7, all keyword-only):
+    Noise-aware training (METHODS §7): ``noise``: ``"none"`` | ``"bmm"`` (beta mixture on
+    per-pair losses, §7.1) | ``"knn"`` (kNN label disagreement, §7.2) | ``"both"`` (mean of the
+    two probabilities). After the warm-up epochs (``noise_options["warmup_epochs"]``, default
+    3/8 of ``epochs``, at least 1) and after every later epoch, one eval pass over the training
+    pairs re-runs detection; the next epoch uses it. ``noise_action``: ``"downweight"`` (weight
+    ``1 - p_noise``) or ``"relabel"`` (bootstrap towards the model's own prediction,
+    ``p_noise``-weighted, plus the anti-collapse prior). ``noise_options``: the other
+    :class:`NoiseConfig` fields. ``pseudo_label`` (``True``, a dict of
+    :class:`PseudoLabelConfig` fields, or a config): soft pseudo-labels for the unlabelled pairs
+    handed to :func:`train_matcher` (§8.2).
+    """
+
+    arch: str = "lea"
+    backbone: str = "minilm"
+    augment: str | None = None
+    fields: FieldSpec = "title"
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 5e-5
+    lea_lr_mult: float = 1.0
+    max_length: int = 64
+    seed: int = 1
+    calibration: str = "temperature"
+    max_train_pairs: int | None = None
+    tiny_config: dict[str, Any] | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float | None = 1.0
+    p_side: float = P_SIDE
+    lea_options: dict[str, Any] | None = None
+    threads: int | None = None
+    eval_batch_size: int = 128
+    noise: str = "none"
+    noise_action: str = "downweight"
+    noise_options: NoiseConfig | dict[str, Any] | None = None
+    pseudo_label: PseudoLabelConfig | dict[str, Any] | bool | None = None
+    precision: str = "auto"
+    length_grouping: bool = True
+
+    def __post_init__(self) -> None:
+        if self.augment not in (None, *AUGMENTS):
+            raise ValueError(f"augment must be None or one of {AUGMENTS}, got {self.augment!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.noise not in NOISE_METHODS:
+            raise ValueError(f"noise must be one of {NOISE_METHODS}, got {self.noise!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON values (nested configs as dicts)."""
+        return {**asdict(self), "fields": _jsonable_fields(self.fields)}
+
+
+@dataclass
+class _Data:
+    """The serialised pairs of a run: what every epoch reads and nothing changes."""
+
+    train_idx: list[int]  # into dataset.split("train"), after max_train_pairs
+    train: list[TextPair]
+    valid: list[TextPair]
+    train_labels: np.ndarray
+    valid_labels: np.ndarray
+    weights: np.ndarray  # the per-pair loss weights given (all ones by default)
+    pool: list[tuple[str, str]]  # unlabelled pairs for pseudo-labels
+
+
+@dataclass
+class _Plan:
+    """The run's fixed plan: configs, encoded pairs, stages and the training schedule's inputs."""
+
+    config: MatcherConfig
+    data: _Data
+    noise: NoiseConfig | None
+    pseudo: PseudoLabelConfig | None
+    precision: str
+    train_enc: list[EncodedPair]
+    valid_enc: list[EncodedPair]
+    lengths: list[int] | None
+    noise_warmup: int | None
+    pseudo_warmup: int | None
+    match_rate: float  # the prior of the anti-collapse terms (§7.1 step 4, §8.2)
+    restart: bool
+    stages: list[int]  # epochs per stage (one stage unless the noisy run restarts)
+    bi_features: np.ndarray | None
+    progress: bool
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(self.stages)
+
+
+@dataclass
+class _State:
+    """Everything the epoch loop changes; a checkpoint holds all of it."""
+
+    model: LeaCrossEncoder
+    optimizer: torch.optim.AdamW
+    scheduler: Any
+    order_rng: np.random.Generator
+    augmenter: TypoAugmenter | None
+    targets_all: np.ndarray
+    weights: np.ndarray
+    pos_weight: float
+    offset: float  # the logit shift of class-balanced BCE (see training.noise)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    pseudo_epochs: list[dict[str, Any]] = field(default_factory=list)
+    report: NoiseReport | None = None
+    last_report: NoiseReport | None = None
+    detector_pred: np.ndarray | None = None
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_logits: np.ndarray | None = None
+    collate_seconds: float = 0.0
+    started: float = 0.0
+
+    @property
+    def collator(self) -> LeaCollator:
+        return self.model.collator
+
+    @property
+    def pw_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.pos_weight, dtype=torch.float32)
+
+    def set_pos_weight(self, pos_weight: float) -> None:
+        self.pos_weight, self.offset = pos_weight, math.log(pos_weight)
+
+    def checkpoint(self, epoch: int, stage: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "stage": stage, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "order_rng": self.order_rng.bit_generator.state,
+            "augmenter": None if self.augmenter is None else self.augmenter.getstate(),
+            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(), "history": self.history, "detections": self.detections,
+            "pseudo_epochs": self.pseudo_epochs, "report": self.report, "last_report": self.last_report,
+            "detector_pred": self.detector_pred, "best_f1": self.best_f1, "best_epoch": self.best_epoch,
+            "best_state": self.best_state, "best_logits": self.best_logits, "targets_all": self.targets_all,
+            "weights": self.weights, "pos_weight": self.pos_weight, "offset": self.offset,
+            "elapsed": time.perf_counter() - self.started,
+        }  # fmt: skip
+
+    def restore(self, ckpt: dict[str, Any], plan: _Plan) -> int:
+        """Continue from a checkpoint; returns the last epoch it completed."""
+        if ckpt["stage"] > 1:  # the restarted model's schedule has its own length
+            self.optimizer, self.scheduler, _ = _optimizer_for(plan, self.model, plan.stages[ckpt["stage"] - 1])
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.order_rng.bit_generator.state = ckpt["order_rng"]
+        if self.augmenter is not None:
+            self.augmenter.setstate(ckpt["augmenter"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        random.setstate(ckpt["python_rng"])
+        np.random.set_state(ckpt["numpy_rng"])
+        self.history, self.detections, self.pseudo_epochs = ckpt["history"], ckpt["detections"], ckpt["pseudo_epochs"]
+        self.report, self.last_report, self.detector_pred = ckpt["report"], ckpt["last_report"], ckpt["detector_pred"]
+        self.best_f1, self.best_epoch = ckpt["best_f1"], ckpt["best_epoch"]
+        self.best_state, self.best_logits = ckpt["best_state"], ckpt["best_logits"]
+        self.targets_all, self.weights = ckpt["targets_all"], ckpt["weights"]
+        self.pos_weight, self.offset = ckpt["pos_weight"], ckpt["offset"]
+        self.started -= ckpt["elapsed"]
+        return int(ckpt["epoch"])
+
+
+def train_matcher(
+    dataset: PairDataset,
+    out_dir: str | Path,
+    config: MatcherConfig | None = None,
+    *,
+    sample_weights: Sequence[float] | None = None,
+    unlabelled_pairs: Sequence[tuple[str, str]] | None = None,
+    keep_noise_report: bool = False,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train, select the best epoch on clean validation, calibrate, save; returns a summary dict.
+
+    The hyper-parameters are a :class:`MatcherConfig`, or its fields as keyword ``options``
+    (which override the fields of a ``config`` given as well). The run's inputs besides the
+    dataset, all keyword-only:
 
     * ``sample_weights``: one non-negative loss weight per pair of ``dataset.split("train")``
       (before ``max_train_pairs`` subsampling), e.g. from reviewers' confidence.
-    * ``noise``: ``"none"`` | ``"bmm"`` (beta mixture on per-pair losses, §7.1) | ``"knn"`` (kNN
-      label disagreement, §7.2) | ``"both"`` (mean of the two probabilities). After the warm-up
-      epochs (``noise_options["warmup_epochs"]``, default 3/8 of ``epochs``, at least 1) and
-      after every later epoch, one eval pass over the training pairs re-runs detection; the
-      next epoch uses it. ``noise_action``: ``"downweight"`` (weight ``1 - p_noise``) or
-      ``"relabel"`` (bootstrap towards the model's own prediction, ``p_noise``-weighted, plus
-      the anti-collapse prior). ``noise_options``: the other :class:`NoiseConfig` fields.
     * ``unlabelled_pairs``: serialised ``(left, right)`` text pairs without labels (e.g. from
-      :func:`training.pseudo_labels.unlabelled_candidates`); with ``pseudo_label`` (``True``, a
-      dict of :class:`PseudoLabelConfig` fields, or a config) they are trained on with soft
-      pseudo-labels after the pseudo-label warm-up, at least ``min_labelled_share`` of each
-      batch being labelled (§8.2).
+      :func:`training.pseudo_labels.unlabelled_candidates`); with ``pseudo_label`` they are
+      trained on with soft pseudo-labels after the pseudo-label warm-up, at least
+      ``min_labelled_share`` of each batch being labelled (§8.2).
     * ``keep_noise_report``: add the last detection's per-pair probabilities and flags
       (:meth:`NoiseReport.to_dict`, plus ``train_indices`` into ``dataset.split("train")``).
+    * ``checkpoint_dir``: a work folder (not ``out_dir``) for a checkpoint after every epoch; a
+      run with the same settings resumes from it, bit for bit, and removes it when done.
+
+    The steps: :func:`_prepare_data` (serialised, subsampled pairs), :func:`_plan_run` (seeded
+    model, encodings, stages), the epoch loop :func:`_train_epochs`, then :func:`_save_matcher`
+    (calibration, thresholds, the folder and its manifest).
 
     The summary holds ``out_dir``, ``valid_f1``, ``best_epoch``, ``threshold``,
     ``thresholds_for_precision``, ``history`` (per epoch), ``train_seconds``, ``noise`` (None
     or the warm-up and one summary per detection) and ``pseudo_labels`` (None or pool size and
     per-epoch use); the manifest records the same under ``settings`` / ``metrics``.
     """
-    if augment not in (None, *AUGMENTS):
-        raise ValueError(f"augment must be None or one of {AUGMENTS}, got {augment!r}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError("epochs and batch_size must be >= 1")
-    if noise not in NOISE_METHODS:
-        raise ValueError(f"noise must be one of {NOISE_METHODS}, got {noise!r}")
-    noise_cfg = None if noise == "none" else NoiseConfig.build(noise, noise_action, noise_options)
-    pseudo_cfg = PseudoLabelConfig.build(pseudo_label)
+    cfg = replace(config, **options) if config is not None else MatcherConfig(**options)
+    noise_cfg = None if cfg.noise == "none" else NoiseConfig.build(cfg.noise, cfg.noise_action, cfg.noise_options)
+    pseudo_cfg = PseudoLabelConfig.build(cfg.pseudo_label)
     if pseudo_cfg is not None and not unlabelled_pairs:
         logger.warning("pseudo_label is set but there are no unlabelled pairs: training on labels only")
-    torch.set_num_threads(int(threads) if threads is not None else default_threads())
-    out = Path(out_dir)
+    torch.set_num_threads(int(cfg.threads) if cfg.threads is not None else default_threads())
+    data = _prepare_data(dataset, cfg, sample_weights, unlabelled_pairs, pseudo_cfg)
+    plan, state = _plan_run(cfg, data, noise_cfg, pseudo_cfg, progress)
+    state.collator.reset_timings()
+    state.started = time.perf_counter()
+    run_key = _run_key(cfg, dataset, plan, sample_weights is not None)
+    resume_epoch = 0
+    ckpt = load_checkpoint(checkpoint_dir, run_key)
+    if ckpt is not None:
+        resume_epoch = state.restore(ckpt, plan)
+        logger.info("resumed from %s after epoch %d", checkpoint_dir, resume_epoch)
+    _train_epochs(plan, state, resume_epoch, checkpoint_dir, run_key)
+    summary = _save_matcher(Path(out_dir), dataset, plan, state, sample_weights is not None)
+    remove_checkpoint(checkpoint_dir)  # only once the model folder is complete
+    if keep_noise_report:
+        last = state.last_report
+        summary["noise_report"] = None if last is None else {**last.to_dict(), "train_indices": data.train_idx}
+    return summary
+
+
+def _prepare_data(
+    dataset: PairDataset,
+    cfg: MatcherConfig,
+    sample_weights: Sequence[float] | None,
+    unlabelled_pairs: Sequence[tuple[str, str]] | None,
+    pseudo_cfg: PseudoLabelConfig | None,
+) -> _Data:
+    """The serialised train (subsampled) and valid pairs, the loss weights and the unlabelled pool."""
     train_pairs = dataset.split("train")
-    train_idx = subsample_indices([int(p.label) for p in train_pairs], max_train_pairs)
-    train = serialize_pairs([train_pairs[i] for i in train_idx], fields)
+    train_idx = subsample_indices([int(p.label) for p in train_pairs], cfg.max_train_pairs)
+    train = serialize_pairs([train_pairs[i] for i in train_idx], cfg.fields)
     weights = _train_weights(sample_weights, len(train_pairs), train_idx)
-    valid = serialize_pairs(dataset.split("valid"), fields)
+    valid = serialize_pairs(dataset.split("valid"), cfg.fields)
     valid_labels = np.asarray([y for _, _, y in valid], dtype=np.int64)
     if not train or not valid or valid_labels.sum() == 0:
         raise ValueError("training needs non-empty train and valid splits with at least one valid positive")
     train_labels = np.asarray([y for _, _, y in train], dtype=np.int64)
     pool = list(unlabelled_pairs or []) if pseudo_cfg is not None else []
-
-    seed_everything(seed)
-    model = build_model(arch, backbone, max_length, tiny_config, lea_options)
-    collator = model.collator
-    prec = resolve_precision(precision, model.device)
-    model.precision = prec
-    # Tokens and LEA word similarities of the clean pairs, computed once for every epoch.
-    train_enc = collator.encode([(a, b) for a, b, _ in train])
-    valid_enc = collator.encode([(a, b) for a, b, _ in valid])
-    lengths = [len(e) for e in train_enc] if length_grouping else None
-    pos_weight = pos_weight_for([y for _, _, y in train])
-    pw_tensor = torch.tensor(pos_weight, dtype=torch.float32)
-    offset = math.log(pos_weight)  # the logit shift of class-balanced BCE (see training.noise)
-    noise_warmup = noise_cfg.warmup_for(epochs) if noise_cfg is not None else None
-    pseudo_warmup = min(pseudo_cfg.warmup_epochs, epochs - 1) if pseudo_cfg is not None else None
     cap = pseudo_cfg.max_unlabelled if pseudo_cfg is not None else None
     if cap is not None and len(pool) > cap:
-        keep = np.random.default_rng(seed).choice(len(pool), cap, replace=False)
+        keep = np.random.default_rng(cfg.seed).choice(len(pool), cap, replace=False)
         pool = [pool[i] for i in sorted(keep.tolist())]
-    match_rate = float(train_labels.mean())  # the prior of the anti-collapse terms (§7.1 step 4, §8.2)
+    return _Data(train_idx, train, valid, train_labels, valid_labels, weights, pool)
+
+
+def _plan_run(
+    cfg: MatcherConfig,
+    data: _Data,
+    noise_cfg: NoiseConfig | None,
+    pseudo_cfg: PseudoLabelConfig | None,
+    progress: bool,
+) -> tuple[_Plan, _State]:
+    """Seed, build the model, encode every pair once, lay out the stages; the loop's first state."""
+    seed_everything(cfg.seed)
+    model = build_model(cfg.arch, cfg.backbone, cfg.max_length, cfg.tiny_config, cfg.lea_options)
+    collator = model.collator
+    prec = resolve_precision(cfg.precision, model.device)
+    model.precision = prec
+    # Tokens and LEA word similarities of the clean pairs, computed once for every epoch.
+    train_enc = collator.encode([(a, b) for a, b, _ in data.train])
+    valid_enc = collator.encode([(a, b) for a, b, _ in data.valid])
+    noise_warmup = noise_cfg.warmup_for(cfg.epochs) if noise_cfg is not None else None
+    match_rate = float(data.train_labels.mean())
     if noise_cfg is not None and noise_cfg.prior_match_rate is not None:
         match_rate = noise_cfg.prior_match_rate
     # The warm-up of a restart is its own first stage, so it may be as long as the main run.
@@ -295,314 +465,335 @@ def train_matcher(
     # the pretrained weights trains the full budget on the corrected labels (DRPL stage 2, MOIT+);
     # each further round detects again with the last model on the original labels and restarts.
     rounds = noise_cfg.restart_rounds if noise_cfg is not None else 0
-    stages = [noise_warmup] + [epochs] * rounds if restart and noise_warmup is not None else [epochs]
-    total_epochs = sum(stages)
-
-    def optimizer_for(model: LeaCrossEncoder, n_epochs: int) -> tuple[torch.optim.AdamW, Any, int]:
-        """AdamW, a linear schedule with warm-up over one stage of ``n_epochs`` epochs, its step count."""
-        optimizer = make_optimizer(model, lr, weight_decay, lea_lr_mult)
-        steps = sum(
-            _steps_in_epoch(e, len(train), len(pool), batch_size, pseudo_cfg, pseudo_warmup)
-            for e in range(1, n_epochs + 1)
-        )
-        return optimizer, get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * steps), steps), steps
-
-    optimizer, scheduler, total_steps = optimizer_for(model, stages[0])
-    augmenter = TypoAugmenter(seed, p_side=p_side) if augment == "typo" else None
-    order_rng = np.random.default_rng(seed)
-    bi_features = _bi_encoder_features(noise_cfg, train, fields, eval_batch_size)
+    stages = [noise_warmup] + [cfg.epochs] * rounds if restart and noise_warmup is not None else [cfg.epochs]
+    plan = _Plan(
+        config=cfg,
+        data=data,
+        noise=noise_cfg,
+        pseudo=pseudo_cfg,
+        precision=prec,
+        train_enc=train_enc,
+        valid_enc=valid_enc,
+        lengths=[len(e) for e in train_enc] if cfg.length_grouping else None,
+        noise_warmup=noise_warmup,
+        pseudo_warmup=min(pseudo_cfg.warmup_epochs, cfg.epochs - 1) if pseudo_cfg is not None else None,
+        match_rate=match_rate,
+        restart=restart,
+        stages=stages,
+        bi_features=None,
+        progress=progress,
+    )
+    pos_weight = pos_weight_for([y for _, _, y in data.train])
+    optimizer, scheduler, total_steps = _optimizer_for(plan, model, stages[0])
+    state = _State(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        order_rng=np.random.default_rng(cfg.seed),
+        augmenter=TypoAugmenter(cfg.seed, p_side=cfg.p_side) if cfg.augment == "typo" else None,
+        targets_all=data.train_labels.astype(np.float64),
+        weights=data.weights,
+        pos_weight=pos_weight,
+        offset=math.log(pos_weight),
+    )
+    plan.bi_features = _bi_encoder_features(noise_cfg, data.train, cfg.fields, cfg.eval_batch_size)
     logger.info(
         "training %s matcher (%s, augment=%s, noise=%s/%s, pseudo-labels=%s) on %d train / %d valid pairs "
         "(+%d unlabelled), %d epochs, %d steps, pos_weight %.3f, %d torch threads, %s, length grouping %s",
-        arch,
-        backbone,
-        augment,
-        noise,
-        noise_action if noise_cfg is not None else "-",
-        pseudo_cfg is not None and bool(pool),
-        len(train),
-        len(valid),
-        len(pool),
-        epochs,
+        cfg.arch,
+        cfg.backbone,
+        cfg.augment,
+        cfg.noise,
+        cfg.noise_action if noise_cfg is not None else "-",
+        pseudo_cfg is not None and bool(data.pool),
+        len(data.train),
+        len(data.valid),
+        len(data.pool),
+        cfg.epochs,
         total_steps,
         pos_weight,
         torch.get_num_threads(),
         prec,
-        length_grouping,
+        cfg.length_grouping,
     )
+    return plan, state
 
-    history: list[dict[str, Any]] = []
-    detections: list[dict[str, Any]] = []
-    pseudo_epochs: list[dict[str, Any]] = []
-    report: NoiseReport | None = None
-    best_f1, best_epoch = -1.0, 0
-    best_state: dict[str, torch.Tensor] | None = None
-    best_logits: np.ndarray | None = None
-    collator.reset_timings()
-    started = time.perf_counter()
-    collate_seconds = 0.0
-    targets_all = train_labels.astype(np.float64)
-    last_report: NoiseReport | None = None
-    base_weights = weights.copy()
-    detector_pred: np.ndarray | None = None
-    epoch = 0
-    run_key = {
-        "arch": arch, "backbone": backbone, "augment": augment, "fields": _jsonable_fields(fields),
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "lea_lr_mult": lea_lr_mult, "seed": seed,
-        "max_length": max_length, "max_train_pairs": max_train_pairs, "tiny_config": tiny_config,
-        "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "p_side": p_side, "noise": noise,
-        "noise_action": noise_action, "noise_options": None if noise_cfg is None else noise_cfg.to_dict(),
-        "pseudo": None if pseudo_cfg is None else pseudo_cfg.to_dict(), "pool": len(pool),
-        "precision": prec, "length_grouping": length_grouping, "data": dataset.fingerprint(),
-        "lea_options": lea_options, "weights": None if sample_weights is None else _weights_summary(weights),
+
+def _optimizer_for(plan: _Plan, model: LeaCrossEncoder, n_epochs: int) -> tuple[torch.optim.AdamW, Any, int]:
+    """AdamW, a linear schedule with warm-up over one stage of ``n_epochs`` epochs, its step count."""
+    cfg = plan.config
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.lea_lr_mult)
+    steps = sum(
+        _steps_in_epoch(e, len(plan.data.train), len(plan.data.pool), cfg.batch_size, plan.pseudo, plan.pseudo_warmup)
+        for e in range(1, n_epochs + 1)
+    )
+    return optimizer, get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * steps), steps), steps
+
+
+def _run_key(cfg: MatcherConfig, dataset: PairDataset, plan: _Plan, weighted: bool) -> dict[str, Any]:
+    """What a checkpoint must have been written for to be resumed."""
+    noise_cfg, pseudo_cfg = plan.noise, plan.pseudo
+    return {
+        "arch": cfg.arch, "backbone": cfg.backbone, "augment": cfg.augment, "fields": _jsonable_fields(cfg.fields),
+        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "lea_lr_mult": cfg.lea_lr_mult,
+        "seed": cfg.seed, "max_length": cfg.max_length, "max_train_pairs": cfg.max_train_pairs,
+        "tiny_config": cfg.tiny_config, "weight_decay": cfg.weight_decay, "warmup_ratio": cfg.warmup_ratio,
+        "p_side": cfg.p_side, "noise": cfg.noise, "noise_action": cfg.noise_action,
+        "noise_options": None if noise_cfg is None else noise_cfg.to_dict(),
+        "pseudo": None if pseudo_cfg is None else pseudo_cfg.to_dict(), "pool": len(plan.data.pool),
+        "precision": plan.precision, "length_grouping": cfg.length_grouping, "data": dataset.fingerprint(),
+        "lea_options": cfg.lea_options, "weights": _weights_summary(plan.data.weights) if weighted else None,
     }  # fmt: skip
-    resume_epoch = 0
-    ckpt = load_checkpoint(checkpoint_dir, run_key)
-    if ckpt is not None:
-        resume_epoch = int(ckpt["epoch"])
-        if ckpt["stage"] > 1:  # the restarted model's schedule has its own length
-            optimizer, scheduler, _ = optimizer_for(model, stages[ckpt["stage"] - 1])
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        order_rng.bit_generator.state = ckpt["order_rng"]
-        if augmenter is not None:
-            augmenter.setstate(ckpt["augmenter"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        random.setstate(ckpt["python_rng"])
-        np.random.set_state(ckpt["numpy_rng"])
-        history, detections, pseudo_epochs = ckpt["history"], ckpt["detections"], ckpt["pseudo_epochs"]
-        report, last_report, detector_pred = ckpt["report"], ckpt["last_report"], ckpt["detector_pred"]
-        best_f1, best_epoch, best_state, best_logits = (
-            ckpt["best_f1"],
-            ckpt["best_epoch"],
-            ckpt["best_state"],
-            ckpt["best_logits"],
-        )
-        targets_all, weights = ckpt["targets_all"], ckpt["weights"]
-        pos_weight, offset = ckpt["pos_weight"], ckpt["offset"]
-        pw_tensor = torch.tensor(pos_weight, dtype=torch.float32)
-        started -= ckpt["elapsed"]
-        logger.info("resumed from %s after epoch %d", checkpoint_dir, resume_epoch)
-    for stage, stage_epochs in enumerate(stages, start=1):
+
+
+def _train_epochs(
+    plan: _Plan, state: _State, resume_epoch: int, checkpoint_dir: str | Path | None, run_key: dict[str, Any]
+) -> None:
+    """Every stage's epochs (those after ``resume_epoch``), with detection and a checkpoint after each."""
+    epoch = 0
+    for stage, stage_epochs in enumerate(plan.stages, start=1):
         if stage > 1 and epoch + 1 > resume_epoch:
-            assert noise_cfg is not None and report is not None and detector_pred is not None
-            flagged_pairs = int(report.flagged.sum())
-            targets_all, weights = corrected_targets(
-                train_labels, base_weights, report, noise_cfg.action, detector_pred
-            )
-            report = None
-            collate_seconds += collator.timings.total
-            pos_weight = pos_weight_for_targets(targets_all, weights)
-            pw_tensor = torch.tensor(pos_weight, dtype=torch.float32)
-            offset = math.log(pos_weight)
-            seed_everything(seed)
-            model = build_model(arch, backbone, max_length, tiny_config, lea_options)
-            model.precision = prec
-            collator = model.collator
-            optimizer, scheduler, _ = optimizer_for(model, stage_epochs)
-            logger.info(
-                "restart after detection: fresh model, %d epochs on corrected labels (%d pairs flagged), "
-                "pos_weight %.3f",
-                stage_epochs,
-                flagged_pairs,
-                pos_weight,
-            )
+            _restart(plan, state, stage_epochs)
         for stage_epoch in range(1, stage_epochs + 1):
             epoch += 1
             if epoch <= resume_epoch:
                 continue
-            epoch_start = time.perf_counter()
-            # Pseudo-labels from the model as it stands before this epoch (eval mode, §8.2 step 2).
-            use_pool: list[tuple[str, str]] = []
-            soft = np.zeros(0)
-            if pseudo_cfg is not None and pool and pseudo_warmup is not None and stage_epoch > pseudo_warmup:
-                use_pool, soft, stats = _pseudo_label_pool(model, pool, pseudo_cfg, offset, eval_batch_size, progress)
-                pseudo_epochs.append({"epoch": epoch, **stats})
-            p_noise = None if report is None else torch.as_tensor(report.p_noise, dtype=torch.float32)
-            share = pseudo_cfg.min_labelled_share if pseudo_cfg is not None else 1.0
-            plan = plan_batches(len(train), len(use_pool), batch_size, share, order_rng, lengths)
-            model.train()
-            losses: list[float] = []
-            bar = tqdm(
-                plan, desc=f"{arch} epoch {epoch}/{total_epochs}", unit="batch", disable=not progress, leave=False
-            )
-            for step, (lab_idx, unl_idx) in enumerate(bar):
-                texts = [train[i][:2] for i in lab_idx] + [use_pool[j] for j in unl_idx]
-                cached = [train_enc[i] for i in lab_idx] + [None] * len(unl_idx)
-                if augmenter is not None:  # left then right side of each pair, in batch order
-                    noised = [augmenter.pair(a, b) for a, b in texts]
-                    cached = [c if new == old else None for c, new, old in zip(cached, noised, texts, strict=True)]
-                    texts = noised
-                items = _encode_missing(collator, texts, cached)
-                targets = [float(targets_all[i]) for i in lab_idx] + [float(soft[j]) for j in unl_idx]
-                batch = collator.pad(items, labels=targets)
-                assert batch.labels is not None
-                with autocast(prec, model.device):
-                    logits = model.batch_forward(batch)
-                logits = logits.float()  # the loss (and its pos_weight) in fp32
-                loss = _batch_loss(
-                    logits,
-                    batch.labels.to(logits.device),
-                    n_labelled=len(lab_idx),
-                    weights=torch.as_tensor(weights[lab_idx], dtype=torch.float32),
-                    p_noise=None if p_noise is None else p_noise[torch.as_tensor(lab_idx)],
-                    noise_cfg=noise_cfg,
-                    pseudo_cfg=pseudo_cfg if len(unl_idx) else None,
-                    match_rate=match_rate,
-                    pos_weight=pw_tensor,
-                    offset=offset,
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            bar.close()
-            train_time = time.perf_counter() - epoch_start
-            logits_valid = model.predict_encoded(valid_enc, batch_size=eval_batch_size)
-            choice = threshold_for_best_f1(logits_valid, valid_labels)
-            row = {
-                "epoch": epoch,
-                "loss": float(np.mean(losses)),
-                "valid_f1": choice.f1,
-                "valid_precision": choice.precision,
-                "valid_recall": choice.recall,
-                "valid_pr_auc": pr_auc(logits_valid, valid_labels),
-                "train_seconds": train_time,
-                "valid_seconds": time.perf_counter() - epoch_start - train_time,
-                "noise_weighted": p_noise is not None,
-                "pseudo_labelled": len(use_pool),
-            }
-            if restart:
+            row, logits_valid = _train_epoch(plan, state, epoch, stage_epoch)
+            if plan.restart:
                 row["stage"] = stage
-            history.append(row)
-            improved = choice.f1 > best_f1
+            state.history.append(row)
+            improved = row["valid_f1"] > state.best_f1
             if improved:
-                best_f1, best_epoch, best_logits = choice.f1, epoch, logits_valid
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                state.best_f1, state.best_epoch, state.best_logits = row["valid_f1"], epoch, logits_valid
+                state.best_state = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
             logger.info(
                 "epoch %d/%d: loss %.4f, valid F1 %.4f (P %.3f R %.3f)%s, %.0fs",
                 epoch,
-                total_epochs,
+                plan.total_epochs,
                 row["loss"],
-                choice.f1,
-                choice.precision,
-                choice.recall,
+                row["valid_f1"],
+                row["valid_precision"],
+                row["valid_recall"],
                 " best" if improved else "",
                 row["train_seconds"] + row["valid_seconds"],
             )
             # Detection after the warm-up and after every later epoch, for the next epoch (§7.1 step 2).
-            if restart:
-                detect_now = stage < len(stages) and stage_epoch == stage_epochs
+            if plan.restart:
+                detect_now = stage < len(plan.stages) and stage_epoch == stage_epochs
             else:
-                detect_now = noise_cfg is not None and noise_warmup is not None and noise_warmup <= epoch < epochs
+                warmup = plan.noise_warmup
+                detect_now = plan.noise is not None and warmup is not None and warmup <= epoch < plan.config.epochs
             if detect_now:
-                assert noise_cfg is not None
-                detect_start = time.perf_counter()
-                report, train_logits = _detect(
-                    model, train_enc, train_labels, noise_cfg, bi_features, epoch, eval_batch_size, progress
-                )
-                last_report = report
-                # The detecting model's own hard decision, for relabelling after a restart.
-                detector_pred = (train_logits - offset > 0).astype(np.float64)
-                detections.append({**report.summary(), "seconds": time.perf_counter() - detect_start})
-                row["detect_seconds"] = detections[-1]["seconds"]
-            if checkpoint_dir is not None and epoch < total_epochs:
-                save_checkpoint(
-                    checkpoint_dir,
-                    run_key,
-                    {
-                        "epoch": epoch, "stage": stage, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "order_rng": order_rng.bit_generator.state,
-                        "augmenter": None if augmenter is None else augmenter.getstate(),
-                        "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                        "numpy_rng": np.random.get_state(), "history": history, "detections": detections,
-                        "pseudo_epochs": pseudo_epochs, "report": report, "last_report": last_report,
-                        "detector_pred": detector_pred, "best_f1": best_f1, "best_epoch": best_epoch,
-                        "best_state": best_state, "best_logits": best_logits, "targets_all": targets_all,
-                        "weights": weights, "pos_weight": pos_weight, "offset": offset,
-                        "elapsed": time.perf_counter() - started,
-                    },
-                )  # fmt: skip
-    train_seconds = time.perf_counter() - started
-    collate_seconds += collator.timings.total
-    assert best_state is not None and best_logits is not None
-    model.load_state_dict(best_state)
+                row["detect_seconds"] = _detect_noise(plan, state, epoch)
+            if checkpoint_dir is not None and epoch < plan.total_epochs:
+                save_checkpoint(checkpoint_dir, run_key, state.checkpoint(epoch, stage))
+
+
+def _restart(plan: _Plan, state: _State, stage_epochs: int) -> None:
+    """A fresh model from the pretrained weights, on the labels corrected by the last detection."""
+    cfg, noise_cfg, report = plan.config, plan.noise, state.report
+    assert noise_cfg is not None and report is not None and state.detector_pred is not None
+    flagged_pairs = int(report.flagged.sum())
+    state.targets_all, state.weights = corrected_targets(
+        plan.data.train_labels, plan.data.weights, report, noise_cfg.action, state.detector_pred
+    )
+    state.report = None
+    state.collate_seconds += state.collator.timings.total
+    state.set_pos_weight(pos_weight_for_targets(state.targets_all, state.weights))
+    seed_everything(cfg.seed)
+    state.model = build_model(cfg.arch, cfg.backbone, cfg.max_length, cfg.tiny_config, cfg.lea_options)
+    state.model.precision = plan.precision
+    state.optimizer, state.scheduler, _ = _optimizer_for(plan, state.model, stage_epochs)
+    logger.info(
+        "restart after detection: fresh model, %d epochs on corrected labels (%d pairs flagged), pos_weight %.3f",
+        stage_epochs,
+        flagged_pairs,
+        state.pos_weight,
+    )
+
+
+def _train_epoch(plan: _Plan, state: _State, epoch: int, stage_epoch: int) -> tuple[dict[str, Any], np.ndarray]:
+    """One pass over this epoch's batches, then the validation split scored: the epoch's history
+    row and its validation logits."""
+    cfg, model, data = plan.config, state.model, plan.data
+    epoch_start = time.perf_counter()
+    # Pseudo-labels from the model as it stands before this epoch (eval mode, §8.2 step 2).
+    use_pool: list[tuple[str, str]] = []
+    soft = np.zeros(0)
+    pseudo_cfg = plan.pseudo
+    if pseudo_cfg is not None and data.pool and plan.pseudo_warmup is not None and stage_epoch > plan.pseudo_warmup:
+        use_pool, soft, stats = _pseudo_label_pool(
+            model, data.pool, pseudo_cfg, state.offset, cfg.eval_batch_size, plan.progress
+        )
+        state.pseudo_epochs.append({"epoch": epoch, **stats})
+    p_noise = None if state.report is None else torch.as_tensor(state.report.p_noise, dtype=torch.float32)
+    share = pseudo_cfg.min_labelled_share if pseudo_cfg is not None else 1.0
+    batches = plan_batches(len(data.train), len(use_pool), cfg.batch_size, share, state.order_rng, plan.lengths)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(
+        batches,
+        desc=f"{cfg.arch} epoch {epoch}/{plan.total_epochs}",
+        unit="batch",
+        disable=not plan.progress,
+        leave=False,
+    )
+    pw_tensor = state.pw_tensor
+    for step, (lab_idx, unl_idx) in enumerate(bar):
+        texts = [data.train[i][:2] for i in lab_idx] + [use_pool[j] for j in unl_idx]
+        cached = [plan.train_enc[i] for i in lab_idx] + [None] * len(unl_idx)
+        if state.augmenter is not None:  # left then right side of each pair, in batch order
+            noised = [state.augmenter.pair(a, b) for a, b in texts]
+            cached = [c if new == old else None for c, new, old in zip(cached, noised, texts, strict=True)]
+            texts = noised
+        items = _encode_missing(state.collator, texts, cached)
+        targets = [float(state.targets_all[i]) for i in lab_idx] + [float(soft[j]) for j in unl_idx]
+        batch = state.collator.pad(items, labels=targets)
+        assert batch.labels is not None
+        with autocast(plan.precision, model.device):
+            logits = model.batch_forward(batch)
+        logits = logits.float()  # the loss (and its pos_weight) in fp32
+        loss = _batch_loss(
+            logits,
+            batch.labels.to(logits.device),
+            n_labelled=len(lab_idx),
+            weights=torch.as_tensor(state.weights[lab_idx], dtype=torch.float32),
+            p_noise=None if p_noise is None else p_noise[torch.as_tensor(lab_idx)],
+            noise_cfg=plan.noise,
+            pseudo_cfg=pseudo_cfg if len(unl_idx) else None,
+            match_rate=plan.match_rate,
+            pos_weight=pw_tensor,
+            offset=state.offset,
+        )
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        state.optimizer.step()
+        state.scheduler.step()
+        losses.append(float(loss.detach()))
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    bar.close()
+    train_time = time.perf_counter() - epoch_start
+    logits_valid = model.predict_encoded(plan.valid_enc, batch_size=cfg.eval_batch_size)
+    choice = threshold_for_best_f1(logits_valid, data.valid_labels)
+    row = {
+        "epoch": epoch,
+        "loss": float(np.mean(losses)),
+        "valid_f1": choice.f1,
+        "valid_precision": choice.precision,
+        "valid_recall": choice.recall,
+        "valid_pr_auc": pr_auc(logits_valid, data.valid_labels),
+        "train_seconds": train_time,
+        "valid_seconds": time.perf_counter() - epoch_start - train_time,
+        "noise_weighted": p_noise is not None,
+        "pseudo_labelled": len(use_pool),
+    }
+    return row, logits_valid
+
+
+def _detect_noise(plan: _Plan, state: _State, epoch: int) -> float:
+    """Detection on the training pairs with the current model, for the next epoch; its seconds."""
+    assert plan.noise is not None
+    detect_start = time.perf_counter()
+    report, train_logits = _detect(
+        state.model,
+        plan.train_enc,
+        plan.data.train_labels,
+        plan.noise,
+        plan.bi_features,
+        epoch,
+        plan.config.eval_batch_size,
+        plan.progress,
+    )
+    state.report = state.last_report = report
+    # The detecting model's own hard decision, for relabelling after a restart.
+    state.detector_pred = (train_logits - state.offset > 0).astype(np.float64)
+    state.detections.append({**report.summary(), "seconds": time.perf_counter() - detect_start})
+    return float(state.detections[-1]["seconds"])
+
+
+def _save_matcher(out: Path, dataset: PairDataset, plan: _Plan, state: _State, weighted: bool) -> dict[str, Any]:
+    """The best epoch's weights, calibrated on its validation logits, with thresholds, saved with
+    their manifest; the run's summary."""
+    cfg, data = plan.config, plan.data
+    train_seconds = time.perf_counter() - state.started
+    state.collate_seconds += state.collator.timings.total
+    assert state.best_state is not None and state.best_logits is not None
+    model = state.model
+    model.load_state_dict(state.best_state)
     model.eval()
 
-    calibrator = Calibrator.fit(best_logits, valid_labels, calibration)
-    probs = calibrator.apply(best_logits)
-    best = threshold_for_best_f1(probs, valid_labels)
-    for_precision = {str(t): threshold_for_precision(probs, valid_labels, t) for t in PRECISION_TARGETS}
+    calibrator = Calibrator.fit(state.best_logits, data.valid_labels, cfg.calibration)
+    probs = calibrator.apply(state.best_logits)
+    best = threshold_for_best_f1(probs, data.valid_labels)
+    for_precision = {str(t): threshold_for_precision(probs, data.valid_labels, t) for t in PRECISION_TARGETS}
     calibration_json = {
         "calibrator": calibrator.to_dict(),
         "threshold": best.threshold,
         "thresholds_for_precision": {k: (None if v is None else v.threshold) for k, v in for_precision.items()},
-        "fields": _jsonable_fields(fields),
+        "fields": _jsonable_fields(cfg.fields),
         "max_length": model.max_length,
         "valid": {
             "best_f1": best.to_dict(),
             "for_precision": {k: (None if v is None else v.to_dict()) for k, v in for_precision.items()},
-            "pr_curve": pr_curve(probs, valid_labels),
+            "pr_curve": pr_curve(probs, data.valid_labels),
         },
     }
     noise_summary = None
-    if noise_cfg is not None:
-        if noise_warmup is not None and noise_warmup >= epochs and not restart:
-            logger.warning("noise warm-up (%d epochs) >= epochs (%d): detection never ran", noise_warmup, epochs)
-        noise_summary = {"warmup_epochs": noise_warmup, "restart": restart, "detections": detections}
+    if plan.noise is not None:
+        warmup = plan.noise_warmup
+        if warmup is not None and warmup >= cfg.epochs and not plan.restart:
+            logger.warning("noise warm-up (%d epochs) >= epochs (%d): detection never ran", warmup, cfg.epochs)
+        noise_summary = {"warmup_epochs": warmup, "restart": plan.restart, "detections": state.detections}
     pseudo_summary = None
-    if pseudo_cfg is not None:
-        pseudo_summary = {"warmup_epochs": pseudo_warmup, "pool": len(pool), "epochs": pseudo_epochs}
+    if plan.pseudo is not None:
+        pseudo_summary = {"warmup_epochs": plan.pseudo_warmup, "pool": len(data.pool), "epochs": state.pseudo_epochs}
     settings = {
-        "arch": arch,
-        "backbone": backbone if tiny_config is None else f"random-init ({backbone} tokenizer)",
-        "tiny_config": tiny_config,
-        "augment": augment,
-        "typo_version": TYPO_VERSION if augment == "typo" else None,
-        "p_side": p_side if augment == "typo" else None,
-        "fields": _jsonable_fields(fields),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "lea_lr_mult": lea_lr_mult,
-        "weight_decay": weight_decay,
-        "warmup_ratio": warmup_ratio,
-        "max_grad_norm": max_grad_norm,
+        "arch": cfg.arch,
+        "backbone": cfg.backbone if cfg.tiny_config is None else f"random-init ({cfg.backbone} tokenizer)",
+        "tiny_config": cfg.tiny_config,
+        "augment": cfg.augment,
+        "typo_version": TYPO_VERSION if cfg.augment == "typo" else None,
+        "p_side": cfg.p_side if cfg.augment == "typo" else None,
+        "fields": _jsonable_fields(cfg.fields),
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "lea_lr_mult": cfg.lea_lr_mult,
+        "weight_decay": cfg.weight_decay,
+        "warmup_ratio": cfg.warmup_ratio,
+        "max_grad_norm": cfg.max_grad_norm,
         "schedule": "linear one-cycle",
         "loss": "bce",
-        "pos_weight": pos_weight,
-        "seed": seed,
-        "max_length": max_length,
-        "calibration": calibration,
-        "max_train_pairs": max_train_pairs,
-        "train_pairs": len(train),
-        "valid_pairs": len(valid),
+        "pos_weight": state.pos_weight,
+        "seed": cfg.seed,
+        "max_length": cfg.max_length,
+        "calibration": cfg.calibration,
+        "max_train_pairs": cfg.max_train_pairs,
+        "train_pairs": len(data.train),
+        "valid_pairs": len(data.valid),
         "dataset": dataset.name,
         "dataset_format": dataset.format,
         "lea_options": None if model.lex is None else _options_dict(model),
         "torch_threads": torch.get_num_threads(),
-        "precision": prec,
-        "length_grouping": length_grouping,
-        "sample_weights": None if sample_weights is None else _weights_summary(weights),
-        "noise": None if noise_cfg is None else noise_cfg.to_dict(),
-        "pseudo_labels": None if pseudo_cfg is None else {**pseudo_cfg.to_dict(), "unlabelled_pairs": len(pool)},
+        "precision": plan.precision,
+        "length_grouping": cfg.length_grouping,
+        "sample_weights": _weights_summary(state.weights) if weighted else None,
+        "noise": None if plan.noise is None else plan.noise.to_dict(),
+        "pseudo_labels": None if plan.pseudo is None else {**plan.pseudo.to_dict(), "unlabelled_pairs": len(data.pool)},
+        "config": cfg.to_dict(),
     }
     metrics = {
-        "valid_f1": best_f1,
+        "valid_f1": state.best_f1,
         "valid_f1_calibrated": best.f1,
-        "valid_pr_auc": history[best_epoch - 1]["valid_pr_auc"],
-        "best_epoch": best_epoch,
+        "valid_pr_auc": state.history[state.best_epoch - 1]["valid_pr_auc"],
+        "best_epoch": state.best_epoch,
         "train_seconds": train_seconds,
-        "collate_seconds": collate_seconds,
+        "collate_seconds": state.collate_seconds,
         "threshold": best.threshold,
-        "history": history,
+        "history": state.history,
         "noise": noise_summary,
         "pseudo_labels": pseudo_summary,
     }
@@ -623,31 +814,27 @@ def train_matcher(
     logger.info(
         "saved matcher to %s: best epoch %d, valid F1 %.4f, threshold %.4f (%s)",
         out,
-        best_epoch,
-        best_f1,
+        state.best_epoch,
+        state.best_f1,
         best.threshold,
         calibrator,
     )
-    summary: dict[str, Any] = {
+    return {
         "out_dir": str(out),
-        "arch": arch,
-        "augment": augment,
-        "seed": seed,
-        "valid_f1": best_f1,
+        "arch": cfg.arch,
+        "augment": cfg.augment,
+        "seed": cfg.seed,
+        "valid_f1": state.best_f1,
         "valid_f1_calibrated": best.f1,
-        "best_epoch": best_epoch,
+        "best_epoch": state.best_epoch,
         "threshold": best.threshold,
         "thresholds_for_precision": calibration_json["thresholds_for_precision"],
-        "train_pairs": len(train),
+        "train_pairs": len(data.train),
         "train_seconds": train_seconds,
-        "history": history,
+        "history": state.history,
         "noise": noise_summary,
         "pseudo_labels": pseudo_summary,
     }
-    remove_checkpoint(checkpoint_dir)  # only once the model folder is complete
-    if keep_noise_report:
-        summary["noise_report"] = None if last_report is None else {**last_report.to_dict(), "train_indices": train_idx}
-    return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -808,6 +995,7 @@ def _options_dict(model: LeaCrossEncoder) -> dict[str, Any]:
 
 __all__ = [
     "ARCHS",
+    "MatcherConfig",
     "build_model",
     "pos_weight_for",
     "serialize_pairs",
