@@ -16,14 +16,8 @@ from transformers import (
 )
 
 from models.backbones import minilm_path
-from models.lea import (
-    LEA_CONFIG,
-    LEA_WEIGHTS,
-    LeaCrossEncoder,
-    LexicalBias,
-    install_lea_attention,
-    uninstall_lea_attention,
-)
+from models.lea import LEA_CONFIG, LEA_WEIGHTS, LeaCrossEncoder
+from models.lea_attention import LexicalBias, install_lea_attention, uninstall_lea_attention
 
 TINY = {
     "hidden_size": 32,
