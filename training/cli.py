@@ -13,13 +13,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
 from models.hybrid_blocking import DEFAULT_LEXICAL_CANDIDATES, DEFAULT_LEXICAL_WEIGHT, DEFAULT_POOL
 from models.precision import PRECISION_HELP, PRECISIONS
-from training.data.readers import FORMATS
+from training.cli_args import add_dataset_options, emit, error, int_list
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +28,6 @@ LEXICAL = "token_set_ratio"
 BM25_LABEL = "bm25"
 #: sentence-transformers' max_seq_length for all-MiniLM-L6-v2; the §9.5 anchors use it.
 ZERO_SHOT_MAX_LENGTH = 256
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
 
 
 def _float_list(text: str) -> list[float]:
@@ -50,31 +40,13 @@ def _float_list(text: str) -> list[float]:
     return values
 
 
-def _fields(text: str) -> list[str]:
-    out = [x.strip() for x in text.split(",") if x.strip()]
-    if not out:
-        raise argparse.ArgumentTypeError("expected attribute names, e.g. name,description")
-    return out
-
-
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="dataset folder (relative paths also under the data root)")
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument(
-        "--fields",
-        type=_fields,
-        default=None,
-        help="comma-separated attributes joined with spaces (default: METHODS §9.5 per dataset, else title)",
-    )
-
-
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Add ``train blocker`` and ``eval blocker`` to the ``productmatch`` parser."""
 
     train = sub.add_parser("train", help="train models on a benchmark dataset")
     train_sub = train.add_subparsers(dest="train_command", required=True)
     tb = train_sub.add_parser("blocker", help="train the bi-encoder blocker (Block-SCL or MNRL)")
-    _add_data_args(tb)
+    add_dataset_options(tb, fields=True)
     tb.add_argument("--out", required=True, help="output model folder")
     tb.add_argument("--backbone", default="minilm", help="minilm, mpnet or a saved model folder")
     tb.add_argument("--loss", choices=["block-scl", "mnrl"], default="block-scl")
@@ -108,7 +80,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="evaluate models on a benchmark dataset")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True)
     eb = ev_sub.add_parser("blocker", help="blocking recall@k (METHODS §9.5 protocol)")
-    _add_data_args(eb)
+    add_dataset_options(eb, fields=True)
     eb.add_argument("--model", default=None, help="model folder saved by `train blocker` (default: zero-shot MiniLM)")
     eb.add_argument("--lexical", action="store_true", help="evaluate the token_set_ratio baseline instead")
     eb.add_argument("--bm25", action="store_true", help="evaluate the BM25 baseline instead")
@@ -127,11 +99,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     eb.add_argument(
         "--lexical-weight", type=float, default=None, help=f"hybrid BM25 weight (default {DEFAULT_LEXICAL_WEIGHT})"
     )
-    eb.add_argument("--k", type=_int_list, default=[1, 5, 10, 20, 50], help="e.g. 1,5,10,20,50")
+    eb.add_argument("--k", type=int_list, default=[1, 5, 10, 20, 50], help="e.g. 1,5,10,20,50")
     eb.add_argument("--split", default="test")
     eb.add_argument("--max-length", type=int, default=None, help="default: the model's manifest, or 256 zero-shot")
     eb.add_argument("--noise", choices=["typo"], default=None, help="also score typo-noised queries (typo-v1)")
-    eb.add_argument("--noise-seeds", type=_int_list, default=[1, 2, 3])
+    eb.add_argument("--noise-seeds", type=int_list, default=[1, 2, 3])
     eb.add_argument("--threads", type=int, default=None)
     eb.add_argument("--json", action="store_true", help="print one JSON object")
     eb.set_defaults(func=cmd_eval_blocker, needs_settings=False)
@@ -154,18 +126,6 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def _emit(text: str, stream: TextIO | None = None) -> None:
-    """Write one line of CLI output (results to stdout, progress and errors to stderr)."""
-    target = stream if stream is not None else sys.stdout
-    target.write(text + "\n")
-    target.flush()
-
-
-def _error(message: str) -> int:
-    _emit(f"error: {message}", sys.stderr)
-    return 2
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -203,12 +163,12 @@ def cmd_train_blocker(args: argparse.Namespace) -> int:
     try:
         dataset = _load(args)
     except (FileNotFoundError, ValueError) as exc:
-        return _error(str(exc))
+        return error(str(exc))
 
     def on_epoch(record: dict[str, Any]) -> None:
         valid = record.get("valid") or {}
         shown = {k: round(v, 4) for k, v in valid.items() if k.startswith("recall@")}
-        _emit(json.dumps({"epoch": record["epoch"], "loss": record["loss"], "valid": shown}), sys.stderr)
+        emit(json.dumps({"epoch": record["epoch"], "loss": record["loss"], "valid": shown}), sys.stderr)
 
     metrics = train_blocker(
         dataset,
@@ -251,7 +211,7 @@ def cmd_train_blocker(args: argparse.Namespace) -> int:
             for h in metrics["history"]
         ],
     }
-    _emit(json.dumps(summary, indent=2))
+    emit(json.dumps(summary, indent=2))
     return 0
 
 
@@ -321,26 +281,26 @@ def cmd_eval_blocker(args: argparse.Namespace) -> int:
         dataset = _load(args)
         task = build_blocking_task(dataset, args.split, args.fields)
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        return _error(str(exc))
+        return error(str(exc))
 
     encode = None
     max_length: int | None = None
     hybrid: tuple[int, float, int] | None = None
     if args.hybrid:
         if args.lexical or args.bm25:
-            return _error("--hybrid fuses a model with BM25; it does not combine with --lexical or --bm25")
+            return error("--hybrid fuses a model with BM25; it does not combine with --lexical or --bm25")
         hybrid = (
             DEFAULT_POOL if args.pool is None else args.pool,
             DEFAULT_LEXICAL_WEIGHT if args.lexical_weight is None else args.lexical_weight,
             DEFAULT_LEXICAL_CANDIDATES if args.lexical_candidates is None else args.lexical_candidates,
         )
         if hybrid[0] < 1 or hybrid[1] < 0 or hybrid[2] < 0:
-            return _error(
+            return error(
                 "--pool must be >= 1, --lexical-weight and --lexical-candidates >= 0; "
                 f"got {hybrid[0]}, {hybrid[1]} and {hybrid[2]}"
             )
     if args.lexical and args.bm25:
-        return _error("choose one of --lexical and --bm25")
+        return error("choose one of --lexical and --bm25")
     if args.bm25:
         label = BM25_LABEL
     elif args.lexical:
@@ -349,7 +309,7 @@ def cmd_eval_blocker(args: argparse.Namespace) -> int:
         try:
             model, manifest = load_model_folder(args.model, args.max_length)
         except (ManifestError, ValueError, FileNotFoundError) as exc:
-            return _error(str(exc))
+            return error(str(exc))
         trained_fields = manifest.settings.get("fields")
         if trained_fields and list(trained_fields) != task.fields:
             logger.warning("model trained on fields %s, evaluated on %s", trained_fields, task.fields)
@@ -383,12 +343,12 @@ def cmd_eval_blocker(args: argparse.Namespace) -> int:
     result["queries_with_excluded_copies"] = sum(1 for e in task.query_exclude if e)
     result["seconds"] = round(time.perf_counter() - started, 2)
     if args.json:
-        _emit(json.dumps(result))
+        emit(json.dumps(result))
     else:
         ks = sorted(set(args.k))
         where = f"{dataset.name}/{args.split}"
-        _emit(f"{label} on {where}: {result['queries']} queries, corpus {result['corpus_size']}")
-        _emit("  clean: " + "  ".join(f"R@{k}={result[f'recall@{k}']:.3f}" for k in ks))
+        emit(f"{label} on {where}: {result['queries']} queries, corpus {result['corpus_size']}")
+        emit("  clean: " + "  ".join(f"R@{k}={result[f'recall@{k}']:.3f}" for k in ks))
         if seeds:
-            _emit("  typo:  " + "  ".join(f"R@{k}={result[f'recall_noisy@{k}']:.3f}" for k in ks))
+            emit("  typo:  " + "  ".join(f"R@{k}={result[f'recall_noisy@{k}']:.3f}" for k in ks))
     return 0

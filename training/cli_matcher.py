@@ -22,38 +22,11 @@ from typing import Any
 
 from models.backbones import BACKBONES
 from models.precision import PRECISION_HELP, PRECISIONS
-from training.data.readers import FORMATS, SIZE_ORDER, load_dataset
+from training.cli_args import add_dataset_options, int_list, positive_int
+from training.data.readers import load_dataset
 from training.data.records import PairDataset
 
 logger = logging.getLogger(__name__)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder (or a name under the data root)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="dataset format")
-    parser.add_argument(
-        "--size",
-        choices=SIZE_ORDER,
-        default=None,
-        help="train/valid size of WDC LSPC Ditto folders and WDC Products (default: the reader's, medium)",
-    )
 
 
 def load_cli_dataset(args: argparse.Namespace) -> PairDataset:
@@ -69,7 +42,7 @@ def load_cli_dataset(args: argparse.Namespace) -> PairDataset:
     return load_dataset(args.data, args.format, **kwargs)
 
 
-def _fields(value: str) -> str | list[str]:
+def _field_spec(value: str) -> str | list[str]:
     # "title", "all", or a comma-separated attribute list ("name,price").
     return value if value in ("title", "all") or "," not in value else [v.strip() for v in value.split(",")]
 
@@ -86,7 +59,7 @@ def add_train_matcher(train_sub: argparse._SubParsersAction) -> argparse.Argumen
         help="fine-tune a vanilla or LEA cross-encoder matcher, calibrate it and save the folder",
         description="Fine-tune a pair matcher (METHODS §9.4 recipe) and save a calibrated model folder.",
     )
-    _add_data_options(p)
+    add_dataset_options(p, sizes=True)
     p.add_argument("--out", required=True, metavar="DIR", help="output model folder")
     p.add_argument("--arch", required=True, choices=("lea", "vanilla"))
     p.add_argument(
@@ -97,19 +70,19 @@ def add_train_matcher(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--augment", choices=("typo",), default=None, help="typo data augmentation (METHODS §1.4)")
     p.add_argument(
         "--fields",
-        type=_fields,
+        type=_field_spec,
         default="title",
         help="title | all | comma-separated attributes (default: title)",
     )
-    p.add_argument("--epochs", type=_positive_int, default=8)
+    p.add_argument("--epochs", type=positive_int, default=8)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--lea-lr-mult", type=float, default=1.0, help="learning-rate multiplier of LEA's projections")
-    p.add_argument("--max-length", type=_positive_int, default=64)
+    p.add_argument("--max-length", type=positive_int, default=64)
     p.add_argument("--calibration", choices=("temperature", "isotonic"), default="temperature")
-    p.add_argument("--max-train-pairs", type=_positive_int, default=None, help="stratified subsample of train")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--max-train-pairs", type=positive_int, default=None, help="stratified subsample of train")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--no-length-grouping", action="store_true", help="random batches instead of length-grouped ones")
     p.add_argument(
@@ -150,12 +123,12 @@ def _add_noise_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--noise-warmup",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="EPOCHS",
         help="epochs before the first detection (default: 3/8 of --epochs, at least 1)",
     )
-    g.add_argument("--noise-knn-k", type=_positive_int, default=25, metavar="K", help="kNN neighbours (default: 25)")
+    g.add_argument("--noise-knn-k", type=positive_int, default=25, metavar="K", help="kNN neighbours (default: 25)")
     g.add_argument(
         "--noise-knn-features",
         choices=("matcher", "bi-encoder"),
@@ -175,7 +148,7 @@ def _add_noise_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--noise-rounds",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="with --noise-restart: detect-and-retrain rounds, each detecting with the last model (default: 1)",
@@ -195,14 +168,14 @@ def _add_pseudo_label_options(p: argparse.ArgumentParser) -> None:
         help="also train on unlabelled blocking candidates of the dataset's tables (top-k right records "
         "of every left record, minus labelled pairs) with soft pseudo-labels from the model",
     )
-    g.add_argument("--pseudo-k", type=_positive_int, default=10, metavar="K", help="blocker depth (default: 10)")
+    g.add_argument("--pseudo-k", type=positive_int, default=10, metavar="K", help="blocker depth (default: 10)")
     g.add_argument(
         "--pseudo-blocker",
         default="minilm",
         metavar="MODEL",
         help="bi-encoder for the candidates: minilm (zero-shot) or a blocker folder (default: minilm)",
     )
-    g.add_argument("--pseudo-max-pairs", type=_positive_int, default=None, metavar="N", help="seeded cap on the pool")
+    g.add_argument("--pseudo-max-pairs", type=positive_int, default=None, metavar="N", help="seeded cap on the pool")
     g.add_argument(
         "--pseudo-warmup",
         type=int,
@@ -316,20 +289,20 @@ def add_eval_matcher(eval_sub: argparse._SubParsersAction) -> argparse.ArgumentP
         help="evaluate a matcher folder on a clean test split and its typo-noised copies",
         description="Clean and typo-noised F1 of a saved matcher at its saved threshold (METHODS §1.3).",
     )
-    _add_data_options(p)
+    add_dataset_options(p, sizes=True)
     p.add_argument("--model", required=True, metavar="DIR", help="matcher folder written by 'train matcher'")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--noise", choices=("typo",), default=None, help="also evaluate typo-noised copies")
-    p.add_argument("--noise-seeds", type=_int_list, default=None, help="noisy copies (default with --noise: 1,2,3)")
-    p.add_argument("--fields", type=_fields, default=None, help="override the model's fields (default: as trained)")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--noise-seeds", type=int_list, default=None, help="noisy copies (default with --noise: 1,2,3)")
+    p.add_argument("--fields", type=_field_spec, default=None, help="override the model's fields (default: as trained)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument(
         "--quantize",
         choices=("none", "int8"),
         default="none",
         help="score with dynamic int8 Linear layers (as MATCHER_QUANTIZE=int8 serves); threshold stays fp32's",
     )
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_matcher, needs_settings=False)
     return p

@@ -17,35 +17,19 @@ import sys
 import time
 from typing import Any
 
+from training.cli_args import error, field_tuple, positive_int
 from training.data.readers import SIZE_ORDER
 
 logger = logging.getLogger(__name__)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _fields(text: str) -> tuple[str, ...]:
-    out = tuple(x.strip() for x in text.split(",") if x.strip())
-    if not out:
-        raise argparse.ArgumentTypeError("expected attribute names, e.g. title or title,brand")
-    return out
-
-
-def _add_data_options(p: argparse.ArgumentParser) -> None:
+def _add_benchmark_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="WDC Products folder (or a name under the data root)")
     p.add_argument("--test", default=None, help="test set, e.g. 000un, 050un, 100un (default: 000un if present)")
     p.add_argument("--train-size", choices=SIZE_ORDER, default="medium")
     p.add_argument("--valid-size", choices=SIZE_ORDER, default="medium")
-    p.add_argument("--fields", type=_fields, default=("title",), help="query / label text fields (default: title)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--fields", type=field_tuple, default=("title",), help="query / label text fields (default: title)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
 
 
 def _bench(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -54,29 +38,24 @@ def _bench(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_benchmark(args.data, args.test, args.train_size, args.valid_size, args.fields)
 
 
-def _error(message: str) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    return 2
-
-
 def add_train_recommender(train_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = train_sub.add_parser(
         "recommender",
         help="train the PRIME or NGAME recommender on WDC Products (offers -> product clusters)",
         description="Train a recommender (METHODS §4, §6) and save the folder (safetensors + manifest.json).",
     )
-    _add_data_options(p)
+    _add_benchmark_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output model folder")
     p.add_argument("--method", required=True, choices=("prime", "ngame"))
     p.add_argument("--backbone", default="minilm", help="minilm or a saved bi-encoder folder")
-    p.add_argument("--epochs", type=_positive_int, default=3, help="default 3: the measured budget (docs/training.md)")
+    p.add_argument("--epochs", type=positive_int, default=3, help="default 3: the measured budget (docs/training.md)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate")
     p.add_argument("--head-lr", type=float, default=5e-4, help="LPN / free vectors / pair head learning rate")
-    p.add_argument("--max-length", type=_positive_int, default=32)
+    p.add_argument("--max-length", type=positive_int, default=32)
     p.add_argument("--trainable-layers", type=int, default=None, help="train only the top N layers (CPU budget)")
-    p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None)
+    p.add_argument("--max-steps-per-epoch", type=positive_int, default=None)
     p.add_argument("--tcm", action="store_true", help="add the threshold-consistent margin loss (§6.2)")
     p.add_argument("--tcm-m-pos", type=float, default=0.9)
     p.add_argument("--tcm-m-neg", type=float, default=0.5)
@@ -104,7 +83,7 @@ def cmd_train_recommender(args: argparse.Namespace) -> int:
     try:
         bench = _bench(args)
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        return _error(str(exc))
+        return error(str(exc))
 
     def on_epoch(record: dict[str, Any]) -> None:
         sys.stderr.write(json.dumps(record) + "\n")
@@ -133,7 +112,7 @@ def cmd_train_recommender(args: argparse.Namespace) -> int:
             on_epoch=on_epoch,
         )
     except ValueError as exc:
-        return _error(str(exc))
+        return error(str(exc))
     summary = {"out": str(args.out), "method": args.method, "seed": args.seed, "benchmark": bench.describe(), **metrics}
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     return 0
@@ -145,9 +124,9 @@ def add_eval_recommender(eval_sub: argparse._SubParsersAction) -> argparse.Argum
         help="P@1, P@5, R@10, R@100 and coverage at 0.95 / 0.98 precision on WDC Products",
         description="Evaluate a recommender folder (default: the zero-shot MiniLM baseline).",
     )
-    _add_data_options(p)
+    _add_benchmark_options(p)
     p.add_argument("--model", default=None, metavar="DIR", help="folder from 'train recommender' (default: zero-shot)")
-    p.add_argument("--max-length", type=_positive_int, default=None, help="zero-shot max length (default 32)")
+    p.add_argument("--max-length", type=positive_int, default=None, help="zero-shot max length (default 32)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_recommender, needs_settings=False)
     return p
@@ -166,14 +145,14 @@ def cmd_eval_recommender(args: argparse.Namespace) -> int:
     try:
         bench = _bench(args)
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        return _error(str(exc))
+        return error(str(exc))
     try:
         if args.model:
             model = RecommenderModel.load(args.model)
         else:
             model = RecommenderModel.zero_shot(max_length=args.max_length or ZERO_SHOT_MAX_LENGTH)
     except (ManifestError, ValueError, FileNotFoundError) as exc:
-        return _error(str(exc))
+        return error(str(exc))
     result: dict[str, Any] = {"model": model.name, "method": model.method, "automation": model.automation}
     result.update(evaluate_recommender(model, bench))
     result["dataset"] = bench.name
