@@ -57,15 +57,6 @@ def default_fields(dataset: PairDataset) -> list[str]:
     return [TITLE]
 
 
-def parse_fields(spec: str | Sequence[str] | None) -> list[str] | None:
-    """``"name,description"`` / ``["name", "description"]`` -> list; ``None`` keeps the default."""
-    if spec is None:
-        return None
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    out = [s.strip() for s in items if s and s.strip()]
-    return out or None
-
-
 def record_text(record: Record, fields: Sequence[str]) -> str:
     """The selected fields' values joined with one space; ``["title"]`` = the record's title.
 

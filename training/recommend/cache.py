@@ -104,16 +104,3 @@ class FrozenBottomCache:
         if was_training:
             encoder.train()
         return out
-
-
-class CachedEncoder:
-    """Drop-in for the ``encode`` / ``forward`` calls the trainer makes, backed by a cache."""
-
-    def __init__(self, encoder: BiEncoder, cache: FrozenBottomCache) -> None:
-        self.encoder, self.cache = encoder, cache
-
-    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        return self.cache.encode(self.encoder, list(texts), batch_size)
-
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.cache.forward(self.encoder, list(texts))
