@@ -17,6 +17,10 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# The matcher folder's kind and its calibration file (models/matcher_io.py), here so that code
+# which only reads folders (the admin API) names them without importing torch.
+MATCHER_KIND = "matcher"
+CALIBRATION_FILE = "calibration.json"
 
 
 class ManifestError(ValueError):

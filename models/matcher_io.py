@@ -28,15 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from models.artefacts import Manifest, ManifestError, assert_safe_weights, read_manifest
+from models.artefacts import CALIBRATION_FILE, MATCHER_KIND, Manifest, ManifestError, assert_safe_weights, read_manifest
 from models.calibration import Calibrator
 from models.lea import LeaCrossEncoder
 from models.precision import bf16_native
 
 logger = logging.getLogger(__name__)
 
-MATCHER_KIND = "matcher"
-CALIBRATION_FILE = "calibration.json"
 PRECISION_TARGETS: tuple[float, ...] = (0.9, 0.95, 0.98)
 
 
@@ -90,4 +88,4 @@ def score_pairs(
     return logits, calibrator.apply(logits)
 
 
-__all__ = ["CALIBRATION_FILE", "MATCHER_KIND", "PRECISION_TARGETS", "load_matcher", "score_pairs"]
+__all__ = ["PRECISION_TARGETS", "load_matcher", "score_pairs"]

@@ -34,11 +34,11 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from models.artefacts import Manifest, write_manifest
+from models.artefacts import CALIBRATION_FILE, MATCHER_KIND, Manifest, write_manifest
 from models.calibration import Calibrator, threshold_for_best_f1, threshold_for_precision
 from models.lea import LeaCrossEncoder
 from models.lexical import EncodedPair, LeaCollator
-from models.matcher_io import CALIBRATION_FILE, MATCHER_KIND, PRECISION_TARGETS
+from models.matcher_io import PRECISION_TARGETS
 from models.precision import autocast, default_threads, resolve_precision
 from models.product_text import FieldSpec, serialize
 from training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint

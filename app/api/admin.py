@@ -22,10 +22,7 @@ from app.schemas.job import JobAccepted
 from app.schemas.retrain import RetrainRequest
 from app.search.sync import IndexService
 from app.services import NotReady, Services
-
-# As in models.matcher_io (not imported here: it pulls in torch and transformers).
-CALIBRATION_FILE = "calibration.json"
-MATCHER_KIND = "matcher"
+from models.artefacts import CALIBRATION_FILE, MATCHER_KIND
 
 router = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep], responses={**COMMON, **errors(401, 403)}

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from app.registry import store
-from models.artefacts import Manifest, write_manifest
+from models.artefacts import CALIBRATION_FILE, Manifest, write_manifest
 from models.bi_encoder import BiEncoder
-from models.matcher_io import CALIBRATION_FILE, load_matcher, score_pairs
+from models.matcher_io import load_matcher, score_pairs
 from tests.conftest import TINY_CONFIG
 from tests.training.test_train_matcher import TINY, tiny_dataset
 from training.metrics import pr_curve
