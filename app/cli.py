@@ -74,7 +74,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.redis_url:
         logger.error("REDIS_URL is not set: without Redis the API runs jobs in-process")
         return 2
-    from app.registry.encoders import EncoderProvider
+    from app.registry.encoder_provider import EncoderProvider
     from app.services import JOB_HANDLERS
 
     services = _services(settings)
@@ -117,7 +117,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         {"path": str(stored), "format": fmt, "filename": source.name},
         job_id=job_id,
     )
-    from app.registry.encoders import EncoderProvider
+    from app.registry.encoder_provider import EncoderProvider
 
     provider = EncoderProvider(settings, services.factory, lambda: _encoder(settings))
     bar = tqdm(total=None, unit="row", desc=f"ingest {source.name}")
@@ -156,7 +156,7 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
     from app.jobs.match_feed.reader import check_feed
     from app.jobs.match_feed.runner import KIND, make_payload
     from app.jobs.runner import run_job
-    from app.registry.encoders import EncoderProvider
+    from app.registry.encoder_provider import EncoderProvider
 
     out = Path(args.out)
     if args.engine == "ray":
@@ -233,7 +233,7 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
-    from app.registry.encoders import EncoderProvider
+    from app.registry.encoder_provider import EncoderProvider
     from app.search.sync import IndexService
 
     services = _services(settings)

@@ -27,7 +27,7 @@ from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.match import MatchPipeline
 from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
 from app.registry import store
-from app.registry.encoders import EncoderProvider
+from app.registry.encoder_provider import EncoderProvider
 from app.registry.scorers import serving_scorer
 from app.search.lexicon import CatalogueLexicon
 from app.search.sync import IndexService

@@ -11,7 +11,7 @@ from app.api.deps import ServicesDep
 from app.api.responses import COMMON, errors
 from app.db import products as repo
 from app.db.models import Product
-from app.pipeline.catalogue import upsert_batch
+from app.pipeline.upsert import upsert_batch
 from app.schemas.product import (
     EXTERNAL_ID_PATTERN,
     MAX_ID_CHARS,

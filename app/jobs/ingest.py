@@ -18,7 +18,7 @@ from app.db.models import Job
 from app.jobs import store
 from app.jobs.context import JobContext, JobFailed
 from app.jobs.ingest_files import RowResult, UnreadableFile, iter_raw_rows, to_product
-from app.pipeline.catalogue import BatchStats, upsert_batch
+from app.pipeline.upsert import BatchStats, upsert_batch
 
 logger = logging.getLogger(__name__)
 

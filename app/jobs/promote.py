@@ -14,7 +14,7 @@ from app.db.models import Job
 from app.jobs.context import JobContext, JobFailed
 from app.jobs.reembed import reembed_all
 from app.registry import store
-from app.registry.encoders import load_version_encoder
+from app.registry.encoder_provider import load_version_encoder
 from app.search.sync import IndexService
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Vector index over product embeddings: a derived cache of the database, keyed by product id.
 
-Import from here; the modules behind it (backends, catalog, journal, state) are internals.
+Import from here; the modules behind it (backends, id_map, journal, state) are internals.
 """
 
 from __future__ import annotations

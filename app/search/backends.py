@@ -2,7 +2,7 @@
 
 Keys are what FAISS stores: product ids for "flat" (IndexIDMap2 can delete), sequential slot
 labels for the others. HNSW cannot `remove_ids` (faiss#3339) and IndexRefineFlat requires
-sequential ids, so those kinds never delete: the catalog tombstones the slot and searches pass
+sequential ids, so those kinds never delete: the id map tombstones the slot and searches pass
 an IDSelector that hides tombstones. Per-query settings always travel in SearchParameters
 and are never written into the shared index (faiss#2204).
 """
@@ -27,7 +27,7 @@ class Backend:
     """Base class: one FAISS index plus the rules for using it. The owner does the locking."""
 
     name = "base"
-    uses_labels = True  # keys are sequential catalog slots (else product ids)
+    uses_labels = True  # keys are sequential slots of the id map (else product ids)
 
     def __init__(self, index: faiss.Index, params: IndexParams) -> None:
         self.index = index
@@ -55,7 +55,7 @@ class Backend:
         self.index.add(vectors)
 
     def delete(self, keys: np.ndarray) -> None:
-        """Label kinds keep dead vectors in place; the catalog tombstones them."""
+        """Label kinds keep dead vectors in place; the id map tombstones them."""
 
     def search(
         self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None, widen: float = 1.0

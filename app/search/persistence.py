@@ -6,7 +6,7 @@ Layout::
 
 The JSON header carries the format version, params, dim, change-log version, live count, the
 attribute vocabularies, the section table and the sha256 of the payload. The payload is
-`faiss.serialize_index` bytes followed by the catalog columns, each written with
+`faiss.serialize_index` bytes followed by the id map columns, each written with
 `np.save(allow_pickle=False)`. Loading checks the magic, the header checksum, the format
 version and the payload checksum before FAISS sees a byte, so a torn or flipped file is refused
 with IndexCorrupt instead of crashing or silently answering wrong (qdrant#1735, dedupe#1045).
@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 
 from app.search.backends import backend_from_index
-from app.search.catalog import Catalog
+from app.search.id_map import IdMap
 from app.search.params import IndexParams
 from app.search.state import IndexState
 
@@ -170,7 +170,7 @@ def read_index_file(path: str | Path) -> tuple[dict[str, Any], dict[str, memoryv
 
 def dump_state(state: IndexState, dim: int) -> tuple[dict[str, Any], list[tuple[str, Buffer]]]:
     """Header fields and sections of one consistent state (call under the read lock)."""
-    cat, backend = state.catalog, state.backend
+    cat, backend = state.id_map, state.backend
     sections: list[tuple[str, Buffer]] = [(_FAISS_SECTION, faiss.serialize_index(backend.index))]
     sections += [(name, encode_array(arr)) for name, arr in cat.to_arrays().items()]
     header = {
@@ -201,9 +201,9 @@ def load_state(path: str | Path) -> tuple[IndexParams, int, IndexState]:
         backend = backend_from_index(header["backend"], index, params)
         arrays = {name: decode_array(sections[name], name) for name in _CATALOG_SECTIONS}
         attrs = header["attributes"]
-        catalog = Catalog.from_arrays(not backend.uses_labels, arrays, attrs["brand_values"], attrs["category_values"])
-        _check_consistent(header, backend.dim, backend.ntotal, catalog, dim)
-        state = IndexState(backend, catalog, int(header["version"]), params)
+        id_map = IdMap.from_arrays(not backend.uses_labels, arrays, attrs["brand_values"], attrs["category_values"])
+        _check_consistent(header, backend.dim, backend.ntotal, id_map, dim)
+        state = IndexState(backend, id_map, int(header["version"]), params)
     except IndexCorrupt:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -211,11 +211,11 @@ def load_state(path: str | Path) -> tuple[IndexParams, int, IndexState]:
     return params, dim, state
 
 
-def _check_consistent(header: dict[str, Any], index_dim: int, ntotal: int, catalog: Catalog, dim: int) -> None:
+def _check_consistent(header: dict[str, Any], index_dim: int, ntotal: int, id_map: IdMap, dim: int) -> None:
     if index_dim != dim:
         raise ValueError(f"faiss index has dim {index_dim}, header says {dim}")
-    expected_total = catalog.n_slots if not catalog.reuse_slots else catalog.n_live
+    expected_total = id_map.n_slots if not id_map.reuse_slots else id_map.n_live
     if ntotal != expected_total:
-        raise ValueError(f"faiss index holds {ntotal} vectors, catalog expects {expected_total}")
-    if catalog.n_live != header["live"]:
-        raise ValueError(f"catalog has {catalog.n_live} live products, header says {header['live']}")
+        raise ValueError(f"faiss index holds {ntotal} vectors, the id map expects {expected_total}")
+    if id_map.n_live != header["live"]:
+        raise ValueError(f"the id map has {id_map.n_live} live products, header says {header['live']}")

@@ -1,4 +1,4 @@
-"""One version of the index: a FAISS backend, its catalog and the change-log version.
+"""One version of the index: a FAISS backend, its id map and the change-log version.
 
 `IndexState` is not thread-safe on its own. `VectorIndex` mutates it only under the write lock,
 searches it under the read lock, and replaces it as a whole (one reference assignment) after a
@@ -17,7 +17,7 @@ import numpy as np
 
 from app.search.backends import Backend, ExactSideBackend, build_backend, empty_backend
 from app.search.batch import Batch
-from app.search.catalog import Catalog, normalize_attr
+from app.search.id_map import IdMap, normalize_attr
 from app.search.journal import Change
 from app.search.params import IndexParams
 
@@ -43,11 +43,11 @@ class _Filter(NamedTuple):
 
 
 class IndexState:
-    """Backend + catalog + version; see the module docstring for the locking contract."""
+    """Backend + id map + version; see the module docstring for the locking contract."""
 
-    def __init__(self, backend: Backend, catalog: Catalog, version: int, params: IndexParams) -> None:
+    def __init__(self, backend: Backend, id_map: IdMap, version: int, params: IndexParams) -> None:
         self.backend = backend
-        self.catalog = catalog
+        self.id_map = id_map
         self.version = version
         self.params = params
         self._filters: dict[tuple[int | None, int | None], _Filter] = {}
@@ -56,18 +56,18 @@ class IndexState:
     @classmethod
     def empty(cls, dim: int, params: IndexParams, version: int = 0) -> IndexState:
         backend = empty_backend(params.kind, dim, params)
-        return cls(backend, Catalog(reuse_slots=not backend.uses_labels), version, params)
+        return cls(backend, IdMap(reuse_slots=not backend.uses_labels), version, params)
 
     @classmethod
     def build(cls, dim: int, params: IndexParams, batch: Batch, version: int) -> IndexState:
         """A complete new state from a full snapshot (no locks needed: nobody else sees it yet)."""
-        catalog = Catalog(reuse_slots=params.kind == "flat")
-        slots = catalog.allocate(
-            batch.ids, catalog.brands.encode(batch.brands), catalog.categories.encode(batch.categories)
+        id_map = IdMap(reuse_slots=params.kind == "flat")
+        slots = id_map.allocate(
+            batch.ids, id_map.brands.encode(batch.brands), id_map.categories.encode(batch.categories)
         )
         keys = batch.ids if params.kind == "flat" else slots
         backend = build_backend(dim, params, keys, batch.vectors)
-        return cls(backend, catalog, version, params)
+        return cls(backend, id_map, version, params)
 
     # -- writes (caller holds the write lock) ----------------------------------------------
 
@@ -88,10 +88,10 @@ class IndexState:
         return True
 
     def _keys(self, slots: np.ndarray) -> np.ndarray:
-        return slots if self.backend.uses_labels else self.catalog.slot_pid[slots]
+        return slots if self.backend.uses_labels else self.id_map.slot_pid[slots]
 
     def _upsert(self, batch: Batch) -> None:
-        cat, backend = self.catalog, self.backend
+        cat, backend = self.id_map, self.backend
         slots = cat.lookup(batch.ids)
         brands = cat.brands.encode(batch.brands)
         categories = cat.categories.encode(batch.categories)
@@ -113,11 +113,11 @@ class IndexState:
             backend.add(new_slots if backend.uses_labels else batch.ids[add], batch.vectors[add])
 
     def _remove(self, ids: np.ndarray) -> None:
-        slots = self.catalog.lookup(ids)
+        slots = self.id_map.lookup(ids)
         slots = slots[slots >= 0]
         if len(slots):
             self.backend.delete(self._keys(slots))
-            self.catalog.release(slots)
+            self.id_map.release(slots)
 
     # -- reads (caller holds the read lock) ------------------------------------------------
 
@@ -148,7 +148,7 @@ class IndexState:
         small = flt.matching <= self.params.filter_exact_max
         if small and backend.exact_vectors:
             return backend.exact_search(queries, k, flt.selector)
-        widen = math.inf if small else min(self.catalog.n_live / flt.matching, _MAX_WIDEN)
+        widen = math.inf if small else min(self.id_map.n_live / flt.matching, _MAX_WIDEN)
         return backend.search(queries, k, flt.selector, widen)
 
     def _to_pids(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,13 +157,13 @@ class IndexState:
         if not self.backend.uses_labels:
             return keys, mask
         safe = np.where(mask, keys, 0)
-        mask &= self.catalog.live[safe]
-        return self.catalog.slot_pid[safe], mask
+        mask &= self.id_map.live[safe]
+        return self.id_map.slot_pid[safe], mask
 
     def _filter(self, brand: str | None, category: str | None) -> _Filter | None:
         """Cached selector for a filter; None when a filter value is unknown (no product matches)."""
         codes: list[int | None] = []
-        for raw, vocab in ((brand, self.catalog.brands), (category, self.catalog.categories)):
+        for raw, vocab in ((brand, self.id_map.brands), (category, self.id_map.categories)):
             if raw is None or normalize_attr(raw) is None:  # blank filter value = no filter
                 codes.append(None)
                 continue
@@ -181,7 +181,7 @@ class IndexState:
         return flt
 
     def _make_filter(self, brand: int | None, category: int | None) -> _Filter:
-        cat = self.catalog
+        cat = self.id_map
         if brand is None and category is None:
             sel = None
             if self.backend.uses_labels and cat.n_dead:
@@ -196,7 +196,7 @@ class IndexState:
 
     def snapshot(self) -> Batch:
         """Every live row with its exact vector, for compaction or training (needs exact vectors)."""
-        cat = self.catalog
+        cat = self.id_map
         slots = cat.live_slots()
         return Batch(
             cat.slot_pid[slots].copy(),
@@ -207,7 +207,7 @@ class IndexState:
 
     def maintenance_reason(self) -> str | None:
         """ "train" (ivfpq has enough vectors), "compact" (too many tombstones) or None."""
-        cat, backend = self.catalog, self.backend
+        cat, backend = self.id_map, self.backend
         if isinstance(backend, ExactSideBackend) and cat.n_live >= self.params.ivf_min_train:
             return "train"
         if cat.n_dead and cat.n_dead > self.params.compact_ratio * cat.n_slots:
@@ -224,7 +224,7 @@ class IndexState:
         return None
 
     def stats(self) -> dict[str, Any]:
-        cat, backend = self.catalog, self.backend
+        cat, backend = self.id_map, self.backend
         return {
             "kind": self.params.kind,
             "dim": backend.dim,

@@ -78,12 +78,12 @@ class VectorIndex:
         return self._state.version
 
     def __len__(self) -> int:
-        return self._state.catalog.n_live
+        return self._state.id_map.n_live
 
     def ids(self) -> np.ndarray:
         """Sorted int64 product ids of the live vectors."""
         with self._lock.read():
-            return self._state.catalog.live_pids_sorted()
+            return self._state.id_map.live_pids_sorted()
 
     def search(
         self, queries: np.ndarray, k: int, brand: str | None = None, category: str | None = None

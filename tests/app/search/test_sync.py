@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from app.db import products as repo
 from app.db.base import make_engine, make_session_factory
 from app.db.models import IndexChange, Product
-from app.pipeline.catalogue import upsert_batch
+from app.pipeline.upsert import upsert_batch
 from app.schemas.product import ProductRow
 from app.search.params import IndexParams
 from app.search.sync import IndexService

@@ -1,7 +1,7 @@
 """Id map and filter attributes kept next to the FAISS index, in flat numpy columns.
 
 The index stores vectors under *keys*: product ids for the flat kind, sequential slot numbers
-(labels) for hnsw and ivfpq, which cannot delete in place and therefore tombstone. The catalog
+(labels) for hnsw and ivfpq, which cannot delete in place and therefore tombstone. The id map
 holds, per slot, the product id, the brand and category codes and a live flag, plus a
 product id -> slot dict. Columns instead of per-product Python objects keep a million products
 at a few tens of MB, and let a filter be one vectorised comparison.
@@ -71,7 +71,7 @@ class Vocabulary:
         return self.values[1:]
 
 
-class Catalog:
+class IdMap:
     """Slot-aligned columns for one index state. Not thread-safe: the owner locks.
 
     Args:
@@ -188,12 +188,12 @@ class Catalog:
         arrays: Mapping[str, np.ndarray],
         brand_values: Sequence[str],
         category_values: Sequence[str],
-    ) -> Catalog:
+    ) -> IdMap:
         """Inverse of `to_arrays`; raises ValueError when the columns do not fit together."""
         cat = cls(reuse_slots)
         lengths = {name: len(arrays[name]) for name in _COLUMNS}
         if len(set(lengths.values())) != 1:
-            raise ValueError(f"catalog columns differ in length: {lengths}")
+            raise ValueError(f"id map columns differ in length: {lengths}")
         for name, dtype in _COLUMNS.items():
             setattr(cat, name, np.ascontiguousarray(arrays[name], dtype=dtype).copy())
         cat.n_slots = len(cat.live)
