@@ -19,6 +19,18 @@ def _as_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
+def _strip(value: str) -> str:
+    return value.strip()
+
+
+# Surrounding whitespace is removed *after* the string's own constraints (length, pattern) are
+# checked on the value as sent, so a limit means what the OpenAPI schema says it means: a title
+# of 2,001 characters is refused even when some of them are spaces. Put it after the constraints:
+# `Annotated[str, StringConstraints(max_length=...), STRIP]`. (pydantic's str_strip_whitespace
+# strips first, so a padded over-long value passed while the schema calls it invalid.)
+STRIP = AfterValidator(_strip)
+
+
 def find_nul(value: Any, where: str = "") -> str | None:
     """Where a NUL character sits in a str / list / dict value ("" = the value itself), else None.
 

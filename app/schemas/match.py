@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
-from app.schemas.common import RequestModel
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from app.schemas.common import STRIP, RequestModel
 from app.schemas.product import MAX_SHORT_CHARS, OfferIn
 
 MAX_TOP_K = 100
 MAX_BATCH_SCHEMA = 1000
 
 
+FilterText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SHORT_CHARS), STRIP]
+
+
 class MatchFilters(RequestModel):
-    """A blank filter is refused (leave it out, or send null, to filter nothing)."""
+    """A blank filter is refused (leave it out, or send null, to filter nothing).
 
-    model_config = ConfigDict(str_strip_whitespace=True)
+    The limits apply to the value as sent; surrounding whitespace is stripped afterwards.
+    """
 
-    brand: str | None = Field(default=None, min_length=1, max_length=MAX_SHORT_CHARS)
-    category: str | None = Field(default=None, min_length=1, max_length=MAX_SHORT_CHARS)
+    brand: FilterText | None = None
+    category: FilterText | None = None
+
+    @field_validator("brand", "category")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value == "":
+            raise ValueError("must not be blank (leave the filter out or send null)")
+        return value
 
 
 class MatchRequest(RequestModel):

@@ -19,10 +19,11 @@ class OfferRow(OfferIn):
     """One offer of a feed: the offer payload of `/v1/match` plus the shop's id for it.
 
     The id is only echoed back in the results, so unlike a product's external id it may hold
-    any characters; it is bounded like every other field. Not strict: CSV cells are text.
+    any characters; it is bounded like every other field. Not strict: CSV cells are text. As
+    with catalogue files, values are stripped before the limits are checked.
     """
 
-    model_config = ConfigDict(strict=False)
+    model_config = ConfigDict(strict=False, str_strip_whitespace=True)
 
     offer_id: str = Field(..., min_length=1, max_length=MAX_ID_CHARS)
 

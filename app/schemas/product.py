@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from app.schemas.common import RequestModel, UtcDatetime
+from app.schemas.common import STRIP, RequestModel, UtcDatetime
 
 # Limits are static so the OpenAPI schema states them; settings may only tighten body size.
 MAX_ID_CHARS = 255
@@ -24,6 +24,10 @@ MAX_ATTRIBUTES_JSON_CHARS = 20_000
 EXTERNAL_ID_PATTERN = r"^[^\s/?#]([^/?#]*[^\s/?#])?$"
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=EXTERNAL_ID_PATTERN)]
 _HAS_WORD = re.compile(r"\w", re.UNICODE)
+# Body text: limits on the value as sent (the schema's maxLength), then surrounding whitespace
+# stripped (app.schemas.common.STRIP).
+ShortText = Annotated[str, StringConstraints(max_length=MAX_SHORT_CHARS), STRIP]
+ImageUrl = Annotated[str, StringConstraints(max_length=MAX_URL_CHARS), STRIP]
 
 
 def _clean_optional(value: str | None, field: str) -> str | None:
@@ -37,21 +41,20 @@ class OfferIn(RequestModel):
     """An incoming offer: the product as one shop describes it. Only the title is required.
 
     Strict as every JSON body (RequestModel): `"price": "12.5"` or `true` is refused, not coerced.
+    Text is stripped of surrounding whitespace after its limits are checked on the value as sent.
     """
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(..., min_length=1, max_length=MAX_TITLE_CHARS)
-    brand: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
-    category: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+    title: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS), STRIP]
+    brand: ShortText | None = None
+    category: ShortText | None = None
     price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
-    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
-    image_urls: list[Annotated[str, StringConstraints(max_length=MAX_URL_CHARS)]] = Field(
-        default_factory=list, max_length=MAX_IMAGES
-    )
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    source: str | None = Field(default=None, max_length=MAX_SHORT_CHARS)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$"), STRIP] | None = None
+    description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS), STRIP] | None = None
+    image_urls: list[ImageUrl] = Field(default_factory=list, max_length=MAX_IMAGES)
+    attributes: dict[Annotated[str, STRIP], Any] = Field(default_factory=dict)
+    source: ShortText | None = None
 
     @field_validator("title")
     @classmethod
@@ -109,10 +112,11 @@ class ProductIn(OfferIn):
 class ProductRow(ProductIn):
     """A product with its key, as ingestion files carry it.
 
-    Not strict: a CSV cell is always text, so `"12.5"` is read as the price 12.5 here.
+    Not strict: a CSV cell is always text, so `"12.5"` is read as the price 12.5 here. Files have
+    no OpenAPI schema to agree with: their values are stripped before the limits are checked.
     """
 
-    model_config = ConfigDict(strict=False)
+    model_config = ConfigDict(strict=False, str_strip_whitespace=True)
 
     external_id: ExternalId
 

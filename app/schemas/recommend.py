@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated
 
-from app.schemas.common import RequestModel
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+
+from app.schemas.common import STRIP, RequestModel
 from app.schemas.product import MAX_TITLE_CHARS, ExternalId
 
 MAX_RECOMMEND_K = 100
@@ -39,11 +41,14 @@ class ImageIn(RequestModel):
 
 
 class RecommendQueryIn(RequestModel):
-    """Exactly one of ``text`` (an offer title) or ``product_id`` (an existing catalogue product)."""
+    """Exactly one of ``text`` (an offer title) or ``product_id`` (an existing catalogue product).
 
-    model_config = ConfigDict(str_strip_whitespace=True)
+    The limits apply to the text as sent; surrounding whitespace is stripped afterwards.
+    """
 
-    text: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS, description="query offer title")
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS), STRIP] | None = Field(
+        default=None, description="query offer title"
+    )
     product_id: ExternalId | None = Field(
         default=None, description="external id of a catalogue product; the product itself is not returned"
     )
