@@ -17,7 +17,7 @@ from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.metrics_collector import ServiceCollector
 from app.api.middleware import AdminAuthMiddleware, BodyLimitMiddleware, JsonBodyMiddleware, MetricsMiddleware
-from app.api.params import install_closed_forms, no_nul_in_params
+from app.api.params import install_closed_forms, no_nul_in_params, no_repeated_query_params
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.db import products as product_repo
@@ -89,8 +89,9 @@ def create_app(
         # /docs and /redoc are installed below with local assets (FastAPI's load from a CDN).
         docs_url=None,
         redoc_url=None,
-        # NUL in a path or query parameter: 422 naming it (PostgreSQL text cannot hold NUL).
-        dependencies=[Depends(no_nul_in_params)],
+        # NUL in a path or query parameter (PostgreSQL text cannot hold NUL), or a single-valued
+        # query parameter given twice (`?kind=a&kind=b`): 422 naming it.
+        dependencies=[Depends(no_nul_in_params), Depends(no_repeated_query_params)],
     )
     app.state.metrics_registry = registry
     app.state.unhandled_errors = 0

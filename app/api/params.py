@@ -1,5 +1,6 @@
 """Checks on the parts of a request that pydantic models do not see: path and query parameters
-(NUL characters) and multipart / urlencoded forms (unknown, blank, repeated or NUL fields).
+(NUL characters, a single-valued query parameter given more than once) and multipart /
+urlencoded forms (unknown, blank, repeated or NUL fields).
 
 FastAPI treats a form field sent empty as a field not sent, and ignores fields it does not
 know, so a mistyped or blank filter would silently filter nothing; these checks refuse them
@@ -8,8 +9,11 @@ with a 422 that names the field, in the same shape as pydantic's validation erro
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+import types
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Set as AbstractSet
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +40,40 @@ async def no_nul_in_params(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         if NUL in name or NUL in value:
             errors.append(_error("query", name, NUL_MESSAGE))
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a parameter's type is a collection (a query parameter that may be repeated)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _takes_many(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_takes_many(arg) for arg in get_args(annotation) if arg is not type(None))
+    return isinstance(origin, type) and issubclass(origin, (list, tuple, AbstractSet))
+
+
+def _query_fields(dependant: Any) -> Iterator[Any]:
+    """The query parameters of a route's dependant and of all its sub-dependencies."""
+    yield from dependant.query_params
+    for sub in dependant.dependencies:
+        yield from _query_fields(sub)
+
+
+async def no_repeated_query_params(request: Request) -> None:
+    """A query parameter that takes one value must be given once: FastAPI would silently keep
+    the last of `?kind=a&kind=b`. List-typed parameters (none at present) may repeat."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    single = {field.alias for field in _query_fields(dependant) if not _takes_many(field.field_info.annotation)}
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    errors = [
+        _error("query", name, f"given {n} times; a single value is expected")
+        for name, n in counts.items()
+        if n > 1 and name in single
+    ]
     if errors:
         raise RequestValidationError(errors)
 
