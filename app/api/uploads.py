@@ -18,22 +18,31 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.db.models import Job
 from app.jobs import store
-from app.jobs.ingest_files import UnreadableFile, UnsupportedFileType, detect_format
+from app.jobs.ingest_files import (
+    ARCHIVE_SUFFIXES,
+    COMPRESSED_MAGIC,
+    UnreadableFile,
+    UnsupportedFileType,
+    archive_message,
+    detect_format,
+)
 from app.jobs.submit import ensure_queue, push_or_withdraw
 
 # Declared part types that are never plain CSV / JSON Lines: archives and compressed files are
 # refused before a byte is stored (their content is also sniffed, whatever they claim to be).
-REFUSED_CONTENT_TYPES = (
-    "application/zip",
-    "application/gzip",
-    "application/x-gzip",
-    "application/x-zip-compressed",
-    "application/x-bzip2",
-    "application/x-xz",
-    "application/x-7z-compressed",
-    "application/x-tar",
-    "application/zstd",
-)
+# Whichever check finds an archive (type, name, leading bytes), the answer is the same 415 with
+# `archive_message`.
+ARCHIVE_CONTENT_TYPES = {
+    "application/zip": "zip",
+    "application/x-zip-compressed": "zip",
+    "application/gzip": "gzip",
+    "application/x-gzip": "gzip",
+    "application/x-bzip2": "bzip2",
+    "application/x-xz": "xz",
+    "application/x-7z-compressed": "7z",
+    "application/x-tar": "tar",
+    "application/zstd": "zstd",
+}
 
 
 def confined(base: Path, requested: str, shown_folder: str | None = None) -> Path:
@@ -63,11 +72,20 @@ def confined(base: Path, requested: str, shown_folder: str | None = None) -> Pat
 
 def refuse_declared_archive(file: UploadFile | None) -> None:
     declared = (file.content_type or "").split(";")[0].strip().lower() if file is not None else ""
-    if declared in REFUSED_CONTENT_TYPES:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"file: content type {declared!r} is not accepted; send uncompressed UTF-8 CSV or JSON Lines",
-        )
+    kind = ARCHIVE_CONTENT_TYPES.get(declared)
+    if kind is not None:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, archive_message(kind))
+
+
+def refuse_archive(file: UploadFile, head: bytes) -> None:
+    """An upload that is an archive or compressed file by its declared type, its name or its
+    leading bytes ``head``: 415 with the same message as the job endpoints give."""
+    refuse_declared_archive(file)
+    name = (file.filename or "").lower()
+    kind = next((k for suffix, k in ARCHIVE_SUFFIXES.items() if name.endswith(suffix)), None)
+    kind = kind or next((k for magic, k in COMPRESSED_MAGIC.items() if head.startswith(magic)), None)
+    if kind is not None:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, archive_message(kind))
 
 
 def store_copy(
@@ -131,7 +149,9 @@ async def submit_file_job(
     try:
         fmt = detect_format(name, declared_format)
     except UnreadableFile as exc:
-        raise HTTPException(422, str(exc)) from exc
+        # An archive's name (catalogue.zip) gets the 415 its content type or bytes would get.
+        code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if isinstance(exc, UnsupportedFileType) else 422
+        raise HTTPException(code, str(exc)) from exc
     await run_in_threadpool(ensure_queue, services.queue)
     target = Path(settings.upload_dir) / f"{job_id}.{fmt}"
     await run_in_threadpool(store_copy, file, source, target, max_source_bytes, lambda copy: check(copy, fmt))

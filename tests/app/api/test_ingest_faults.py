@@ -53,9 +53,9 @@ def test_zip_uploads_say_upload_the_file_itself(client):
     for url in ("/v1/ingest", "/v1/match/jobs"):
         # As curl -F file=@catalogue.zip sends it (no archive content type): named by its suffix.
         named = client.post(url, files={"file": ("catalogue.zip", payload, "application/octet-stream")})
-        assert named.status_code == 422, named.text
-        assert "zip archives are not supported; upload the CSV/JSONL file" in named.json()["detail"]
-        # Named like a CSV: found by its leading bytes.
+        assert named.status_code == 415, named.text
+        assert "zip archives are not accepted: upload the CSV/JSONL file itself" in named.json()["detail"]
+        # Named like a CSV: found by its leading bytes; the same answer.
         disguised = client.post(url, files={"file": ("catalogue.csv", payload, "text/csv")})
         assert disguised.status_code == 415, disguised.text
-        assert "zip archives are not supported; upload the CSV/JSONL file" in disguised.json()["detail"]
+        assert disguised.json()["detail"] == named.json()["detail"]
