@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Annotated, Any, Literal
 
@@ -13,9 +12,11 @@ from pydantic import ConfigDict, Field, ValidationError
 from app.api.deps import ServicesDep
 from app.api.params import form_fields
 from app.api.responses import COMMON, errors
+from app.api.uploads import refuse_archive
 from app.db import feedback as repo
 from app.db import products as product_repo
 from app.db.models import LabeledPair
+from app.jobs.ingest_files import UnreadableFile, iter_csv_rows, read_csv_header
 from app.schemas.common import RequestModel
 from app.schemas.feedback import (
     FeedbackImportResult,
@@ -35,6 +36,12 @@ MAX_IMPORT_ROWS = 100_000
 # CSV column -> offer field; errors name the column.
 OFFER_COLUMNS = {"offer_title": "title", "offer_brand": "brand", "offer_category": "category", "offer_price": "price"}
 LABEL_COLUMNS = ("offer_external_id", "product_external_id", "label", "reviewer", "note")
+REQUIRED_COLUMNS = ("offer_title", "product_external_id", "label")
+# Columns whose values never hold a line break: a quoted value of one of them that runs over
+# several lines is a stray quote swallowing the rows after it (the file is refused, naming it).
+SINGLE_LINE_COLUMNS = frozenset(
+    {"offer_external_id", "product_external_id", "label", "offer_brand", "offer_category", "offer_price", "reviewer"}
+)
 MAX_NOTE_CHARS = 2000
 COLUMN_OF_FIELD = {field: column for column, field in OFFER_COLUMNS.items()}
 
@@ -65,32 +72,52 @@ def _column(loc: tuple[Any, ...]) -> str:
     return str(loc[0]) if loc else "offer_title"
 
 
-def _parse_rows(reader: csv.DictReader) -> tuple[list[tuple[int, _CsvLabel]], list[dict[str, Any]]]:
-    """Validate each data row (1-based); bad rows become problems naming their column."""
+def _parse_rows(raw: bytes) -> tuple[list[tuple[int, _CsvLabel]], list[dict[str, Any]]]:
+    """Validate each data row (1-based); bad rows become problems naming their column.
+
+    Read with the ingestion job's strict CSV reader: every data row is either parsed or reported
+    (an unreadable row under field null), and a quote that swallows the rows after it refuses
+    the whole file (422 naming the row and the line) before anything is stored.
+    """
     parsed: list[tuple[int, _CsvLabel]] = []
     problems: list[dict[str, Any]] = []
-    number = 0
-    rows = enumerate(reader, start=1)
-    while True:
-        try:
-            number, row = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise HTTPException(422, f"CSV syntax error after data row {number}: {exc}") from exc
-        if number > MAX_IMPORT_ROWS:
-            raise HTTPException(413, f"at most {MAX_IMPORT_ROWS} rows per import")
-        cells = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-        values: dict[str, Any] = {k: v for k, v in cells.items() if k in LABEL_COLUMNS and v}
-        values["offer"] = {field: cells[column] for column, field in OFFER_COLUMNS.items() if cells.get(column)}
-        if "label" in values:
-            values["label"] = values["label"].lower()
-        try:
-            parsed.append((number, _CsvLabel.model_validate(values)))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            problems.append({"row": number, "field": _column(tuple(first["loc"])), "message": first["msg"]})
+    fh = io.BytesIO(raw)
+    try:
+        header, _ = read_csv_header(fh)
+    except UnreadableFile as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if not set(REQUIRED_COLUMNS) <= set(header):
+        raise HTTPException(422, f"the CSV header needs the columns {sorted(REQUIRED_COLUMNS)}")
+    repeated = sorted({c for c in header if c and header.count(c) > 1})
+    if repeated:
+        raise HTTPException(422, f"the CSV header repeats column(s) {repeated}")
+    try:
+        for _, row in iter_csv_rows(fh, single_line=SINGLE_LINE_COLUMNS):
+            if row.number > MAX_IMPORT_ROWS:
+                raise HTTPException(413, f"at most {MAX_IMPORT_ROWS} rows per import")
+            if row.data is None:
+                problems.append({"row": row.number, "field": None, "message": row.error or "unreadable row"})
+                continue
+            _parse_row(row.number, row.data, parsed, problems)
+    except UnreadableFile as exc:
+        raise HTTPException(422, str(exc)) from exc
     return parsed, problems
+
+
+def _parse_row(
+    number: int, row: dict[str, Any], parsed: list[tuple[int, _CsvLabel]], problems: list[dict[str, Any]]
+) -> None:
+    """Validate one readable data row into ``parsed``, or report it in ``problems``."""
+    cells = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+    values: dict[str, Any] = {k: v for k, v in cells.items() if k in LABEL_COLUMNS and v}
+    values["offer"] = {field: cells[column] for column, field in OFFER_COLUMNS.items() if cells.get(column)}
+    if "label" in values:
+        values["label"] = values["label"].lower()
+    try:
+        parsed.append((number, _CsvLabel.model_validate(values)))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        problems.append({"row": number, "field": _column(tuple(first["loc"])), "message": first["msg"]})
 
 
 def _known_products(services: Services, external_ids: set[str]) -> set[str]:
@@ -185,21 +212,20 @@ async def import_feedback(
     required; `offer_external_id`, `offer_brand`, `offer_category`, `offer_price`, `reviewer`
     and `note` are optional; other columns are ignored. At most 100,000 rows and
     `FEEDBACK_IMPORT_MAX_BYTES` (20 MB) per file. A bad row (blank title, bad price, unknown
-    label, unknown product) is reported with its 1-based data row and column and skipped; the
-    good rows are stored.
+    label, unknown product, a row of the wrong width) is reported with its 1-based data row and
+    column and skipped; the good rows are stored, and `imported + failed` is the number of data
+    rows. A quote that swallows the rows after it refuses the file (422 naming the row and the
+    line where the quote opened); archives are refused like the catalogue uploads' (415).
     """
     raw = await file.read()
+    refuse_archive(file, raw[:64])
     if b"\x00" in raw[:8192]:
         raise HTTPException(415, "the file looks binary; send a UTF-8 CSV")
     try:
-        text = raw.decode("utf-8-sig")
+        raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HTTPException(422, f"the file is not valid UTF-8 (byte offset {exc.start})") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    required = {"offer_title", "product_external_id", "label"}
-    if not reader.fieldnames or not required <= {f.strip() for f in reader.fieldnames}:
-        raise HTTPException(422, f"the CSV header needs the columns {sorted(required)}")
-    parsed, problems = await run_in_threadpool(_parse_rows, reader)
+    parsed, problems = await run_in_threadpool(_parse_rows, raw)
     known = await run_in_threadpool(_known_products, services, {r.product_external_id for _, r in parsed})
     labels = []
     for number, r in parsed:
