@@ -150,7 +150,12 @@ def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder
         options |= {
             "noise": req.noise,
             "noise_action": req.noise_action,
-            "noise_options": {"require_disagreement": req.noise_gate, "restart": req.noise_restart},
+            "noise_options": {
+                "warmup_epochs": req.noise_warmup,
+                "require_disagreement": req.noise_gate,
+                "restart": req.noise_restart,
+                "hard_flags": req.noise_hard,
+            },
         }
     if req.pseudo_labels and data.unlabelled:
         options |= {"unlabelled_pairs": data.unlabelled, "pseudo_label": True}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from app.schemas.common import RequestModel
 
@@ -25,15 +25,24 @@ class RetrainRequest(RequestModel):
     seed: int = Field(default=1, ge=0, le=2**31 - 1)
     arch: Literal["lea", "vanilla"] = Field(default="lea", description="matcher architecture")
     augment: Literal["typo", "none"] = Field(default="typo", description="matcher typo augmentation")
+    # The noise defaults are the best measured variant (docs/training.md, "Defaults";
+    # docs/benchmarks/noise.md): beta-mixture detection after a 3-epoch warm-up, gated by the
+    # model's disagreement, flagged pairs dropped, then a fresh model trained on the rest.
     noise: Literal["none", "bmm", "knn", "both"] = Field(
-        default="both", description="label-noise detection on the training labels (matcher)"
+        default="bmm", description="label-noise detection on the training labels (matcher)"
     )
     noise_action: Literal["downweight", "relabel"] = "downweight"
+    noise_warmup: int = Field(default=3, ge=1, le=50, description="epochs of plain training before detection")
     noise_gate: bool = Field(
         default=True, description="flag a label as noisy only when the model in training also disagrees with it"
     )
     noise_restart: bool = Field(
         default=True, description="after detection, train a fresh model for all epochs on the corrected labels"
+    )
+    noise_hard: bool = Field(
+        default=True,
+        description="drop (downweight) or fully relabel (relabel) flagged pairs instead of weighting them "
+        "by their noise probability",
     )
     pseudo_labels: bool = Field(default=False, description="add pseudo-labelled unlabelled review candidates")
     promote: Literal["auto", "force", "never"] = Field(
@@ -46,3 +55,13 @@ class RetrainRequest(RequestModel):
         if len(set(value)) != len(value):
             raise ValueError("sources must not repeat")
         return value
+
+    @model_validator(mode="after")
+    def _detection_runs(self) -> RetrainRequest:
+        # Without the restart, detection runs inside the epochs after the warm-up: none would be left.
+        if self.noise != "none" and not self.noise_restart and self.noise_warmup >= self.epochs:
+            raise ValueError(
+                f"noise_warmup ({self.noise_warmup}) must be below epochs ({self.epochs}) without noise_restart, "
+                "or detection never runs"
+            )
+        return self

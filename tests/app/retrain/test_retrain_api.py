@@ -218,3 +218,23 @@ def test_noise_detection_and_pseudo_labels_run_in_the_job(sqlite_retrain_client,
     assert matcher["noise"], "the noise detector ran and reported"
     assert matcher["noise"]["restart"] is True, "by default a fresh model retrains on the corrected labels"
     assert matcher["pseudo_labels"], "pseudo-labelled pairs were used"
+
+
+def test_the_default_noise_handling_is_the_best_measured_variant(sqlite_retrain_client, admin_headers) -> None:
+    """No noise field in the body: bmm, downweight, 3-epoch warm-up, gate, restart, hard flags
+    (docs/training.md, "Defaults"), as the job runs it and as the model's manifest records it."""
+    import json
+
+    retrain_client = sqlite_retrain_client
+    _catalogue_and_labels(retrain_client)
+    body = {k: v for k, v in BODY.items() if k != "noise"}
+    res = retrain_client.post("/v1/admin/retrain", json=body, headers=admin_headers)
+    job = wait_job(retrain_client, res.json()["job_id"], timeout=300)
+    assert job["state"] == "completed", job
+    matcher = job["result"]["matcher"]
+    assert matcher["noise"]["warmup_epochs"] == 3 and matcher["noise"]["restart"] is True
+    assert len(matcher["noise"]["detections"]) == 1, "one detection, at the end of the warm-up"
+    folder = Path(store.get(retrain_client.app.state.services.factory, matcher["version"]).path)
+    noise = json.loads((folder / "manifest.json").read_text())["settings"]["noise"]
+    assert (noise["method"], noise["action"], noise["warmup_epochs"]) == ("bmm", "downweight", 3)
+    assert noise["require_disagreement"] and noise["restart"] and noise["hard_flags"]
