@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from models.artefacts import Manifest
 from models.prime import LabelPrototypeNetwork
 from models.recommender import RecommenderModel
-from tests.conftest import make_settings, tiny_bi_encoder
+from tests.conftest import tiny_bi_encoder
 from tests.helpers import product
 
 
@@ -101,43 +100,6 @@ def _tiny_prime_folder(folder: Path, keys: list[str]) -> Path:
     return folder
 
 
-def test_trained_model_prototypes_and_automation(tmp_path, db_url, tiny_encoder):
-    from app.main import create_app
-
-    folder = _tiny_prime_folder(tmp_path / "rec", ["p-00001", "p-00002"])
-    settings = make_settings(tmp_path / "var", db_url, recommend_model_dir=folder)
-    app = create_app(settings, encoder=tiny_encoder, background_load=False)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        _load(client, 4)
-        body = client.post("/v1/recommend", json={"query": {"text": "anything"}, "top_k": 4}).json()
-        assert body["model"].startswith("recommender:")
-        flags = {it["external_id"]: it["prototype"] for it in body["items"]}
-        assert flags == {"p-00001": True, "p-00002": True, "p-00003": False, "p-00004": False}
-        # threshold -1 at the default target precision 0.95: the top-1 is automated
-        assert body["automated"] is True and body["threshold"] == -1.0 and body["target_precision"] == 0.95
-        assert [it["automated"] for it in body["items"]] == [True, False, False, False]
-        # the seen product p-00001 is served by its stored vector (here: p-00002's title embedding)
-        vec = RecommenderModel.load(folder).label_vectors(["p-00001"], ["ignored"])[0]
-        assert np.allclose(vec, tiny_bi_encoder().encode([product(2)["title"]])[0], atol=1e-5)
-    assert app.state.unhandled_errors == 0
-
-    settings = make_settings(tmp_path / "var2", db_url, recommend_model_dir=folder, recommend_target_precision=0.98)
-    app = create_app(settings, encoder=tiny_encoder, background_load=False)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        _load(client, 2)
-        assert client.post("/v1/recommend", json={"query": {"text": "x1"}}).json()["automated"] is False
-
-    settings = make_settings(tmp_path / "var3", db_url, recommend_model_dir=tmp_path / "missing")
-    app = create_app(settings, encoder=tiny_encoder, background_load=False)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        res = client.post("/v1/recommend", json={"query": {"text": "x1"}})
-        assert res.status_code == 503 and "missing" in res.json()["detail"]
-    assert app.state.unhandled_errors == 0
-
-
-# ------------------------------------------------------------------------------ query images
-
-
 def _png(colour: tuple[int, int, int], size: int = 16, noise: bool = False) -> bytes:
     import io
 
@@ -167,77 +129,3 @@ def test_images_rejected_by_a_text_model(client):
     assert client.post("/v1/recommend", json=four).status_code == 422
     both = {"query": {"text": "w", "images": [{"url": "https://example.com/a.png", "path": "a.png"}]}}
     assert client.post("/v1/recommend", json=both).status_code == 422
-
-
-def test_fusion_model_uses_checked_images(tmp_path, db_url, tiny_encoder):
-    from app.main import create_app
-    from models.vixml import ImageFeatureExtractor, ImageFusionEncoder
-    from tests.training.test_recommend_vixml import _TinyVision
-
-    enc = tiny_bi_encoder()
-    model = RecommenderModel(enc, "zero-shot", fusion=ImageFusionEncoder(enc, image_dim=8))
-    folder = tmp_path / "vixml"
-    model.save(folder, Manifest(kind="recommender", backbone="tiny"))
-    images_dir = tmp_path / "images"
-    images_dir.mkdir()
-    (images_dir / "red.png").write_bytes(_png((200, 0, 0)))
-    (tmp_path / "outside.png").write_bytes(_png((0, 0, 200)))
-    settings = make_settings(
-        tmp_path / "var", db_url, recommend_model_dir=folder, recommend_image_dir=images_dir,
-        recommend_image_max_bytes=5_000,
-    )  # fmt: skip
-    app = create_app(settings, encoder=tiny_encoder, background_load=False)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        _load(client, 3)
-        plain = client.post("/v1/recommend", json={"query": {"text": "widget"}}).json()
-        assert plain["images_used"] == 0
-        app.state.recommender.images._extractor = ImageFeatureExtractor(_TinyVision(), dim=8)
-
-        def ask(*images: dict) -> object:
-            return client.post("/v1/recommend", json={"query": {"text": "widget", "images": list(images)}})
-
-        res = ask({"data_base64": _b64(_png((0, 200, 0)))}, {"path": "red.png"})
-        assert res.status_code == 200, res.text
-        body = res.json()
-        assert body["images_used"] == 2 and body["items"][0]["score"] != plain["items"][0]["score"]
-        bad = [
-            ({"data_base64": "!!!not base64!!!"}, "base64"),
-            ({"data_base64": _b64(b"GIF8 not really an image at all")}, "not a PNG"),
-            ({"data_base64": _b64(b"\x89PNG\r\n\x1a\n" + b"0" * 50)}, "could not be decoded"),
-            ({"data_base64": _b64(_png((1, 1, 1), size=100, noise=True))}, "exceeds the limit"),
-            ({"path": "../outside.png"}, "outside the allowed"),
-            ({"path": str(tmp_path / "outside.png")}, "outside the allowed"),
-            ({"path": "missing.png"}, "no such image"),
-            ({"url": "https://example.com/a.png"}, "disabled"),
-        ]
-        for image, reason in bad:
-            res = ask(image)
-            assert res.status_code == 422 and reason in res.json()["detail"], (image, res.text)
-        settings.recommend_allow_image_urls = True
-        res = ask({"url": "http://127.0.0.1:9/a.png"})
-        assert res.status_code == 422 and "not a public address" in res.json()["detail"]
-        settings.recommend_image_dir = None
-        assert "disabled" in ask({"path": "red.png"}).json()["detail"]
-    assert app.state.unhandled_errors == 0
-
-
-def test_label_index_follows_a_replaced_model(tmp_path, db_url, tiny_encoder):
-    import os
-    import time
-
-    from app.main import create_app
-
-    folder = _tiny_prime_folder(tmp_path / "rec", ["p-00001", "p-00002"])
-    settings = make_settings(tmp_path / "var", db_url, recommend_model_dir=folder)
-    app = create_app(settings, encoder=tiny_encoder, background_load=False)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        _load(client, 3)
-        first = client.post("/v1/recommend", json={"query": {"text": "w"}}).json()
-        assert sum(it["prototype"] for it in first["items"]) == 2
-        _tiny_prime_folder(folder, ["p-00003", "p-00001"])  # retrained: other seen products
-        later = time.time() + 5
-        os.utime(folder / "manifest.json", (later, later))  # a new manifest, even on coarse clocks
-        second = client.post("/v1/recommend", json={"query": {"text": "w"}}).json()
-        assert second["model"] != first["model"] or second["items"] != first["items"]
-        flags = {it["external_id"]: it["prototype"] for it in second["items"]}
-        assert flags == {"p-00001": True, "p-00002": False, "p-00003": True}

@@ -111,7 +111,7 @@ def test_a_job_started_locally_resumes_on_ray(tmp_path, sqlite_url, tiny_encoder
 
 
 def test_cli_joins_the_cluster_named_by_ray_address(tmp_path, tiny_encoder_dir, ray_cluster):
-    from tests.app.jobs.test_match_feed import _cli, cli_env
+    from tests.app.jobs.match_feed.test_runner import _cli, cli_env
 
     env = cli_env(tmp_path, tiny_encoder_dir)
     feed = _feed(tmp_path / "offers.jsonl", 30)

@@ -1,5 +1,5 @@
-"""Bulk matching of feeds: streamed reading with chunk offsets, row errors, result files,
-checkpointed resume after crashes (in-process and a real worker killed with SIGKILL)."""
+"""Bulk matching of feeds: row errors, result files, checkpointed resume after crashes
+(in-process and a real worker killed with SIGKILL), the CLI. Reading the feed: test_reader.py."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from app.db.base import make_engine, make_session_factory
 from app.db.models import Job
 from app.jobs import store
 from app.jobs.context import JobContext
-from app.jobs.ingest_files import RawRow
-from app.jobs.match_feed.reader import check_feed, iter_feed, scan_feed, to_offer
+from app.jobs.match_feed.reader import scan_feed
 from app.jobs.match_feed.runner import KIND, FeedJob, make_payload
 from app.jobs.match_feed.writer import read_results
 from app.jobs.queue import RedisQueue
@@ -32,7 +31,7 @@ from tests.conftest import ADMIN_TOKEN, make_settings, tiny_bi_encoder
 from tests.helpers import product
 
 N_CATALOGUE = 60
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def _ctx(settings, encoder) -> JobContext:
@@ -66,64 +65,6 @@ def _submit(ctx: JobContext, feed: Path, fmt: str = "jsonl", output: str = "csv"
 def _results(ctx: JobContext, job_id: str) -> list[dict]:
     job = store.get_job(ctx.factory, job_id)
     return read_results(Path(job.payload["output_path"]))
-
-
-# -- reading ---------------------------------------------------------------------------------
-
-
-def test_chunk_offsets_resume_the_same_rows_csv(tmp_path):
-    feed = tmp_path / "feed.csv"
-    lines = ["\ufeffoffer_id,title,brand"]
-    for i in range(23):
-        if i == 5:
-            lines.append("")  # a blank line is not a row
-        title = f'"multi\nline {i}"' if i % 7 == 0 else f"Title {i}"
-        lines.append(f"o{i},{title},Acme")
-    lines.append("o-short,only two")
-    feed.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
-    check_feed(feed, "csv")
-    full = [(raw.number, raw.data, raw.error) for _, raw in iter_feed(feed, "csv")]
-    assert len(full) == 24 and full[0][1]["offer_id"] == "o0" and full[-1][2] == "expected 3 columns, found 2"
-    assert [n for n, _, _ in full] == list(range(1, 25))
-    scan = scan_feed(feed, "csv", chunk_rows=5)
-    assert scan.total == 24 and len(scan.chunks) == 5
-    for c, start in enumerate(scan.chunks):
-        got = [(raw.number, raw.data, raw.error) for _, raw in iter_feed(feed, "csv", start)]
-        assert got == full[c * 5 :], c
-
-
-def test_chunk_offsets_resume_the_same_rows_jsonl(tmp_path):
-    feed = tmp_path / "feed.jsonl"
-    rows = [json.dumps(_offer(i)) for i in range(12)]
-    rows.insert(3, "")
-    rows.insert(6, "{not json")
-    rows.insert(8, "[1, 2]")
-    feed.write_bytes(("\ufeff" + "\n".join(rows) + "\n").encode())
-    full = [(raw.number, raw.data, raw.error) for _, raw in iter_feed(feed, "jsonl")]
-    assert len(full) == 14  # the blank line is skipped, its line number is not reused
-    assert full[0][1]["offer_id"] == "o-00000"
-    scan = scan_feed(feed, "jsonl", chunk_rows=4)
-    for c, start in enumerate(scan.chunks):
-        assert [(r.number, r.data, r.error) for _, r in iter_feed(feed, "jsonl", start)] == full[c * 4 :]
-
-
-def test_row_validation_errors():
-    long_title = "x" * 2001
-    cases = {
-        "missing id": ({"title": "A thing"}, "offer_id"),
-        "blank title": ({"offer_id": "a", "title": "  "}, "title"),
-        "punctuation title": ({"offer_id": "a", "title": "!!!"}, "title"),
-        "over-long title": ({"offer_id": "a", "title": long_title}, "title"),
-        "over-long id": ({"offer_id": "i" * 256, "title": "A thing"}, "offer_id"),
-        "bad price": ({"offer_id": "a", "title": "A thing", "price": "abc"}, "price"),
-    }
-    for name, (data, field) in cases.items():
-        result = to_offer(RawRow(1, data), "jsonl")
-        assert result.offer is None, name
-        assert result.errors[0][0] == field, (name, result.errors)
-    ok = to_offer(RawRow(7, {"id": 12, "title": " Acme Widget ", "colour": "red", "price": "3.5"}), "csv")
-    assert ok.offer_id == "12" and ok.offer["title"] == "Acme Widget" and ok.offer["price"] == 3.5
-    assert "colour" not in ok.offer  # extra columns are ignored, never fatal
 
 
 # -- the job ---------------------------------------------------------------------------------
