@@ -91,7 +91,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from app.jobs import store
+    from app.db import jobs
     from app.jobs.context import JobContext
     from app.jobs.ingest_files import UnreadableFile, check_upload, detect_format
     from app.jobs.runner import run_job
@@ -111,7 +111,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     job_id = str(uuid.uuid4())
     stored = Path(settings.upload_dir) / f"{job_id}.{fmt}"  # type: ignore[arg-type]  # never None: Settings fills it in its validator
     shutil.copyfile(source, stored)
-    job, _ = store.create_job(
+    job, _ = jobs.create_job(
         services.factory,
         "ingest",
         {"path": str(stored), "format": fmt, "filename": source.name},
@@ -130,8 +130,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     ctx = JobContext(settings, services.factory, provider, on_progress=progress)
     state = run_job(ctx, job.id, f"cli-{job.id[:8]}")
     bar.close()
-    final = store.get_job(services.factory, job.id)
-    errors = store.row_errors(services.factory, job.id, 20)
+    final = jobs.get_job(services.factory, job.id)
+    errors = jobs.row_errors(services.factory, job.id, 20)
     summary = {
         "job_id": job.id,
         "state": state,
@@ -143,14 +143,14 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         "message": final.message if final else None,
     }
     print(json.dumps(summary, indent=2))  # noqa: T201 - the CLI's result
-    return 0 if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) else 1
+    return 0 if state in (jobs.COMPLETED, jobs.COMPLETED_WITH_ERRORS) else 1
 
 
 def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
     """Match every offer of a feed file (the job behind POST /v1/match/jobs), with a progress bar."""
     from tqdm import tqdm
 
-    from app.jobs import store
+    from app.db import jobs
     from app.jobs.context import JobContext
     from app.jobs.ingest_files import UnreadableFile, detect_format
     from app.jobs.match_feed.reader import check_feed
@@ -168,7 +168,7 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     services = _services(settings)
     if args.resume:
-        job = store.get_job(services.factory, args.resume)
+        job = jobs.get_job(services.factory, args.resume)
         if job is None or job.kind != KIND:
             logger.error("no bulk-match job %s", args.resume)
             return 2
@@ -195,7 +195,7 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
         payload = make_payload(
             settings, job_id, stored, fmt, output, k, args.brand, args.category, args.engine, source.name
         )
-        store.create_job(services.factory, KIND, payload, job_id=job_id)
+        jobs.create_job(services.factory, KIND, payload, job_id=job_id)
         logger.info("bulk-match job %s (resume with --resume %s)", job_id, job_id)
 
     provider = EncoderProvider(settings, services.factory, lambda: _encoder(settings))
@@ -209,17 +209,17 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
     ctx = JobContext(settings, services.factory, provider, on_progress=progress)
     state = run_job(ctx, job_id, f"cli-{job_id[:8]}")
     bar.close()
-    final = store.get_job(services.factory, job_id)
-    if state is None and final is not None and final.state in store.ACTIVE_STATES:
+    final = jobs.get_job(services.factory, job_id)
+    if state is None and final is not None and final.state in jobs.ACTIVE_STATES:
         logger.error("job %s is held by another worker or failed this attempt: %s", job_id, final.message)
-    if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) and final is not None:
+    if state in (jobs.COMPLETED, jobs.COMPLETED_WITH_ERRORS) and final is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(final.payload["output_path"], out)
-    errors = store.row_errors(services.factory, job_id, 20)
+    errors = jobs.row_errors(services.factory, job_id, 20)
     summary = {
         "job_id": job_id,
         "state": state or (final.state if final else None),
-        "results": str(out) if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) else None,
+        "results": str(out) if state in (jobs.COMPLETED, jobs.COMPLETED_WITH_ERRORS) else None,
         "rows_total": final.rows_total if final else None,
         "rows_matched": final.rows_ok if final else None,
         "rows_failed": final.rows_failed if final else None,
@@ -229,7 +229,7 @@ def cmd_match_file(settings: Settings, args: argparse.Namespace) -> int:
         "message": final.message if final else None,
     }
     print(json.dumps(summary, indent=2))  # noqa: T201 - the CLI's result
-    return 0 if state in (store.COMPLETED, store.COMPLETED_WITH_ERRORS) else 1
+    return 0 if state in (jobs.COMPLETED, jobs.COMPLETED_WITH_ERRORS) else 1
 
 
 def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
@@ -272,15 +272,15 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    from app.jobs import store as jobs_store
+    from app.db import jobs, model_versions
     from app.jobs.context import JobContext
     from app.jobs.runner import run_job
-    from app.registry import store
+    from app.registry import folders
 
     services = _services(settings)
     factory = services.factory
     if args.action == "list":
-        rows = store.list_versions(factory, args.kind)
+        rows = model_versions.list_versions(factory, args.kind)
         out = [{"version": r.version, "kind": r.kind, "status": r.status, "metrics": r.metrics} for r in rows]
         print(json.dumps(out, indent=2, default=str))  # noqa: T201 - the CLI's result
         return 0
@@ -288,7 +288,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         if not args.target:
             logger.error("models register needs the artefact folder")
             return 2
-        row = store.register(factory, args.target, settings.model_dir)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
+        row = folders.register(factory, args.target, settings.model_dir)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
         print(json.dumps({"version": row.version, "kind": row.kind, "path": row.path}))  # noqa: T201
         if not args.promote:
             return 0
@@ -299,11 +299,11 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         version = None
     ctx = JobContext(settings, factory, lambda: _encoder(settings))
     if version is not None:
-        job, _ = jobs_store.create_job(factory, "promote", {"version": version})
+        job, _ = jobs.create_job(factory, "promote", {"version": version})
     else:
-        job, _ = jobs_store.create_job(factory, "rollback", {"kind": args.kind or "bi-encoder"})
+        job, _ = jobs.create_job(factory, "rollback", {"kind": args.kind or "bi-encoder"})
     state = run_job(ctx, job.id, f"cli-{job.id[:8]}")
-    final = jobs_store.get_job(factory, job.id)
+    final = jobs.get_job(factory, job.id)
     print(json.dumps({"job_id": job.id, "state": state, "message": final.message if final else None}))  # noqa: T201
     return 0 if state == "completed" else 1
 

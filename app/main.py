@@ -21,8 +21,8 @@ from app.api.params import install_closed_forms, no_nul_in_params, no_repeated_q
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.db import products as product_repo
+from app.db.jobs import create_job
 from app.demo import write_demo_file
-from app.jobs import store
 from app.pipeline.encoder import Encoder
 from app.services import Services
 from app.ui import routes as ui_routes
@@ -38,7 +38,7 @@ def load_demo_catalogue(services: Services) -> str | None:
         if product_repo.count_products(session) > 0:
             return None
     path = write_demo_file(Path(services.settings.upload_dir) / "demo-catalogue.jsonl")  # type: ignore[arg-type]  # never None: Settings fills it in its validator
-    job, created = store.create_job(
+    job, created = create_job(
         services.factory, "ingest", {"path": str(path), "format": "jsonl", "filename": "demo"}, DEMO_JOB_KEY
     )
     if created:

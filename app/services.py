@@ -16,8 +16,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
+from app.db import model_versions
 from app.db.base import make_engine, make_session_factory, ping
-from app.db.models import Job
+from app.db.tables import Job
 from app.jobs.context import Handler, JobContext
 from app.jobs.queue import JobQueue, make_queue
 from app.jobs.reembed import reembed_all, reembed_batch
@@ -26,7 +27,6 @@ from app.pipeline.encoder import Encoder
 from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.match import MatchPipeline
 from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
-from app.registry import store
 from app.registry.encoder_provider import EncoderProvider
 from app.registry.scorers import serving_scorer
 from app.search.lexicon import CatalogueLexicon
@@ -187,7 +187,7 @@ class Services:
         with self._switch_lock:
             wanted = self.provider.refresh()
             current = self.runtime
-            matcher = store.active(self.factory, "matcher")
+            matcher = model_versions.active(self.factory, "matcher")
             wanted_scorer = matcher.version if matcher else ZeroShotScorer.name
             same_encoder = current is not None and current.encoder.model_id == wanted.model_id
             if same_encoder and current is not None and current.pipeline.scorer.name == wanted_scorer:

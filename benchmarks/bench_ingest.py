@@ -23,9 +23,9 @@ from benchmarks.common import OUT, machine, median, write_result  # noqa: E402
 
 def ingest(n: int, encoder, seed: int) -> dict:  # type: ignore[no-untyped-def]
     from app.core.config import Settings
+    from app.db import jobs
     from app.db.base import make_engine, make_session_factory
     from app.db.migrate import upgrade
-    from app.jobs import store
     from app.jobs.context import JobContext
     from app.jobs.runner import run_job
     from app.search.params import IndexParams
@@ -43,7 +43,7 @@ def ingest(n: int, encoder, seed: int) -> dict:  # type: ignore[no-untyped-def]
     index.open()
     ctx = JobContext(settings, factory, lambda: encoder)
     ctx.after_commit.append(index.catch_up)
-    job, _ = store.create_job(factory, "ingest", {"path": str(feed), "format": "jsonl"})
+    job, _ = jobs.create_job(factory, "ingest", {"path": str(feed), "format": "jsonl"})
     t0 = time.perf_counter()
     state = run_job(ctx, job.id, "bench")
     elapsed = time.perf_counter() - t0
@@ -51,7 +51,7 @@ def ingest(n: int, encoder, seed: int) -> dict:  # type: ignore[no-untyped-def]
     assert state == "completed", state
     assert len(index.index) == n
     # Re-ingesting the same file: everything unchanged, nothing re-embedded.
-    again, _ = store.create_job(factory, "ingest", {"path": str(feed), "format": "jsonl"})
+    again, _ = jobs.create_job(factory, "ingest", {"path": str(feed), "format": "jsonl"})
     t1 = time.perf_counter()
     run_job(ctx, again.id, "bench")
     reingest = time.perf_counter() - t1

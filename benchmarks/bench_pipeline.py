@@ -55,16 +55,17 @@ def matcher_folder(arch: str, out: Path) -> Path:
 
 def services_for(data_dir: Path, matcher: Path, encoder):  # type: ignore[no-untyped-def]
     from app.core.config import Settings
-    from app.registry import store
+    from app.db import model_versions
+    from app.registry import folders
     from app.services import Services
 
     settings = Settings(_env_file=None, data_dir=data_dir, load_demo_catalogue=False)
     services = Services.create(settings)
-    for row in store.list_versions(services.factory, "matcher"):
-        if row.status == store.ACTIVE:
-            store.deactivate(services.factory, "matcher")
-    version = store.register(services.factory, matcher, settings.model_dir).version
-    store.activate(services.factory, version)
+    for row in model_versions.list_versions(services.factory, "matcher"):
+        if row.status == model_versions.ACTIVE:
+            model_versions.deactivate(services.factory, "matcher")
+    version = folders.register(services.factory, matcher, settings.model_dir).version
+    model_versions.activate(services.factory, version)
     services.load(encoder)
     return services
 
@@ -103,7 +104,7 @@ def plain_pipeline(matcher: Path, vectors: np.ndarray, titles: list[str], max_le
 def catalogue_vectors(services) -> tuple[np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
-    from app.db.models import Product, ProductEmbedding
+    from app.db.tables import Product, ProductEmbedding
 
     model_id = services.encoder.model_id
     with services.factory() as session:

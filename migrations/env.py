@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from app.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from app.db import tables  # noqa: F401  (registers the tables on Base.metadata)
 from app.db.base import Base, make_engine
 
 config = context.config

@@ -14,10 +14,9 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import AdminDep, ServicesDep
 from app.api.responses import COMMON, errors
-from app.db.models import ModelVersion
-from app.jobs import store as jobs_store
+from app.db import jobs, model_versions
+from app.db.tables import ModelVersion
 from app.jobs.submit import ensure_queue, push_or_withdraw
-from app.registry import store
 from app.schemas.job import JobAccepted
 from app.schemas.retrain import RetrainRequest
 from app.search.sync import IndexService
@@ -75,7 +74,7 @@ def _version_out(row: ModelVersion) -> dict:
 
 @router.get("/models")
 async def list_models(services: ServicesDep, kind: Annotated[str | None, Query(max_length=32)] = None) -> dict:
-    rows = await run_in_threadpool(store.list_versions, services.factory, kind)
+    rows = await run_in_threadpool(model_versions.list_versions, services.factory, kind)
     return {"versions": [_version_out(r) for r in rows]}
 
 
@@ -114,8 +113,8 @@ def _read_pr_curve(row: ModelVersion) -> PrCurve:
 async def pr_curve(version: Annotated[str, Path(max_length=128)], services: ServicesDep) -> PrCurve:
     """Precision and recall against the decision threshold on the matcher's validation split."""
     try:
-        row = await run_in_threadpool(store.get, services.factory, version)
-    except store.RegistryError as exc:
+        row = await run_in_threadpool(model_versions.get, services.factory, version)
+    except model_versions.RegistryError as exc:
         raise HTTPException(404, str(exc)) from exc
     if row.kind != MATCHER_KIND:
         raise HTTPException(409, f"{version} is a {row.kind} model: only a {MATCHER_KIND} has a precision/recall curve")
@@ -126,12 +125,12 @@ async def pr_curve(version: Annotated[str, Path(max_length=128)], services: Serv
 async def promote(version: Annotated[str, Path(max_length=128)], services: ServicesDep):
     """Embed the catalogue with the version (bi-encoder), build its index, then activate it."""
     try:
-        await run_in_threadpool(store.get, services.factory, version)
-    except store.RegistryError as exc:
+        await run_in_threadpool(model_versions.get, services.factory, version)
+    except model_versions.RegistryError as exc:
         raise HTTPException(404, str(exc)) from exc
     await run_in_threadpool(ensure_queue, services.queue)
     job, created = await run_in_threadpool(
-        jobs_store.create_job, services.factory, "promote", {"version": version}, f"promote:{version}"
+        jobs.create_job, services.factory, "promote", {"version": version}, f"promote:{version}"
     )
     await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, created)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
@@ -142,12 +141,12 @@ async def rollback(services: ServicesDep, kind: Annotated[str, Query(pattern="^(
     """Take the active version of a kind out of service: the previously promoted version (or the
     packaged zero-shot model) returns. 409 when no version of the kind is active."""
     await run_in_threadpool(ensure_queue, services.queue)
-    if await run_in_threadpool(store.active, services.factory, kind) is None:
+    if await run_in_threadpool(model_versions.active, services.factory, kind) is None:
         raise HTTPException(
             409, f"nothing to roll back: no {kind} version is active (the packaged zero-shot model is serving)"
         )
     job, created = await run_in_threadpool(
-        jobs_store.create_job, services.factory, "rollback", {"kind": kind}, f"rollback:{kind}"
+        jobs.create_job, services.factory, "rollback", {"kind": kind}, f"rollback:{kind}"
     )
     await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, created)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
@@ -157,14 +156,14 @@ async def rollback(services: ServicesDep, kind: Annotated[str, Query(pattern="^(
 async def rollback_version(version: Annotated[str, Path(max_length=128)], services: ServicesDep):
     """Take the active `version` out of service: its kind's previous version (or zero-shot) returns."""
     try:
-        row = await run_in_threadpool(store.get, services.factory, version)
-    except store.RegistryError as exc:
+        row = await run_in_threadpool(model_versions.get, services.factory, version)
+    except model_versions.RegistryError as exc:
         raise HTTPException(404, str(exc)) from exc
-    if row.status != store.ACTIVE:
+    if row.status != model_versions.ACTIVE:
         raise HTTPException(409, f"{version} is {row.status}, not active: there is nothing to roll back")
     await run_in_threadpool(ensure_queue, services.queue)
     job, created = await run_in_threadpool(
-        jobs_store.create_job, services.factory, "rollback", {"kind": row.kind}, f"rollback:{row.kind}"
+        jobs.create_job, services.factory, "rollback", {"kind": row.kind}, f"rollback:{row.kind}"
     )
     await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id, created)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")
@@ -185,7 +184,7 @@ async def retrain(body: RetrainRequest, services: ServicesDep):
     payload = body.model_dump()
     key = "retrain:" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:40]
     await run_in_threadpool(ensure_queue, services.queue)
-    job, created = await run_in_threadpool(jobs_store.create_job, services.factory, "retrain", payload, key)
+    job, created = await run_in_threadpool(jobs.create_job, services.factory, "retrain", payload, key)
     if created:
         await run_in_threadpool(push_or_withdraw, services.factory, services.queue, job.id)
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/v1/jobs/{job.id}")

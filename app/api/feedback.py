@@ -13,9 +13,10 @@ from app.api.deps import ServicesDep
 from app.api.params import form_fields
 from app.api.responses import COMMON, errors
 from app.api.uploads import refuse_archive
-from app.db import feedback as repo
 from app.db import products as product_repo
-from app.db.models import LabeledPair
+from app.db.labels import add_labels, labels_for
+from app.db.review_queue import get_review, open_reviews
+from app.db.tables import LabeledPair
 from app.jobs.ingest_files import UnreadableFile, iter_csv_rows, read_csv_header
 from app.schemas.common import RequestModel
 from app.schemas.feedback import (
@@ -143,7 +144,7 @@ def _out(row: LabeledPair) -> FeedbackOut:
 @router.get("/review", response_model=ReviewPage)
 async def review_queue(services: ServicesDep, limit: Annotated[int, Query(ge=1, le=500)] = 50):
     """Open review items, oldest first."""
-    rows = await run_in_threadpool(repo.open_reviews, services.factory, limit)
+    rows = await run_in_threadpool(open_reviews, services.factory, limit)
     return ReviewPage(items=[ReviewItemOut.model_validate(r, from_attributes=True) for r in rows])
 
 
@@ -158,7 +159,7 @@ async def feedback(body: FeedbackIn, services: ServicesDep):
             404, f"product_external_id: product {body.product_external_id!r} not found; labels need a catalogue product"
         )
     if body.review_id is not None:
-        item = await run_in_threadpool(repo.get_review, services.factory, body.review_id)
+        item = await run_in_threadpool(get_review, services.factory, body.review_id)
         if item is None:
             raise HTTPException(404, f"review item {body.review_id!r} not found")
         offer = body.offer.model_dump() if body.offer else item.offer
@@ -177,7 +178,7 @@ async def feedback(body: FeedbackIn, services: ServicesDep):
         "reviewer": body.reviewer,
         "note": body.note,
     }
-    rows = await run_in_threadpool(repo.add_labels, services.factory, [label])
+    rows = await run_in_threadpool(add_labels, services.factory, [label])
     return _out(rows[0])
 
 
@@ -189,7 +190,7 @@ async def list_feedback(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ):
     """Labels newest first; with both ids, `effective_label` is the latest one."""
-    rows = await run_in_threadpool(repo.labels_for, services.factory, product_external_id, offer_external_id, limit)
+    rows = await run_in_threadpool(labels_for, services.factory, product_external_id, offer_external_id, limit)
     effective: Literal["match", "no_match"] | None = None
     if rows and product_external_id and offer_external_id:
         effective = "match" if rows[0].label == 1 else "no_match"
@@ -251,5 +252,5 @@ async def import_feedback(
         )
     problems.sort(key=lambda p: p["row"])
     if labels:
-        await run_in_threadpool(repo.add_labels, services.factory, labels)
+        await run_in_threadpool(add_labels, services.factory, labels)
     return FeedbackImportResult(imported=len(labels), failed=len(problems), errors=problems[:100])

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
 from app.api.responses import COMMON, errors
-from app.jobs import store
+from app.db import jobs
 from app.schemas.job import JobOut, JobProgress, RowErrorOut
 from app.services import Services
 
@@ -17,10 +17,10 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
 
 def job_out(services: Services, job_id: str, error_limit: int) -> JobOut | None:
-    job = store.get_job(services.factory, job_id)
+    job = jobs.get_job(services.factory, job_id)
     if job is None:
         return None
-    errors = store.row_errors(services.factory, job_id, error_limit)
+    errors = jobs.row_errors(services.factory, job_id, error_limit)
     total = job.rows_total
     stored = len(errors)
     return JobOut(

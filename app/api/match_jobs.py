@@ -16,7 +16,7 @@ from app.api.deps import ServicesDep
 from app.api.params import FORM_TEXT_PATTERN, form_fields
 from app.api.responses import COMMON, errors
 from app.api.uploads import submit_file_job
-from app.jobs import store
+from app.db import jobs
 from app.jobs.match_feed.reader import check_feed
 from app.jobs.match_feed.runner import KIND, make_payload
 from app.jobs.match_feed.writer import MEDIA_TYPES
@@ -126,15 +126,15 @@ async def submit_match_job(
 )
 async def match_job_results(services: ServicesDep, job_id: Annotated[str, PathParam(max_length=36)]):
     """The result file of a completed bulk-match job: 409 while it runs or if it failed."""
-    job = await run_in_threadpool(store.get_job, services.factory, job_id)
+    job = await run_in_threadpool(jobs.get_job, services.factory, job_id)
     if job is None or job.kind != KIND:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"match job {job_id!r} not found")
-    if job.state in store.ACTIVE_STATES:
+    if job.state in jobs.ACTIVE_STATES:
         total = job.rows_total if job.rows_total is not None else "?"
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"job {job_id} is {job.state} ({job.rows_done}/{total} rows); try later"
         )
-    if job.state == store.FAILED:
+    if job.state == jobs.FAILED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} failed: {job.message}")
     payload = job.payload or {}
     out = Path(payload.get("output_path") or "")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.jobs import store
+from app.db.jobs import counts_by_kind_and_state
 from app.services import Services
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class ServiceCollector(Collector):
         yield version
         jobs = GaugeMetricFamily("productmatch_jobs", "Jobs by kind and state", labels=["kind", "state"])
         try:
-            for kind, state, count in store.counts_by_kind_and_state(self.services.factory):
+            for kind, state, count in counts_by_kind_and_state(self.services.factory):
                 jobs.add_metric([kind, state], float(count))
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB blinked
             logger.warning("could not count jobs for /metrics", exc_info=True)

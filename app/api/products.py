@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from app.api.deps import ServicesDep
 from app.api.responses import COMMON, errors
 from app.db import products as repo
-from app.db.models import Product
+from app.db.tables import Product
 from app.pipeline.upsert import upsert_batch
 from app.schemas.product import (
     EXTERNAL_ID_PATTERN,

@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.db.models import Job
-from app.jobs import store
+from app.db import jobs
+from app.db.tables import Job
 from app.jobs.ingest_files import (
     ARCHIVE_SUFFIXES,
     COMPRESSED_MAGIC,
@@ -157,7 +157,7 @@ async def submit_file_job(
     await run_in_threadpool(store_copy, file, source, target, max_source_bytes, lambda copy: check(copy, fmt))
     try:
         job, _ = await run_in_threadpool(
-            store.create_job, services.factory, kind, payload(job_id, target, fmt, name), None, job_id
+            jobs.create_job, services.factory, kind, payload(job_id, target, fmt, name), None, job_id
         )
     except Exception:
         target.unlink(missing_ok=True)  # e.g. the database is down (503): leave no stray copy

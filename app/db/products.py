@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, defer
 
 from app.db.base import serialise_writers
-from app.db.models import IndexChange, Product, ProductEmbedding
+from app.db.tables import IndexChange, Product, ProductEmbedding
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,16 @@ def existing_external_ids(session: Session, external_ids: Iterable[str], batch: 
 
 def get_by_external_id(session: Session, external_id: str) -> Product | None:
     return session.scalar(select(Product).where(Product.external_id == external_id))
+
+
+def by_external_ids(session: Session, external_ids: Iterable[str | None]) -> dict[str, Product]:
+    """The catalogue products among ``external_ids``, by external id."""
+    return {p.external_id: p for p in session.scalars(select(Product).where(Product.external_id.in_(external_ids)))}
+
+
+def first_products(session: Session, limit: int) -> list[Product]:
+    """The first ``limit`` products in id order."""
+    return list(session.scalars(select(Product).order_by(Product.id).limit(limit)))
 
 
 def products_by_ids(session: Session, ids: Sequence[int]) -> dict[int, Product]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
-from app.db.models import Job
+from app.db.tables import Job
 from app.pipeline.encoder import Encoder
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from app.db.models import Job
-from app.jobs import store
+from app.db import jobs
+from app.db.tables import Job
 from app.jobs.context import JobContext, JobFailed
 from app.jobs.ingest_files import RowResult, UnreadableFile, iter_raw_rows, to_product
 from app.pipeline.upsert import BatchStats, upsert_batch
@@ -39,7 +39,7 @@ def run_ingest(ctx: JobContext, job: Job) -> str:
     except UnreadableFile as exc:
         raise JobFailed(str(exc)) from exc
     if job.rows_total is None:
-        store.set_rows_total(ctx.factory, job.id, total)
+        jobs.set_rows_total(ctx.factory, job.id, total)
 
     chunk_size = ctx.settings.ingest_chunk_rows
     seen: dict[str, int] = {}
@@ -74,11 +74,11 @@ def run_ingest(ctx: JobContext, job: Job) -> str:
     if chunk:
         _commit_chunk(ctx, job.id, chunk, consumed, total, timings)
 
-    fresh = store.get_job(ctx.factory, job.id)
+    fresh = jobs.get_job(ctx.factory, job.id)
     failed = fresh.rows_failed if fresh else 0
     timings["total_s"] = round(timings.get("total_s", 0.0) + time.perf_counter() - t_start, 3)
-    store.set_timings(ctx.factory, job.id, timings)
-    return store.COMPLETED_WITH_ERRORS if failed else store.COMPLETED
+    jobs.set_timings(ctx.factory, job.id, timings)
+    return jobs.COMPLETED_WITH_ERRORS if failed else jobs.COMPLETED
 
 
 def _commit_chunk(
@@ -90,9 +90,9 @@ def _commit_chunk(
     t0 = time.perf_counter()
 
     def checkpoint(session: Session, stats: BatchStats) -> None:
-        store.add_chunk_counts(session, job_id, consumed, stats.created + stats.updated, stats.unchanged, failed_rows)
+        jobs.add_chunk_counts(session, job_id, consumed, stats.created + stats.updated, stats.unchanged, failed_rows)
         if errors:
-            store.add_row_errors(session, job_id, errors, ctx.settings.max_row_errors)
+            jobs.add_row_errors(session, job_id, errors, ctx.settings.max_row_errors)
 
     upsert_batch(ctx.factory, ctx.encoder, good, in_transaction=checkpoint)
     timings["chunks"] = timings.get("chunks", 0) + 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from app.jobs import store
+from app.db import jobs
 from app.jobs.context import Handler, JobContext, JobFailed
 from app.jobs.ingest import run_ingest
 from app.jobs.match_feed.review import run_match_feed_job
@@ -41,7 +41,7 @@ class _Heartbeat:
         lease = self.ctx.settings.job_lease_seconds
         while not self._stop.wait(max(0.2, lease / 3)):
             try:
-                store.heartbeat(self.ctx.factory, self.job_id, self.owner, lease)
+                jobs.heartbeat(self.ctx.factory, self.job_id, self.owner, lease)
             except Exception:  # noqa: BLE001 - a missed beat only risks a redelivery
                 logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
 
@@ -56,29 +56,29 @@ class _Heartbeat:
 
 def run_job(ctx: JobContext, job_id: str, owner: str) -> str | None:
     """Claim and run a job. Returns its final state, or None when someone else holds it."""
-    if not store.claim(ctx.factory, job_id, owner, ctx.settings.job_lease_seconds):
+    if not jobs.claim(ctx.factory, job_id, owner, ctx.settings.job_lease_seconds):
         return None
-    job = store.get_job(ctx.factory, job_id)
+    job = jobs.get_job(ctx.factory, job_id)
     if job is None:
         return None
     handler = handler_for(ctx, job.kind)
     if handler is None:
-        store.finish(ctx.factory, job_id, owner, store.FAILED, f"unknown job kind {job.kind!r}")
-        return store.FAILED
+        jobs.finish(ctx.factory, job_id, owner, jobs.FAILED, f"unknown job kind {job.kind!r}")
+        return jobs.FAILED
     logger.info("job %s (%s) started by %s, attempt %d", job_id, job.kind, owner, job.attempts)
     try:
         with _Heartbeat(ctx, job_id, owner):
             state = handler(ctx, job)
     except JobFailed as exc:
-        store.finish(ctx.factory, job_id, owner, store.FAILED, str(exc))
-        return store.FAILED
+        jobs.finish(ctx.factory, job_id, owner, jobs.FAILED, str(exc))
+        return jobs.FAILED
     except Exception as exc:  # noqa: BLE001 - retried, then reported on the job
         logger.exception("job %s raised", job_id)
         if job.attempts >= MAX_ATTEMPTS:
-            store.finish(ctx.factory, job_id, owner, store.FAILED, f"failed after {job.attempts} attempts: {exc}")
-            return store.FAILED
-        store.release(ctx.factory, job_id, owner, f"attempt {job.attempts} failed: {exc}; will retry")
+            jobs.finish(ctx.factory, job_id, owner, jobs.FAILED, f"failed after {job.attempts} attempts: {exc}")
+            return jobs.FAILED
+        jobs.release(ctx.factory, job_id, owner, f"attempt {job.attempts} failed: {exc}; will retry")
         return None
-    store.finish(ctx.factory, job_id, owner, state)
+    jobs.finish(ctx.factory, job_id, owner, state)
     logger.info("job %s finished: %s", job_id, state)
     return state

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.jobs import store
+from app.db import jobs
 from app.jobs.queue import JobQueue, QueueUnavailable
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def push_or_withdraw(
     except QueueUnavailable:
         if created:
             try:
-                store.withdraw_job(factory, job_id)
+                jobs.withdraw_job(factory, job_id)
             except Exception:  # noqa: BLE001 - the reaper re-queues a leftover queued job anyway
                 logger.warning("could not withdraw job %s after a failed push", job_id, exc_info=True)
             for path in files:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from app.jobs import store
+from app.db import jobs
 from app.jobs.context import JobContext
 from app.jobs.queue import JobQueue, QueueUnavailable, worker_name
 from app.jobs.runner import run_job
@@ -25,7 +25,7 @@ class Worker:
 
     def reap(self) -> int:
         """Push every orphaned job again; the lease decides who actually runs it."""
-        ids = store.orphaned_jobs(self.ctx.factory, queued_grace_seconds=self.ctx.settings.job_lease_seconds)
+        ids = jobs.orphaned_jobs(self.ctx.factory, queued_grace_seconds=self.ctx.settings.job_lease_seconds)
         for job_id in ids:
             self.queue.push(job_id)
         if ids:

@@ -15,8 +15,8 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
-from app.db.feedback import queue_for_review
-from app.db.models import Product
+from app.db.review_queue import queue_for_review
+from app.db.tables import Product
 from app.pipeline.encoder import Encoder
 from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.scoring import REVIEW, Decider, Scorer

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
 from app.db.base import serialise_writers, utcnow
-from app.db.models import Product
+from app.db.tables import Product
 from app.pipeline.encoder import Encoder
 from app.schemas.product import ProductRow
 from models.product_text import content_hash, embed_text, norm_key, text_hash

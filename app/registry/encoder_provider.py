@@ -14,8 +14,8 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
+from app.db import model_versions
 from app.pipeline.encoder import Encoder
-from app.registry import store
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class EncoderProvider:
         return self._default
 
     def wanted_version(self) -> tuple[str, str] | None:
-        row = store.active(self.factory, "bi-encoder")
+        row = model_versions.active(self.factory, "bi-encoder")
         return (row.version, row.path) if row is not None else None
 
     def refresh(self) -> Encoder:

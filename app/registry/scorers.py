@@ -8,14 +8,14 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
+from app.db import model_versions
 from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
-from app.registry import store
 
 logger = logging.getLogger(__name__)
 
 
 def serving_scorer(settings: Settings, factory: sessionmaker[Session]) -> tuple[Scorer, Decider]:
-    row = store.active(factory, "matcher")
+    row = model_versions.active(factory, "matcher")
     if row is None:
         return ZeroShotScorer(settings.lexical_weight), Decider(settings.match_threshold, settings.review_threshold)
     from app.pipeline.rerank import CrossEncoderScorer

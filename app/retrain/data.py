@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.feedback import effective_labels
-from app.db.models import LabeledPair, Product, ReviewItem
+from app.db import products as product_repo
+from app.db.labels import effective_labels
+from app.db.review_queue import earliest_items
+from app.db.tables import LabeledPair, Product
 from models.product_text import embed_text, title_of
 from training.data.readers import load_dataset
 from training.data.records import Pair, PairDataset, Record
@@ -73,7 +74,7 @@ def feedback_pairs(
     labels: list[LabeledPair] = effective_labels(factory)
     wanted = {row.product_external_id for row in labels}
     with factory() as session:
-        products = {p.external_id: p for p in session.scalars(select(Product).where(Product.external_id.in_(wanted)))}
+        products = product_repo.by_external_ids(session, wanted)
     splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
     left: dict[str, Record] = {}
     right: dict[str, Record] = {}
@@ -96,7 +97,7 @@ def feedback_pairs(
 def catalogue_records(factory: sessionmaker[Session], limit: int) -> dict[str, Record]:
     """Up to ``limit`` catalogue products: the corpus a held-out blocking query searches."""
     with factory() as session:
-        rows = session.scalars(select(Product).order_by(Product.id).limit(limit)).all()
+        rows = product_repo.first_products(session, limit)
     return {
         f"fb-product:{p.external_id}": Record(
             f"fb-product:{p.external_id}", normalise(_product_mapping(p)), source="catalogue"
@@ -139,9 +140,9 @@ def unlabelled_candidates(factory: sessionmaker[Session], limit: int) -> list[tu
     labelled = {(r.offer_external_id, r.product_external_id) for r in effective_labels(factory)}
     out: list[tuple[str, str]] = []
     with factory() as session:
-        items = session.scalars(select(ReviewItem).order_by(ReviewItem.created_at).limit(limit)).all()
+        items = earliest_items(session, limit)
         ids = {c.get("external_id") for item in items for c in (item.candidates or []) if isinstance(c, dict)}
-        products = {p.external_id: p for p in session.scalars(select(Product).where(Product.external_id.in_(ids)))}
+        products = product_repo.by_external_ids(session, ids)
     for item in items:
         for cand in item.candidates or []:
             pid = cand.get("external_id") if isinstance(cand, dict) else None

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from app.core.config import Settings
+from app.db import model_versions
 from app.pipeline.scoring import ZeroShotScorer
-from app.registry import store
 from app.retrain.data import BLOCKER_FIELDS
 from models.bi_encoder import BiEncoder
 from training.blocking_tasks import build_blocking_task
@@ -37,7 +37,7 @@ def blocker_quality(model: BiEncoder, dataset: PairDataset, split: str = "test")
 
 
 def serving_blocker(settings: Settings, factory: Any) -> tuple[str, BiEncoder]:
-    row = store.active(factory, "bi-encoder")
+    row = model_versions.active(factory, "bi-encoder")
     if row is not None:
         return row.version, BiEncoder.from_pretrained(row.path, max_length=settings.encoder_max_length)
     return "zero-shot:" + settings.encoder, BiEncoder.from_pretrained(
@@ -80,7 +80,7 @@ def zero_shot_matcher_quality(
 def serving_matcher_quality(
     settings: Settings, factory: Any, dataset: PairDataset, split: str = "test"
 ) -> tuple[str, dict[str, Any]]:
-    row = store.active(factory, "matcher")
+    row = model_versions.active(factory, "matcher")
     if row is not None:
         return row.version, matcher_quality(row.path, dataset, split)
     _, encoder = serving_blocker(settings, factory)

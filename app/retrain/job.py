@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from app.db.models import Job
-from app.jobs import store as jobs
+from app.db import jobs, model_versions
+from app.db.tables import Job
 from app.jobs.context import JobContext, JobFailed
 from app.jobs.promote import prepare_blocker
-from app.registry import store
+from app.registry import folders
 from app.retrain.data import BLOCKER_FIELDS, MATCHER_FIELDS, RetrainData, RetrainDataError, build_retrain_data
 from app.retrain.gate import blocker_quality, compare, matcher_quality, serving_blocker, serving_matcher_quality
 from app.schemas.retrain import RetrainRequest
@@ -66,15 +66,15 @@ def retrain_key(req: RetrainRequest, data: RetrainData, kind: str, backbone: str
 def _already_trained(ctx: JobContext, kind: str, key: str) -> str | None:
     # A retrain repeated on unchanged data with the same settings reuses its version instead of
     # registering a second copy of the same model (RELIABILITY R6).
-    for row in store.list_versions(ctx.factory, kind):
+    for row in model_versions.list_versions(ctx.factory, kind):
         if (row.metrics or {}).get("retrain_key") == key and Path(row.path).is_dir():
             return row.version
     return None
 
 
 def _register(ctx: JobContext, folder: Path, key: str, held_out: dict[str, Any], gate: dict[str, Any]) -> str:
-    row = store.register(ctx.factory, folder, ctx.settings.model_dir)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
-    store.add_metrics(ctx.factory, row.version, {"held_out": held_out, "gate": gate, "retrain_key": key})
+    row = folders.register(ctx.factory, folder, ctx.settings.model_dir)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
+    model_versions.add_metrics(ctx.factory, row.version, {"held_out": held_out, "gate": gate, "retrain_key": key})
     return row.version
 
 
@@ -84,7 +84,7 @@ def _train_blocker(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
     key = retrain_key(req, data, "bi-encoder", _backbone(ctx))
     existing = _already_trained(ctx, "bi-encoder", key)
     p.stage("training blocker" if existing is None else "reusing the blocker trained on the same data")
-    folder = work / "blocker" if existing is None else Path(store.get(ctx.factory, existing).path)
+    folder = work / "blocker" if existing is None else Path(model_versions.get(ctx.factory, existing).path)
     if existing is None:
         train_blocker(
             data.dataset,
@@ -109,7 +109,7 @@ def _train_blocker(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
     if promoted:
         p.stage("promoting blocker (re-embedding the catalogue)")
         prepare_blocker(ctx, version)
-        store.activate(ctx.factory, version)
+        model_versions.activate(ctx.factory, version)
 
 
 def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work: Path, p: _Progress) -> None:
@@ -117,8 +117,8 @@ def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
     existing = _already_trained(ctx, "matcher", key)
     if existing is not None:
         p.stage("reusing the matcher trained on the same data")
-        folder = Path(store.get(ctx.factory, existing).path)
-        summary: dict[str, Any] = store.get(ctx.factory, existing).metrics or {}
+        folder = Path(model_versions.get(ctx.factory, existing).path)
+        summary: dict[str, Any] = model_versions.get(ctx.factory, existing).metrics or {}
     else:
         p.stage("training matcher")
         folder = work / "matcher"
@@ -139,7 +139,7 @@ def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
         "pseudo_labels": summary.get("pseudo_labels"),
     }
     if promoted:
-        store.activate(ctx.factory, version)
+        model_versions.activate(ctx.factory, version)
 
 
 def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder: Path) -> dict[str, Any]:
@@ -200,7 +200,7 @@ def run_retrain(ctx: JobContext, job: Job) -> str:
             _train_blocker(ctx, req, data, work, p)
         if "matcher" in targets:
             _train_matcher(ctx, req, data, work, p)
-    except store.RegistryError as exc:
+    except model_versions.RegistryError as exc:
         raise JobFailed(str(exc)) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)  # registered versions live in their own copy

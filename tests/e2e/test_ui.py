@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from app.db import feedback as feedback_repo
+from app.db import model_versions
+from app.db.review_queue import open_reviews
 from app.pipeline.scoring import Decider
-from app.registry import store
+from app.registry import folders
 from models.artefacts import Manifest, write_manifest
 from models.bi_encoder import BiEncoder
 from tests.conftest import TINY_CONFIG
@@ -175,7 +176,7 @@ def test_review_queue_labels_items_and_they_leave(page, live_server: LiveServer,
             assert res.status_code == 200 and res.json()["decision"] == "review", res.text
     finally:
         pipeline.decider = saved
-    open_items = {r.offer["title"]: r for r in feedback_repo.open_reviews(services.factory, 500)}
+    open_items = {r.offer["title"]: r for r in open_reviews(services.factory, 500)}
     first = open_items["Globex Widget Model 5 review"]
     second = open_items["Initech Widget Model 9 review"]
 
@@ -207,7 +208,7 @@ def test_review_queue_labels_items_and_they_leave(page, live_server: LiveServer,
     )
     labels = live_server.http.get("/v1/feedback", params={"product_external_id": rejected}).json()["items"]
     assert any(lb["review_id"] == second.id and lb["label"] == "no_match" for lb in labels)
-    still_open = {r.id for r in feedback_repo.open_reviews(services.factory, 500)}
+    still_open = {r.id for r in open_reviews(services.factory, 500)}
     assert first.id not in still_open and second.id not in still_open
 
     page.reload()  # the server agrees: both are gone after a reload too
@@ -232,7 +233,7 @@ def test_review_queue_by_keyboard_only(page, live_server: LiveServer, screenshot
     titles = ["Acme Widget Model 2 keyboard", "Hooli Widget Model 4 keyboard", "Initech Widget Model 6 keyboard"]
     _queue_for_review(live_server, titles)
     services = live_server.services
-    open_ids = [r.id for r in feedback_repo.open_reviews(services.factory, 500)]
+    open_ids = [r.id for r in open_reviews(services.factory, 500)]
 
     page.goto("/ui/review")
     expect(page.locator("section.shortcuts")).to_contain_text("a or y")
@@ -284,7 +285,7 @@ def test_review_queue_by_keyboard_only(page, live_server: LiveServer, screenshot
     assert any(lb["review_id"] == first_id and lb["label"] == "match" and lb["reviewer"] == "kim" for lb in labels)
     labels = live_server.http.get("/v1/feedback", params={"product_external_id": rejected}).json()["items"]
     assert any(lb["review_id"] == open_ids[1] and lb["label"] == "no_match" for lb in labels)
-    still_open = [r.id for r in feedback_repo.open_reviews(services.factory, 500)]
+    still_open = [r.id for r in open_reviews(services.factory, 500)]
     assert still_open == open_ids[2:]
 
     # Label the rest: the page ends empty, and says so.
@@ -293,7 +294,7 @@ def test_review_queue_by_keyboard_only(page, live_server: LiveServer, screenshot
         page.wait_for_function("() => !document.querySelector('article.review-item[data-busy]')")
     expect(cards).to_have_count(0)
     expect(page.locator("#review-empty")).to_be_visible()
-    assert feedback_repo.open_reviews(services.factory, 500) == []
+    assert open_reviews(services.factory, 500) == []
 
 
 def _tiny_artefact(folder: Path) -> Path:
@@ -307,7 +308,7 @@ def test_models_token_versions_promote_rollback_retrain(
     page, live_server: LiveServer, screenshot_dir: Path, tmp_path: Path
 ) -> None:
     services = live_server.services
-    row = store.register(services.factory, _tiny_artefact(tmp_path / "tiny"), services.settings.model_dir)
+    row = folders.register(services.factory, _tiny_artefact(tmp_path / "tiny"), services.settings.model_dir)
 
     page.goto("/ui/models")
     page.locator("#admin-token").fill("not-the-token")
@@ -340,7 +341,7 @@ def test_models_token_versions_promote_rollback_retrain(
     page.locator("#rollback-form button[type=submit]").click()
     expect(job).to_contain_text("rollback")
     expect(job.locator(".state")).to_have_text("completed", timeout=60_000)
-    assert store.active(services.factory, "bi-encoder") is None
+    assert model_versions.active(services.factory, "bi-encoder") is None
 
     promote_job = job.locator("dd.job-id").inner_text()
     # Retrain through the real endpoint: the form's request, and the real job followed to its end
@@ -401,9 +402,9 @@ def test_models_metrics_side_by_side_and_pr_chart(
     page, live_server: LiveServer, screenshot_dir: Path, tmp_path: Path, tiny_matcher: Path
 ) -> None:
     services = live_server.services
-    encoder = store.register(services.factory, _tiny_artefact(tmp_path / "enc"), services.settings.model_dir)
-    matcher = store.register(services.factory, tiny_matcher, services.settings.model_dir)
-    store.activate(services.factory, matcher.version)
+    encoder = folders.register(services.factory, _tiny_artefact(tmp_path / "enc"), services.settings.model_dir)
+    matcher = folders.register(services.factory, tiny_matcher, services.settings.model_dir)
+    model_versions.activate(services.factory, matcher.version)
     try:
         curve = live_server.http.get(
             f"/v1/admin/models/{matcher.version}/pr-curve",
@@ -460,7 +461,7 @@ def test_models_metrics_side_by_side_and_pr_chart(
         assert page.locator("script:not([src])").count() == 0
         screenshot(page, screenshot_dir, "models-chart")
     finally:
-        store.deactivate(services.factory, "matcher")
+        model_versions.deactivate(services.factory, "matcher")
 
 
 def test_jobs_upload_follow_and_lookup(page, live_server: LiveServer, screenshot_dir: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db.base import make_engine, make_session_factory
-from app.db.models import Job, Product, ProductEmbedding
+from app.db.tables import Job, Product, ProductEmbedding
 from app.search.vector_index import VectorIndex
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import product

@@ -13,7 +13,7 @@ import time
 
 from sqlalchemy import select
 
-from app.db.models import Product
+from app.db.tables import Product
 from tests.helpers import product
 
 N_START, N_MAX = 60, 90

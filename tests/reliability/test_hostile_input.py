@@ -54,7 +54,7 @@ def _nothing_stored(client, settings) -> None:  # type: ignore[no-untyped-def]
     assert not uploads.exists() or not any(uploads.iterdir()), list(uploads.iterdir())
     from sqlalchemy import func, select
 
-    from app.db.models import Job
+    from app.db.tables import Job
 
     with client.app.state.services.factory() as s:
         assert s.scalar(select(func.count(Job.id))) == 0

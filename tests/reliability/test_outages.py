@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db.base import make_engine, make_session_factory
-from app.db.models import Job
+from app.db.tables import Job
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import product
 from tests.reliability.conftest import ApiServer, WorkerProcess, service_env, wait_job_http
@@ -190,8 +190,9 @@ def test_every_job_submission_is_all_or_nothing(tmp_path, sqlite_url, tiny_encod
     """Each job-creating endpoint answers 503 and leaves no job row and no file behind."""
     from fastapi.testclient import TestClient
 
+    from app.db import model_versions
     from app.main import create_app
-    from app.registry import store as registry
+    from app.registry import folders
     from tests.conftest import make_settings
     from tests.reliability.conftest import free_port
 
@@ -204,9 +205,9 @@ def test_every_job_submission_is_all_or_nothing(tmp_path, sqlite_url, tiny_encod
             services.queue = _FlakyQueue()
         from tests.reliability.test_security import _artefact
 
-        version = registry.register(services.factory, _artefact(tmp_path / "m"), settings.model_dir).version
+        version = folders.register(services.factory, _artefact(tmp_path / "m"), settings.model_dir).version
         # A rollback needs an active version to take out of service (else 409 "nothing to roll back").
-        registry.activate(services.factory, version)
+        model_versions.activate(services.factory, version)
         calls = {
             "ingest": lambda: _upload(c, range(1, 4)),
             "promote": lambda: c.post(f"/v1/admin/models/{version}/promote", headers=ADMIN),

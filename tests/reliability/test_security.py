@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.registry import store
+from app.registry import folders
 from models.artefacts import Manifest, ManifestError, assert_safe_weights, write_manifest
 from models.bi_encoder import BiEncoder
 from tests.conftest import TINY_CONFIG
@@ -119,7 +119,7 @@ def test_model_folder_with_a_pickle_is_refused(tmp_path, client, name):
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(b"\x80\x04K\x01.")  # a valid pickle of the int 1
     with pytest.raises(ManifestError, match="only safetensors"):
-        store.register(client.app.state.services.factory, folder, tmp_path / "models")
+        folders.register(client.app.state.services.factory, folder, tmp_path / "models")
     with pytest.raises(ManifestError, match="only safetensors"):
         BiEncoder.from_pretrained(folder)
     from models.lea import LeaCrossEncoder

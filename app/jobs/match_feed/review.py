@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
+from app.db import jobs
 from app.db import products as repo
-from app.db.feedback import queue_for_review
-from app.db.models import Job
-from app.jobs import store
+from app.db.review_queue import queue_for_review
+from app.db.tables import Job
 from app.jobs.context import JobContext
 from app.jobs.match_feed.ray_engine import run_ray
 from app.jobs.match_feed.reader import iter_feed, to_offer
@@ -82,7 +82,7 @@ def run_match_feed_job(ctx: JobContext, job: Job) -> str:
     """The bulk-match job, then (with `review` in its payload) its review decisions queued."""
     state = run_match_feed(ctx, job, run_ray)
     if (job.payload or {}).get("review"):
-        current = store.get_job(ctx.factory, job.id)
+        current = jobs.get_job(ctx.factory, job.id)
         versions = ((current.timings if current else None) or {}).get("model_versions") or {}
         added = queue_feed_reviews(ctx, job, versions)
         logger.info("job %s: %d review decisions queued (duplicates of open items skipped)", job.id, added)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from app.core.config import Settings
+from app.db import jobs
 from app.db import products as repo
-from app.db.models import Job, Product
-from app.jobs import store
+from app.db.tables import Job, Product
 from app.jobs.context import JobContext, JobFailed
 from app.jobs.ingest_files import UnreadableFile
 from app.jobs.match_feed.reader import FeedScan, OfferResult, iter_feed, scan_feed, to_offer
@@ -221,13 +221,13 @@ class ChunkCommitter:
         }
         rows_ok, rows_failed = self.rows_ok + len(results), self.rows_failed + len(failed)
         with self.ctx.factory() as session, session.begin():
-            advanced = store.advance_checkpoint(
+            advanced = jobs.advance_checkpoint(
                 session, self.feed.id, self.checkpoint, consumed, rows_ok, rows_failed, timings
             )
             if not advanced:
                 raise ChunkConflict(f"job {self.feed.id}: chunk {chunk} was committed by another worker")
             if errors:
-                store.add_row_errors(session, self.feed.id, errors, self.ctx.settings.max_row_errors)
+                jobs.add_row_errors(session, self.feed.id, errors, self.ctx.settings.max_row_errors)
         self.checkpoint, self.rows_ok, self.rows_failed, self.timings = consumed, rows_ok, rows_failed, timings
         if self.ctx.on_progress is not None:
             self.ctx.on_progress(consumed, self.scan.total)
@@ -275,7 +275,7 @@ def run_match_feed(ctx: JobContext, job: Job, run_ray: RayEngine) -> str:
     except UnreadableFile as exc:
         raise JobFailed(str(exc)) from exc
     if job.rows_total is None:
-        store.set_rows_total(ctx.factory, job.id, scan.total)
+        jobs.set_rows_total(ctx.factory, job.id, scan.total)
     elif job.rows_total != scan.total:
         raise JobFailed(f"the feed changed since the job started ({job.rows_total} rows, now {scan.total})")
     if job.checkpoint % feed.chunk_rows and job.checkpoint != scan.total:
@@ -309,5 +309,5 @@ def run_match_feed(ctx: JobContext, job: Job, run_ray: RayEngine) -> str:
     timings["total_s"] = round(timings.get("total_s", 0.0) + elapsed, 3)
     if scan.total > job.checkpoint and elapsed > 0:
         timings["offers_per_s"] = round((scan.total - job.checkpoint) / elapsed, 1)  # this attempt
-    store.set_timings(ctx.factory, job.id, timings)
-    return store.COMPLETED_WITH_ERRORS if committer.rows_failed else store.COMPLETED
+    jobs.set_timings(ctx.factory, job.id, timings)
+    return jobs.COMPLETED_WITH_ERRORS if committer.rows_failed else jobs.COMPLETED

@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from app.api.docs import ASSET_FILES, ASSETS_URL
 from app.api.feedback import MAX_IMPORT_ROWS
 from app.api.uploads import confined
-from app.db.models import Job, LabeledPair, Product, ReviewItem
-from app.jobs import store as jobs_store
+from app.db import jobs
+from app.db.tables import Job, LabeledPair, Product, ReviewItem
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.helpers import product, wait_job
@@ -286,7 +286,7 @@ def test_rollback_with_nothing_active_is_409(client, admin_headers):
 
 def test_a_rollback_job_with_nothing_active_fails_with_the_reason(client):
     services = client.app.state.services
-    job, _ = jobs_store.create_job(services.factory, "rollback", {"kind": "matcher"})  # as the CLI queues it
+    job, _ = jobs.create_job(services.factory, "rollback", {"kind": "matcher"})  # as the CLI queues it
     services.queue.push(job.id)
     done = wait_job(client, job.id)
     assert done["state"] == "failed" and "nothing to roll back" in done["message"], done

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from app.api.params import no_repeated_query_params
-from app.db.models import Job, LabeledPair
+from app.db.tables import Job, LabeledPair
 from app.jobs.ingest_files import archive_message
 from app.schemas.product import MAX_SHORT_CHARS, MAX_TITLE_CHARS, MAX_URL_CHARS
 from app.schemas.retrain import RetrainRequest

@@ -97,19 +97,19 @@ def test_jsonl_feed_with_parquet_output_and_filters(client):
 
 
 def test_results_before_completion_is_409_and_unknown_is_404(client, settings):
-    from app.jobs import store
+    from app.db import jobs
     from app.jobs.match_feed.runner import KIND
 
     assert client.get("/v1/match/jobs/nope/results").status_code == 404
     # A job that is not a match job is not found here either.
-    job, _ = store.create_job(client.app.state.services.factory, "ingest", {"path": "x", "format": "csv"})
+    job, _ = jobs.create_job(client.app.state.services.factory, "ingest", {"path": "x", "format": "csv"})
     assert client.get(f"/v1/match/jobs/{job.id}/results").status_code == 404
-    queued, _ = store.create_job(
+    queued, _ = jobs.create_job(
         client.app.state.services.factory, KIND, {"output": "csv", "output_path": "/nowhere.csv"}
     )
     res = client.get(f"/v1/match/jobs/{queued.id}/results")
     assert res.status_code == 409 and "queued" in res.json()["detail"]
-    store.finish(client.app.state.services.factory, queued.id, None, store.FAILED, "the feed vanished")
+    jobs.finish(client.app.state.services.factory, queued.id, None, jobs.FAILED, "the feed vanished")
     res = client.get(f"/v1/match/jobs/{queued.id}/results")
     assert res.status_code == 409 and "the feed vanished" in res.json()["detail"]
 

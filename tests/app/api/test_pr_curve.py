@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.registry import store
+from app.registry import folders
 from models.artefacts import CALIBRATION_FILE, Manifest, write_manifest
 from models.bi_encoder import BiEncoder
 from models.matcher_io import load_matcher, score_pairs
@@ -34,7 +34,7 @@ def _url(version: str) -> str:
 
 def test_pr_curve_of_a_trained_matcher(client, admin_headers, settings, matcher_folder: Path) -> None:
     services = client.app.state.services
-    row = store.register(services.factory, matcher_folder, settings.model_dir)
+    row = folders.register(services.factory, matcher_folder, settings.model_dir)
 
     assert client.get(_url(row.version)).status_code == 401
     assert client.get(_url(row.version), headers={"Authorization": "Bearer wrong"}).status_code == 403
@@ -72,7 +72,7 @@ def test_pr_curve_refusals(client, admin_headers, settings, matcher_folder: Path
     torch.manual_seed(3)
     BiEncoder.from_config(TINY_CONFIG, max_length=32).save(encoder_folder)
     write_manifest(encoder_folder, Manifest(kind="bi-encoder", backbone="tiny", metrics={"recall@10": 0.5}))
-    encoder = store.register(services.factory, encoder_folder, settings.model_dir)
+    encoder = folders.register(services.factory, encoder_folder, settings.model_dir)
     res = client.get(_url(encoder.version), headers=admin_headers)
     assert res.status_code == 409 and "bi-encoder" in res.json()["detail"]
 
@@ -82,7 +82,7 @@ def test_pr_curve_refusals(client, admin_headers, settings, matcher_folder: Path
     calibration = json.loads((old / CALIBRATION_FILE).read_text(encoding="utf-8"))
     del calibration["valid"]["pr_curve"]
     (old / CALIBRATION_FILE).write_text(json.dumps(calibration), encoding="utf-8")
-    row = store.register(services.factory, old, settings.model_dir)
+    row = folders.register(services.factory, old, settings.model_dir)
     res = client.get(_url(row.version), headers=admin_headers)
     assert res.status_code == 404
     assert "no precision/recall curve" in res.json()["detail"] and "retrain" in res.json()["detail"]

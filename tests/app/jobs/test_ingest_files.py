@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from app.db import jobs
 from app.db.base import make_engine, make_session_factory
-from app.db.models import Product
-from app.jobs import store
+from app.db.tables import Product
 from app.jobs.context import JobContext
 from app.jobs.ingest_files import (
     MAX_LINE_BYTES,
@@ -332,13 +332,13 @@ def test_ingestion_stores_or_reports_every_row(ingest_ctx, rows, stray, fmt):
     except UnreadableFile:
         assume(False)  # refused at upload: covered by the reader properties
     expected = [to_product(raw, fmt) for raw in iter_raw_rows(path, fmt)]
-    job, _ = store.create_job(ctx.factory, "ingest", {"path": str(path), "format": fmt})
+    job, _ = jobs.create_job(ctx.factory, "ingest", {"path": str(path), "format": fmt})
     state = run_job(ctx, job.id, "prop")
-    final = store.get_job(ctx.factory, job.id)
+    final = jobs.get_job(ctx.factory, job.id)
     assert final is not None and state in ("completed", "completed_with_errors"), final.message if final else None
     assert final.rows_total == len(expected) == final.rows_done
     assert final.rows_ok + final.rows_unchanged + final.rows_failed == final.rows_total
-    reported = {e.row for e in store.row_errors(ctx.factory, job.id, 10_000)}
+    reported = {e.row for e in jobs.row_errors(ctx.factory, job.id, 10_000)}
     good = {r.row.external_id: r for r in expected if r.row is not None}
     with ctx.factory() as session:
         stored = {p.external_id: p for p in session.scalars(select(Product).where(Product.external_id.in_(good)))}

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from app.db import jobs
 from app.db.base import make_engine, make_session_factory
-from app.db.models import Product, ProductEmbedding
-from app.jobs import store
+from app.db.tables import Product, ProductEmbedding
 from app.jobs.context import JobContext
 from app.jobs.queue import RedisQueue
 from app.jobs.runner import run_job
@@ -72,7 +72,7 @@ def test_sigkill_worker_mid_ingestion_then_resume(tmp_path, db_url, redis_url, t
     ref_settings = make_settings(tmp_path / "ref", ref_url)
     ref_factory = make_session_factory(make_engine(ref_url))
     ref_ctx = JobContext(ref_settings, ref_factory, lambda: encoder)
-    ref_job, _ = store.create_job(ref_factory, "ingest", {"path": str(feed), "format": "jsonl"})
+    ref_job, _ = jobs.create_job(ref_factory, "ingest", {"path": str(feed), "format": "jsonl"})
     assert run_job(ref_ctx, ref_job.id, "ref") == "completed"
     reference = _signature(ref_factory)
 
@@ -81,7 +81,7 @@ def test_sigkill_worker_mid_ingestion_then_resume(tmp_path, db_url, redis_url, t
     factory = make_session_factory(make_engine(db_url))
     follower = IndexService(factory, encoder.model_id, encoder.dim, IndexParams(), tmp_path / "idx")
     follower.open()
-    job, _ = store.create_job(factory, "ingest", {"path": str(feed), "format": "jsonl"})
+    job, _ = jobs.create_job(factory, "ingest", {"path": str(feed), "format": "jsonl"})
     RedisQueue(redis_url, queue_name).push(job.id)
 
     env = {
@@ -103,7 +103,7 @@ def test_sigkill_worker_mid_ingestion_then_resume(tmp_path, db_url, redis_url, t
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            current = store.get_job(factory, job.id)
+            current = jobs.get_job(factory, job.id)
             follower.catch_up()
             if current.rows_done >= kill_after:
                 break
@@ -115,7 +115,7 @@ def test_sigkill_worker_mid_ingestion_then_resume(tmp_path, db_url, redis_url, t
         if worker.poll() is None:
             worker.kill()
 
-    killed = store.get_job(factory, job.id)
+    killed = jobs.get_job(factory, job.id)
     assert killed.state == "running", "the job finished before the kill; raise N_PRODUCTS"
     assert 0 < killed.checkpoint < N_PRODUCTS
     with factory() as s:
@@ -125,9 +125,9 @@ def test_sigkill_worker_mid_ingestion_then_resume(tmp_path, db_url, redis_url, t
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            current = store.get_job(factory, job.id)
+            current = jobs.get_job(factory, job.id)
             follower.catch_up()
-            if current.state in store.FINAL_STATES:
+            if current.state in jobs.FINAL_STATES:
                 break
             assert restarted.poll() is None, log.read_text()
             time.sleep(0.1)
@@ -138,7 +138,7 @@ def test_sigkill_worker_mid_ingestion_then_resume(tmp_path, db_url, redis_url, t
         except subprocess.TimeoutExpired:
             restarted.kill()
 
-    done = store.get_job(factory, job.id)
+    done = jobs.get_job(factory, job.id)
     assert done.state == "completed", (done.state, done.message, log.read_text()[-3000:])
     assert done.attempts >= 2 and done.checkpoint == N_PRODUCTS and done.rows_done == N_PRODUCTS
     assert done.rows_ok == N_PRODUCTS and done.rows_failed == 0

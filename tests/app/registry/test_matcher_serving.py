@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from app.registry import store
+from app.db import model_versions
+from app.registry import folders
 from tests.helpers import product, wait_job
 from tests.training.test_train_matcher import TINY, tiny_dataset
 from training.train_matcher import train_matcher
@@ -36,7 +37,7 @@ def test_promoted_matcher_reranks_and_explains(client, admin_headers, settings, 
         body = product(n)
         client.put(f"/v1/products/{body.pop('external_id')}", json=body)
     services = client.app.state.services
-    row = store.register(services.factory, matcher_folder, settings.model_dir)
+    row = folders.register(services.factory, matcher_folder, settings.model_dir)
     assert row.kind == "matcher"
     res = client.post(f"/v1/admin/models/{row.version}/promote", headers=admin_headers)
     assert wait_job(client, res.json()["job_id"])["state"] == "completed"
@@ -91,8 +92,8 @@ def test_serving_scorer_quantises_when_the_setting_says_so(client, settings, mat
     from app.registry.scorers import serving_scorer
 
     factory = client.app.state.services.factory
-    row = store.register(factory, matcher_folder, settings.model_dir)
-    store.activate(factory, row.version)
+    row = folders.register(factory, matcher_folder, settings.model_dir)
+    model_versions.activate(factory, row.version)
     try:
         scorer, decider = serving_scorer(settings.model_copy(update={"matcher_quantize": "int8"}), factory)
         assert scorer.quantize == "int8" and scorer.name == row.version
@@ -100,4 +101,4 @@ def test_serving_scorer_quantises_when_the_setting_says_so(client, settings, mat
         plain, _ = serving_scorer(settings, factory)
         assert plain.quantize == "none"
     finally:
-        store.deactivate(factory, "matcher")
+        model_versions.deactivate(factory, "matcher")

@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from app.registry import store
+from app.db import model_versions
+from app.registry import folders
 from models.artefacts import Manifest, ManifestError, write_manifest
 from models.bi_encoder import BiEncoder
 from tests.conftest import TINY_CONFIG
@@ -28,11 +29,11 @@ def test_register_refuses_pickles_and_bad_manifests(tmp_path, client):
     folder = _artefact(tmp_path / "a", 1)
     (folder / "pytorch_model.bin").write_bytes(b"not really")
     with pytest.raises(ManifestError, match="pickled"):
-        store.register(factory, folder, tmp_path / "models")
+        folders.register(factory, folder, tmp_path / "models")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ManifestError, match="manifest"):
-        store.register(factory, empty, tmp_path / "models")
+        folders.register(factory, empty, tmp_path / "models")
 
 
 def test_promote_during_traffic_then_rollback(tmp_path, client, admin_headers, settings):
@@ -40,8 +41,8 @@ def test_promote_during_traffic_then_rollback(tmp_path, client, admin_headers, s
         body = product(n)
         client.put(f"/v1/products/{body.pop('external_id')}", json=body)
     services = client.app.state.services
-    row = store.register(services.factory, _artefact(tmp_path / "b", 1), settings.model_dir)
-    assert store.register(services.factory, tmp_path / "b", settings.model_dir).version == row.version
+    row = folders.register(services.factory, _artefact(tmp_path / "b", 1), settings.model_dir)
+    assert folders.register(services.factory, tmp_path / "b", settings.model_dir).version == row.version
 
     per_thread: list[list[tuple[int, str | None, list[str]]]] = [[], [], []]
     stop = threading.Event()
@@ -83,7 +84,7 @@ def test_promote_during_traffic_then_rollback(tmp_path, client, admin_headers, s
         first_new = versions.index(row.version)
         assert all(v == row.version for v in versions[first_new:]), "a request went back to the old model"
         assert all(set(ids) <= valid and len(ids) == 5 for _, _, ids in seen)
-    assert store.active(services.factory, "bi-encoder").version == row.version
+    assert model_versions.active(services.factory, "bi-encoder").version == row.version
 
     res = client.post("/v1/admin/models/rollback", headers=admin_headers, params={"kind": "bi-encoder"})
     assert wait_job(client, res.json()["job_id"])["state"] == "completed"

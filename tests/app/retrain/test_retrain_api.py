@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.registry import store
+from app.db import model_versions
 from tests.conftest import make_settings
 from tests.helpers import product, wait_job
 
@@ -108,7 +108,7 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     assert matcher["promoted"] is True  # forced
 
     factory = retrain_client.app.state.services.factory
-    row = store.get(factory, matcher["version"])
+    row = model_versions.get(factory, matcher["version"])
     assert row.kind == "matcher" and row.status == "active"
     assert row.metrics["held_out"]["f1_clean"] == gate["new"]["f1_clean"]
     assert Path(row.path).is_dir()
@@ -120,7 +120,7 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     assert repeated["state"] == "completed", repeated["message"]
     assert repeated["result"]["matcher"]["version"] == matcher["version"]
     assert repeated["result"]["matcher"]["reused"] is True
-    assert len(store.list_versions(factory, "matcher")) == 1
+    assert len(model_versions.list_versions(factory, "matcher")) == 1
 
     # The next run is gated against the serving version, and "never" leaves it serving.
     res = retrain_client.post("/v1/admin/retrain", json=BODY | {"seed": 4, "promote": "never"}, headers=admin_headers)
@@ -128,7 +128,7 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     assert second["state"] == "completed", second
     assert second["result"]["matcher"]["gate"]["against"] == matcher["version"]
     assert second["result"]["matcher"]["promoted"] is False
-    assert store.active(factory, "matcher").version == matcher["version"]
+    assert model_versions.active(factory, "matcher").version == matcher["version"]
 
     # Rolling back the active version by name; a version that is not active cannot be.
     other = second["result"]["matcher"]["version"]
@@ -138,7 +138,7 @@ def test_matcher_retrain_trains_evaluates_registers_and_gates(retrain_client, ad
     back = retrain_client.post(f"/v1/admin/models/{matcher['version']}/rollback", headers=admin_headers)
     assert back.status_code == 202
     assert wait_job(retrain_client, back.json()["job_id"])["state"] == "completed"
-    assert store.active(factory, "matcher") is None  # back to the zero-shot scorer
+    assert model_versions.active(factory, "matcher") is None  # back to the zero-shot scorer
 
 
 def test_blocker_retrain_promotes_and_reindexes(sqlite_retrain_client, admin_headers) -> None:
@@ -156,7 +156,7 @@ def test_blocker_retrain_promotes_and_reindexes(sqlite_retrain_client, admin_hea
         assert 0.0 <= blocker["gate"][side]["recall@1"] <= blocker["gate"][side]["recall@20"] <= 1.0
     assert blocker["promoted"] is True
     factory = retrain_client.app.state.services.factory
-    assert store.active(factory, "bi-encoder").version == blocker["version"]
+    assert model_versions.active(factory, "bi-encoder").version == blocker["version"]
     # Serving follows the promotion: every catalogue product gets a vector of the new model.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -192,7 +192,7 @@ def test_retrain_on_an_allowed_benchmark_folder(sqlite_retrain_client, admin_hea
 
 def test_noise_detection_and_pseudo_labels_run_in_the_job(sqlite_retrain_client, admin_headers) -> None:
     retrain_client = sqlite_retrain_client
-    from app.db.feedback import queue_for_review
+    from app.db.review_queue import queue_for_review
 
     _catalogue_and_labels(retrain_client)
     factory = retrain_client.app.state.services.factory
@@ -234,7 +234,7 @@ def test_the_default_noise_handling_is_the_best_measured_variant(sqlite_retrain_
     matcher = job["result"]["matcher"]
     assert matcher["noise"]["warmup_epochs"] == 3 and matcher["noise"]["restart"] is True
     assert len(matcher["noise"]["detections"]) == 1, "one detection, at the end of the warm-up"
-    folder = Path(store.get(retrain_client.app.state.services.factory, matcher["version"]).path)
+    folder = Path(model_versions.get(retrain_client.app.state.services.factory, matcher["version"]).path)
     noise = json.loads((folder / "manifest.json").read_text())["settings"]["noise"]
     assert (noise["method"], noise["action"], noise["warmup_epochs"]) == ("bmm", "downweight", 3)
     assert noise["require_disagreement"] and noise["restart"] and noise["hard_flags"]

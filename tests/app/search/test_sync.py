@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from app.db import products as repo
 from app.db.base import make_engine, make_session_factory
-from app.db.models import IndexChange, Product
+from app.db.tables import IndexChange, Product
 from app.pipeline.upsert import upsert_batch
 from app.schemas.product import ProductRow
 from app.search.params import IndexParams

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import ray  # a dev dependency: the Ray engine is tested in CI
 
+from app.db import jobs
 from app.db.base import make_engine, make_session_factory
-from app.jobs import store
 from app.jobs.context import JobContext
 from app.jobs.match_feed.runner import KIND, make_payload
 from app.jobs.match_feed.writer import read_results
@@ -36,7 +36,7 @@ def _ctx(tmp_path: Path, url: str, encoder) -> JobContext:
     ctx = JobContext(settings, make_session_factory(make_engine(url)), lambda: encoder)
     cat = tmp_path / "catalogue.jsonl"
     cat.write_text("\n".join(json.dumps(product(i)) for i in range(1, N_CATALOGUE + 1)) + "\n")
-    job, _ = store.create_job(ctx.factory, "ingest", {"path": str(cat), "format": "jsonl"})
+    job, _ = jobs.create_job(ctx.factory, "ingest", {"path": str(cat), "format": "jsonl"})
     assert run_job(ctx, job.id, "loader") == "completed"
     return ctx
 
@@ -56,7 +56,7 @@ def _feed(path: Path, n: int) -> Path:
 def _run(ctx: JobContext, feed: Path, engine: str, output: str = "csv") -> tuple[str, list[dict]]:
     job_id = str(uuid.uuid4())
     payload = make_payload(ctx.settings, job_id, feed, "jsonl", output, 5, engine=engine)
-    store.create_job(ctx.factory, KIND, payload, None, job_id)
+    jobs.create_job(ctx.factory, KIND, payload, None, job_id)
     assert run_job(ctx, job_id, f"w-{engine}") == "completed_with_errors"
     return job_id, read_results(Path(payload["output_path"]))
 
@@ -76,11 +76,11 @@ def test_ray_engine_gives_the_local_engine_results(tmp_path, sqlite_url, tiny_en
     local_id, local = _run(ctx, feed, "local")
     ray_id, ray_results = _run(ctx, feed, "ray", output="parquet")
     _same(ray_results, local)
-    local_job, ray_job = store.get_job(ctx.factory, local_id), store.get_job(ctx.factory, ray_id)
+    local_job, ray_job = jobs.get_job(ctx.factory, local_id), jobs.get_job(ctx.factory, ray_id)
     assert ray_job.timings["engine"] == "ray" and ray_job.timings["chunks"] == local_job.timings["chunks"]
     assert (ray_job.rows_ok, ray_job.rows_failed) == (local_job.rows_ok, local_job.rows_failed) == (100, 4)
-    local_errors = [(e.row, e.field) for e in store.row_errors(ctx.factory, local_id, 100)]
-    assert [(e.row, e.field) for e in store.row_errors(ctx.factory, ray_id, 100)] == local_errors
+    local_errors = [(e.row, e.field) for e in jobs.row_errors(ctx.factory, local_id, 100)]
+    assert [(e.row, e.field) for e in jobs.row_errors(ctx.factory, ray_id, 100)] == local_errors
 
 
 def test_a_job_started_locally_resumes_on_ray(tmp_path, sqlite_url, tiny_encoder, ray_cluster):
@@ -90,7 +90,7 @@ def test_a_job_started_locally_resumes_on_ray(tmp_path, sqlite_url, tiny_encoder
 
     job_id = str(uuid.uuid4())
     payload = make_payload(ctx.settings, job_id, feed, "jsonl", "csv", 5, engine="local")
-    store.create_job(ctx.factory, KIND, payload, None, job_id)
+    jobs.create_job(ctx.factory, KIND, payload, None, job_id)
 
     def crash(done: int, total: int | None) -> None:
         if done == 32:
@@ -98,11 +98,11 @@ def test_a_job_started_locally_resumes_on_ray(tmp_path, sqlite_url, tiny_encoder
 
     ctx.on_progress = crash
     assert run_job(ctx, job_id, "w1") is None
-    assert store.get_job(ctx.factory, job_id).checkpoint == 32
+    assert jobs.get_job(ctx.factory, job_id).checkpoint == 32
     ctx.on_progress = None
     from sqlalchemy import update
 
-    from app.db.models import Job
+    from app.db.tables import Job
 
     with ctx.factory() as s, s.begin():
         s.execute(update(Job).where(Job.id == job_id).values(payload={**payload, "engine": "ray"}))

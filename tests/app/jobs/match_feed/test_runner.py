@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from app.db import jobs
 from app.db.base import make_engine, make_session_factory
-from app.db.models import Job
-from app.jobs import store
+from app.db.tables import Job
 from app.jobs.context import JobContext
 from app.jobs.match_feed.reader import scan_feed
 from app.jobs.match_feed.runner import KIND, FeedJob, make_payload
@@ -41,7 +41,7 @@ def _ctx(settings, encoder) -> JobContext:
 def _load_catalogue(ctx: JobContext, folder: Path, n: int = N_CATALOGUE) -> None:
     cat = folder / "catalogue.jsonl"
     cat.write_text("\n".join(json.dumps(product(i)) for i in range(1, n + 1)) + "\n")
-    job, _ = store.create_job(ctx.factory, "ingest", {"path": str(cat), "format": "jsonl"})
+    job, _ = jobs.create_job(ctx.factory, "ingest", {"path": str(cat), "format": "jsonl"})
     assert run_job(ctx, job.id, "loader") == "completed"
 
 
@@ -58,12 +58,12 @@ def _jsonl_feed(path: Path, n: int) -> Path:
 def _submit(ctx: JobContext, feed: Path, fmt: str = "jsonl", output: str = "csv", k: int = 5, **kw) -> str:
     job_id = str(uuid.uuid4())
     payload = make_payload(ctx.settings, job_id, feed, fmt, output, k, **kw)
-    store.create_job(ctx.factory, KIND, payload, None, job_id)
+    jobs.create_job(ctx.factory, KIND, payload, None, job_id)
     return job_id
 
 
 def _results(ctx: JobContext, job_id: str) -> list[dict]:
-    job = store.get_job(ctx.factory, job_id)
+    job = jobs.get_job(ctx.factory, job_id)
     return read_results(Path(job.payload["output_path"]))
 
 
@@ -90,12 +90,12 @@ def test_feed_job_results_and_row_errors(tmp_path, db_url, tiny_encoder, output)
     ctx.on_progress = lambda done, total: progress.append((done, total))
     assert run_job(ctx, job_id, "w") == "completed_with_errors"
 
-    job = store.get_job(ctx.factory, job_id)
+    job = jobs.get_job(ctx.factory, job_id)
     assert (job.rows_total, job.rows_done, job.rows_ok, job.rows_failed) == (20, 20, 16, 4)
     assert job.timings["chunks"] == job.timings["chunks_total"] == 3 and job.timings["engine"] == "local"
     assert sum(job.timings["decisions"].values()) == 16
     assert progress == [(7, 20), (14, 20), (20, 20)]
-    errors = {e.row: e.field for e in store.row_errors(ctx.factory, job_id, 100)}
+    errors = {e.row: e.field for e in jobs.row_errors(ctx.factory, job_id, 100)}
     assert errors == {3: "offer_id", 6: "title", 9: "title", 12: "price"}
 
     results = _results(ctx, job_id)
@@ -120,7 +120,7 @@ def test_filters_and_csv_layout(tmp_path, sqlite_url, tiny_encoder):
     feed = _jsonl_feed(tmp_path / "feed.jsonl", 9)
     job_id = _submit(ctx, feed, k=4, brand="Globex")
     assert run_job(ctx, job_id, "w") == "completed"
-    out = Path(store.get_job(ctx.factory, job_id).payload["output_path"])
+    out = Path(jobs.get_job(ctx.factory, job_id).payload["output_path"])
     header = out.read_text().splitlines()[0]
     assert header == "row,offer_id,decision,match_id,top_score,candidate_ids,candidate_scores"
     globex = {p["external_id"] for p in (product(i) for i in range(1, N_CATALOGUE + 1)) if p["brand"] == "Globex"}
@@ -141,7 +141,7 @@ def test_missing_feed_fails_the_job(tmp_path, sqlite_url, tiny_encoder):
     ctx = _ctx(make_settings(tmp_path / "var", sqlite_url), tiny_encoder)
     job_id = _submit(ctx, tmp_path / "gone.jsonl")
     assert run_job(ctx, job_id, "w") == "failed"
-    assert "no longer available" in store.get_job(ctx.factory, job_id).message
+    assert "no longer available" in jobs.get_job(ctx.factory, job_id).message
 
 
 class _Crash(Exception):
@@ -174,7 +174,7 @@ def test_crash_after_a_commit_and_before_one_resumes_exactly_once(tmp_path, db_u
 
     monkeypatch.setattr(runner, "write_part", crash_on_third_part)
     assert run_job(ctx, job_id, "w1") is None  # released for a retry
-    job = store.get_job(ctx.factory, job_id)
+    job = jobs.get_job(ctx.factory, job_id)
     assert job.checkpoint == 20 and job.state == "running"
     assert FeedJob.from_job(job).part(2).exists()  # written, never committed
 
@@ -186,11 +186,11 @@ def test_crash_after_a_commit_and_before_one_resumes_exactly_once(tmp_path, db_u
 
     ctx.on_progress = crash_after_commit
     assert run_job(ctx, job_id, "w2") is None
-    assert store.get_job(ctx.factory, job_id).checkpoint == 40
+    assert jobs.get_job(ctx.factory, job_id).checkpoint == 40
 
     ctx.on_progress = None
     assert run_job(ctx, job_id, "w3") == "completed"
-    job = store.get_job(ctx.factory, job_id)
+    job = jobs.get_job(ctx.factory, job_id)
     assert job.attempts == 3 and job.rows_done == 47 and job.rows_ok == 47
     assert job.timings["chunks"] == 5
     assert _results(ctx, job_id) == reference
@@ -204,7 +204,7 @@ def test_a_stale_worker_cannot_commit_a_chunk_twice(tmp_path, sqlite_url, tiny_e
     ctx = _ctx(settings, tiny_encoder)
     feed = _jsonl_feed(tmp_path / "feed.jsonl", 10)
     job_id = _submit(ctx, feed)
-    job = store.get_job(ctx.factory, job_id)
+    job = jobs.get_job(ctx.factory, job_id)
     scan = scan_feed(feed, "jsonl", 5)
     first = ChunkCommitter(ctx, FeedJob.from_job(job), scan, job)
     stale = ChunkCommitter(ctx, FeedJob.from_job(job), scan, job)
@@ -213,7 +213,7 @@ def test_a_stale_worker_cannot_commit_a_chunk_twice(tmp_path, sqlite_url, tiny_e
     first.commit(0, rows, offers, 0.0)
     with pytest.raises(ChunkConflict):
         stale.commit(0, rows, offers, 0.0)
-    job = store.get_job(ctx.factory, job_id)
+    job = jobs.get_job(ctx.factory, job_id)
     assert job.checkpoint == 5 and job.rows_ok == 5
 
 
@@ -285,7 +285,7 @@ def test_sigkill_worker_mid_feed_then_resume(tmp_path, db_url, redis_url, tiny_e
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if store.get_job(ctx.factory, job_id).rows_done >= kill_after:
+            if jobs.get_job(ctx.factory, job_id).rows_done >= kill_after:
                 break
             assert worker.poll() is None, log.read_text()
             time.sleep(0.02)
@@ -295,7 +295,7 @@ def test_sigkill_worker_mid_feed_then_resume(tmp_path, db_url, redis_url, tiny_e
         if worker.poll() is None:
             worker.kill()
 
-    killed = store.get_job(ctx.factory, job_id)
+    killed = jobs.get_job(ctx.factory, job_id)
     assert killed.state == "running", "the job finished before the kill; raise N_OFFERS"
     assert 0 < killed.checkpoint < N_OFFERS and killed.checkpoint % 50 == 0
     feed_job = FeedJob.from_job(killed)
@@ -306,7 +306,7 @@ def test_sigkill_worker_mid_feed_then_resume(tmp_path, db_url, redis_url, tiny_e
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if store.get_job(ctx.factory, job_id).state in store.FINAL_STATES:
+            if jobs.get_job(ctx.factory, job_id).state in jobs.FINAL_STATES:
                 break
             assert restarted.poll() is None, log.read_text()
             time.sleep(0.1)
@@ -317,7 +317,7 @@ def test_sigkill_worker_mid_feed_then_resume(tmp_path, db_url, redis_url, tiny_e
         except subprocess.TimeoutExpired:
             restarted.kill()
 
-    done = store.get_job(ctx.factory, job_id)
+    done = jobs.get_job(ctx.factory, job_id)
     assert done.state == "completed", (done.state, done.message, log.read_text()[-3000:])
     assert done.attempts >= 2 and done.rows_done == N_OFFERS and done.rows_ok == N_OFFERS
     results = _results(ctx, job_id)
@@ -405,10 +405,10 @@ def test_cli_resume(tmp_path, tiny_encoder_dir):
     job_id = str(uuid.uuid4())
     payload = make_payload(settings, job_id, feed, "jsonl", "csv", 2)
     payload["chunk_rows"] = 10
-    store.create_job(factory, KIND, payload, None, job_id)
+    jobs.create_job(factory, KIND, payload, None, job_id)
     with factory() as s, s.begin():  # as left by a run killed after its second chunk
         s.execute(update(Job).where(Job.id == job_id).values(state="running", checkpoint=20, rows_done=20))
-    parts = FeedJob.from_job(store.get_job(factory, job_id)).parts_dir
+    parts = FeedJob.from_job(jobs.get_job(factory, job_id)).parts_dir
     parts.mkdir(parents=True)
     for i in range(2):
         (parts / f"part-{i:07d}.csv").write_text(

@@ -10,7 +10,7 @@ from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import Job, JobRowError
+from app.db.tables import Job, JobRowError
 
 QUEUED, RUNNING = "queued", "running"
 COMPLETED, COMPLETED_WITH_ERRORS, FAILED = "completed", "completed_with_errors", "failed"

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: products, index change log, jobs, labelled pairs, model versions."""
+"""The tables (SQLAlchemy declarative classes): products, index change log, jobs, labelled pairs, model versions."""
 
 from __future__ import annotations
 

@@ -1,14 +1,11 @@
-"""Model versions: register artefact folders, promote, roll back.
+"""Model version rows: add, look up, activate (promote), previous (the rollback target), retire.
 
-A registered version is a copy of the artefact folder under MODEL_DIR, checked on the way in
-(JSON manifest of a supported schema, safetensors only), so later loads never see pickles.
+The artefact folders themselves are registered by `app/registry/folders.py`, which copies and
+checks them before a row is added here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,10 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import ModelVersion
-from models.artefacts import assert_safe_weights, read_manifest
-
-logger = logging.getLogger(__name__)
+from app.db.tables import ModelVersion
 
 REGISTERED, ACTIVE, RETIRED = "registered", "active", "retired"
 BLOCKER_KINDS = ("bi-encoder",)
@@ -29,43 +23,9 @@ class RegistryError(ValueError):
     """A version does not exist or cannot move to the requested state."""
 
 
-def _folder_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def register(factory: sessionmaker[Session], folder: str | Path, model_dir: str | Path) -> ModelVersion:
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    assert_safe_weights(folder)
-    digest = _folder_digest(folder)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    version = f"{manifest.kind}-{stamp}-{digest[:8]}"
-    with factory() as session:
-        for existing in session.scalars(select(ModelVersion).where(ModelVersion.kind == manifest.kind)):
-            if existing.version.endswith(digest[:8]) and Path(existing.path).exists():
-                return existing  # the same artefact registered twice is one version
-    dest = Path(model_dir) / "versions" / version
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(folder, tmp)
-    tmp.rename(dest)
-    row = ModelVersion(
-        version=version,
-        kind=manifest.kind,
-        path=str(dest.resolve()),
-        status=REGISTERED,
-        metrics=manifest.metrics,
-        manifest=manifest.to_dict(),
-    )
+def add(factory: sessionmaker[Session], row: ModelVersion) -> None:
     with factory() as session, session.begin():
         session.add(row)
-    logger.info("registered %s from %s", version, folder)
-    return row
 
 
 def get(factory: sessionmaker[Session], version: str) -> ModelVersion:
