@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--sizes", default="100000,1000000")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--name", default="lexicon", help="results file name (benchmarks/results/NAME.json)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result: dict[str, Any] = {"settings": vars(args), "runs": []}
@@ -102,7 +103,7 @@ def main() -> None:
         logger.info("%s", run)
         result["runs"].append(run)
     result["machine"] = machine()
-    logger.info("wrote %s", write_result("lexicon", result))
+    logger.info("wrote %s", write_result(args.name, result))
 
 
 if __name__ == "__main__":
