@@ -84,7 +84,11 @@ def add_train_matcher(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--max-train-pairs", type=positive_int, default=None, help="stratified subsample of train")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    p.add_argument("--no-length-grouping", action="store_true", help="random batches instead of length-grouped ones")
+    p.add_argument(
+        "--length-grouping",
+        action="store_true",
+        help="length-grouped batches: faster, but not yet shown to cost no F1 (off by default)",
+    )
     p.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -263,7 +267,7 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
         max_train_pairs=args.max_train_pairs,
         threads=args.threads,
         precision=args.precision,
-        length_grouping=not args.no_length_grouping,
+        length_grouping=args.length_grouping,
         checkpoint_dir=args.checkpoint_dir,
         progress=not args.no_progress,
         noise=args.noise,

@@ -118,7 +118,7 @@ def _train(tmp: Path, **kw: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precision_is_recorded_and_served(tmp_path: Path, precision: str) -> None:
-    summary = _train(tmp_path / precision, precision=precision)
+    summary = _train(tmp_path / precision, precision=precision, length_grouping=True)
     manifest = read_manifest(tmp_path / precision)
     assert manifest.settings["precision"] == precision
     assert manifest.settings["length_grouping"] is True
