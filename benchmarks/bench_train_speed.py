@@ -6,7 +6,8 @@ same training pairs in three settings, in one run on the same machine:
 * ``fp32-random``: fp32, random batches (the loop as it was before bf16 and grouping; it
   already tokenises once per dataset, so it is, if anything, faster than the old loop);
 * ``fp32-grouped``: fp32, length-grouped batches;
-* ``bf16-grouped``: bf16 autocast on AMX, length-grouped batches (the default where supported);
+* ``bf16-random``: bf16 autocast on AMX, random batches (the default where supported);
+* ``bf16-grouped``: bf16 and length-grouped batches (``--length-grouping``);
 * ``baseline``: the loop of ``--baseline-rev`` (the fp32 loop this work started from), run
   from a git worktree of that revision in a subprocess, on the same pairs and settings.
 
@@ -52,6 +53,7 @@ BASELINE_REV = "dbb651e"
 SETTINGS: dict[str, tuple[str, bool]] = {
     "fp32-random": ("fp32", False),
     "fp32-grouped": ("fp32", True),
+    "bf16-random": ("bf16", False),
     "bf16-grouped": ("bf16", True),
 }
 
