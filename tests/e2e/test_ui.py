@@ -362,7 +362,7 @@ def test_models_token_versions_promote_rollback_retrain(
         "epochs": 3,
         "seed": 42,
         "arch": "vanilla",
-        "noise": "both",
+        "noise": "bmm",
         "pseudo_labels": False,
         "promote": "never",
     }
