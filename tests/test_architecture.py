@@ -25,8 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = str(ROOT / "pyproject.toml")
 
-importlinter = pytest.importorskip("importlinter", reason="import-linter is a dev dependency (pip install -e '.[dev]')")
-
+# A dev dependency: a missing install fails here instead of skipping the layering check.
 from importlinter import configuration  # noqa: E402
 from importlinter.application import use_cases  # noqa: E402
 from importlinter.application.app_config import settings  # noqa: E402
