@@ -1,6 +1,6 @@
 """Resumable protocol runner: the full matcher and label-noise protocols of METHODS §9.4 on this CPU.
 
-A protocol is a list of runs, one per (dataset, variant, seed, setting). Each run trains with
+A protocol is a list of runs, one per (dataset, variant, seed, setting, batch order). Each run trains with
 ``training.train_matcher`` (checkpoint after every epoch, resumed when interrupted), evaluates
 the saved model on the test split, and writes **one result file**; a run whose result file
 exists is skipped, and a run another process is working on (a live lock file) is left to it.
@@ -81,11 +81,13 @@ class Run:
     variant: str
     seed: int
     setting: str = ""
+    # Length-grouped batches: an ablation (they cost clean F1 at convergence); runs are random-batch by default.
+    grouped: bool = False
 
     @property
     def name(self) -> str:
         parts = [self.dataset, self.variant.replace("+", "-"), f"seed{self.seed}"]
-        return "__".join(parts + ([self.setting] if self.setting else []))
+        return "__".join(parts + ([self.setting] if self.setting else []) + (["grouped"] if self.grouped else []))
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,17 +107,21 @@ DETECTOR = {
 FLIP_SEED = 0
 
 
-def lea_runs(datasets: list[str], variants: list[str], seeds: list[int], setting: str = "") -> list[Run]:
-    return [Run("lea", d, v, s, setting) for d in datasets for s in seeds for v in variants]
+def lea_runs(datasets: list[str], variants: list[str], seeds: list[int], grouped: bool = False) -> list[Run]:
+    return [Run("lea", d, v, s, grouped=grouped) for d in datasets for s in seeds for v in variants]
 
 
-def noise_runs(rates: list[float], variants: list[str], seeds: list[int]) -> list[Run]:
+def noise_runs(rates: list[float], variants: list[str], seeds: list[int], grouped: bool = False) -> list[Run]:
     runs = []
     for seed in seeds:
         if "clean" in variants:
-            runs.append(Run("noise", "abt-buy", "clean", seed))
+            runs.append(Run("noise", "abt-buy", "clean", seed, grouped=grouped))
         for rate in rates:
-            runs += [Run("noise", "abt-buy", v, seed, f"flip{round(100 * rate)}") for v in variants if v != "clean"]
+            runs += [
+                Run("noise", "abt-buy", v, seed, f"flip{round(100 * rate)}", grouped=grouped)
+                for v in variants
+                if v != "clean"
+            ]
     return runs
 
 
@@ -176,7 +182,10 @@ def write_result(run: Run, payload: dict[str, Any], root: Path = RESULT_ROOT) ->
 
 def read_results(protocol: str, root: Path = RESULT_ROOT) -> list[dict[str, Any]]:
     folder = root / protocol
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+    results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+    for r in results:
+        r.setdefault("grouped", False)
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +213,7 @@ def _train_and_eval(
         seed=run.seed,
         threads=args.threads,
         precision=args.precision,
-        length_grouping=not args.no_grouping,
+        length_grouping=run.grouped,
         checkpoint_dir=work / "checkpoint",
         progress=args.progress,
         max_train_pairs=args.max_train_pairs,
@@ -277,7 +286,7 @@ def run_one(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         "max_length": 64,
         "threads": args.threads,
         "precision": args.precision,
-        "length_grouping": not args.no_grouping,
+        "length_grouping": run.grouped,
         "backbone": "minilm (all-MiniLM-L6-v2)",
         "noise_seeds": [1, 2, 3] if run.protocol == "lea" else [],
         "max_train_pairs": args.max_train_pairs,
@@ -339,8 +348,8 @@ def lea_table(results: list[dict[str, Any]]) -> str:
     ]
     for ds in DATASETS:
         for variant in LEA_VARIANTS:
-            rows = sorted((r for r in results if r["dataset"] == ds and r["variant"] == variant and not r["setting"]),
-                          key=lambda r: r["seed"])  # fmt: skip
+            rows = sorted((r for r in results if r["dataset"] == ds and r["variant"] == variant
+                           and not r["setting"] and not r["grouped"]), key=lambda r: r["seed"])  # fmt: skip
             if not rows:
                 continue
             anchor = ANCHORS_94.get(ds, {}).get(variant)
@@ -357,18 +366,19 @@ def lea_table(results: list[dict[str, Any]]) -> str:
 
 
 def grouping_table(results: list[dict[str, Any]]) -> str:
-    """Random-batch runs (setting ``nogroup``) beside the grouped run of the same cell."""
+    """Length-grouped runs beside the random-batch run of the same cell."""
     lines = [
         "| dataset | variant | seed | batches | valid F1 | clean test F1 | noisy test F1 | train min |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted((r for r in results if r["setting"] == "nogroup"), key=lambda r: (r["dataset"], r["seed"])):
+    grouped = sorted((r for r in results if r["grouped"]), key=lambda r: (r["dataset"], r["variant"], r["seed"]))
+    for g in grouped:
         twin = next(
-            (g for g in results if not g["setting"] and (g["dataset"], g["variant"], g["seed"]) ==
-             (r["dataset"], r["variant"], r["seed"])),
+            (r for r in results if not r["grouped"] and (r["dataset"], r["variant"], r["seed"], r["setting"]) ==
+             (g["dataset"], g["variant"], g["seed"], g["setting"])),
             None,
         )  # fmt: skip
-        for label, row in (("length-grouped", twin), ("random", r)):
+        for label, row in (("length-grouped", g), ("random", twin)):
             if row is None:
                 continue
             noisy = "–" if row["test_f1_noisy"] is None else f"{100 * row['test_f1_noisy']:.2f}"
@@ -381,6 +391,7 @@ def grouping_table(results: list[dict[str, Any]]) -> str:
 
 
 def noise_table(results: list[dict[str, Any]]) -> str:
+    """One batch order's noise protocol (pass random-batch or length-grouped results, not both)."""
     lines = [
         "| flips | variant | seeds | test F1 (mean) | per seed | recovered share | detector P / R |",
         "|---|---|---|---|---|---|---|",
@@ -468,13 +479,13 @@ def _csv(text: str) -> list[str]:
 
 def protocol_runs(args: argparse.Namespace) -> list[Run]:
     if args.protocol == "lea":
-        setting = "nogroup" if args.no_grouping else ""
         return lea_runs(_csv(args.datasets), _csv(args.variants or ",".join(LEA_VARIANTS)),
-                        [int(s) for s in _csv(args.seeds or "1,2")], setting)  # fmt: skip
+                        [int(s) for s in _csv(args.seeds or "1,2")], args.length_grouping)  # fmt: skip
     return noise_runs(
         [float(r) for r in _csv(args.rates)],
         _csv(args.variants or ",".join(NOISE_VARIANTS)),
         [int(s) for s in _csv(args.seeds or "1,2,3")],
+        args.length_grouping,
     )
 
 
@@ -490,7 +501,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     p.add_argument(
-        "--no-grouping", action="store_true", help="random batches (runs get the setting 'nogroup': an ablation)"
+        "--length-grouping",
+        action="store_true",
+        help="length-grouped batches (runs named '...__grouped': an ablation; the default is random batches)",
     )
     p.add_argument("--data", type=Path, default=None, help="data root (default: PRODUCTMATCH_DATA or ../shared/data)")
     p.add_argument("--results", type=Path, default=RESULT_ROOT)
@@ -519,14 +532,17 @@ def main(argv: list[str] | None = None) -> int:
             state = "done" if run.name in names else ("running" if lock.exists() else "to do")
             print(f"{state:8s} {run.name}")
         return 0
-    body = lea_table(results) if args.protocol == "lea" else noise_table(results)
+    random_batches = [r for r in results if not r["grouped"]]
+    body = lea_table(results) if args.protocol == "lea" else noise_table(random_batches)
     datasets = sorted({r["dataset"] for r in results}, key=list(DATASETS).index)
     if datasets:
         body += "\n\n" + overlap_note(datasets)
     if args.update is not None:
         update_markdown(args.update, args.protocol, body)
-        if args.protocol == "lea" and any(r["setting"] == "nogroup" for r in results):
-            update_markdown(args.update, "nogroup", grouping_table(results))
+        if args.protocol == "lea" and any(r["grouped"] for r in results):
+            update_markdown(args.update, "grouped", grouping_table(results))
+        if args.protocol == "noise" and any(r["grouped"] for r in results):
+            update_markdown(args.update, "noise-grouped", noise_table([r for r in results if r["grouped"]]))
     print(body)
     return 0
 

@@ -22,11 +22,28 @@ def test_every_cell_of_the_protocols_has_its_own_result_file() -> None:
     assert "abt-buy__lea-typo__seed2" in names and "abt-buy__detect__seed3__flip40" in names
 
 
+def test_length_grouped_runs_are_an_ablation_beside_the_random_batch_runs() -> None:
+    random_run = protocol.lea_runs(["abt-buy"], ["vanilla+typo"], [1])[0]
+    grouped_run = protocol.lea_runs(["abt-buy"], ["vanilla+typo"], [1], grouped=True)[0]
+    assert (random_run.name, grouped_run.name) == ("abt-buy__vanilla-typo__seed1", "abt-buy__vanilla-typo__seed1__grouped")
+    assert protocol.noise_runs([0.2], ["naive"], [1], grouped=True)[0].name == "abt-buy__naive__seed1__flip20__grouped"
+
+    def row(grouped: bool, f1: float) -> dict:
+        return {"dataset": "abt-buy", "variant": "vanilla+typo", "seed": 1, "setting": "", "grouped": grouped,
+                "valid_f1": f1, "test_f1": f1, "test_f1_noisy": f1 - 0.1, "train_seconds": 60.0}  # fmt: skip
+
+    results = [row(False, 0.78), row(True, 0.75)]
+    main = protocol.lea_table(results)
+    assert "78.00" in main and "75.00" not in main  # the main table holds the random-batch run only
+    ablation = protocol.grouping_table(results)
+    assert "length-grouped | 75.00" in ablation and "random | 78.00" in ablation
+
+
 def test_finished_runs_are_skipped(tmp_path: Path) -> None:
     runs = protocol.lea_runs(["abt-buy"], ["vanilla", "lea+typo"], [1])
     protocol.write_result(runs[0], {"run": runs[0].name}, tmp_path)
     assert [r.name for r in protocol.pending(runs, tmp_path)] == [runs[1].name]
-    assert protocol.read_results("lea", tmp_path) == [{"run": runs[0].name}]
+    assert protocol.read_results("lea", tmp_path) == [{"run": runs[0].name, "grouped": False}]
 
 
 def test_a_live_lock_is_respected_and_a_dead_one_taken_over(tmp_path: Path) -> None:
