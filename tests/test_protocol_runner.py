@@ -25,7 +25,8 @@ def test_every_cell_of_the_protocols_has_its_own_result_file() -> None:
 def test_length_grouped_runs_are_an_ablation_beside_the_random_batch_runs() -> None:
     random_run = protocol.lea_runs(["abt-buy"], ["vanilla+typo"], [1])[0]
     grouped_run = protocol.lea_runs(["abt-buy"], ["vanilla+typo"], [1], grouped=True)[0]
-    assert (random_run.name, grouped_run.name) == ("abt-buy__vanilla-typo__seed1", "abt-buy__vanilla-typo__seed1__grouped")
+    assert random_run.name == "abt-buy__vanilla-typo__seed1"
+    assert grouped_run.name == "abt-buy__vanilla-typo__seed1__grouped"
     assert protocol.noise_runs([0.2], ["naive"], [1], grouped=True)[0].name == "abt-buy__naive__seed1__flip20__grouped"
 
     def row(grouped: bool, f1: float) -> dict:
