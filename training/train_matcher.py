@@ -36,6 +36,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from models.artefacts import CALIBRATION_FILE, MATCHER_KIND, Manifest, write_manifest
 from models.calibration import Calibrator, threshold_for_best_f1, threshold_for_precision
+from models.fast_dropout import use_fast_dropout
 from models.lea import LeaCrossEncoder
 from models.lexical import EncodedPair, LeaCollator
 from models.matcher_io import PRECISION_TARGETS
@@ -131,10 +132,17 @@ def build_model(
     lea = arch == "lea"
     options = dict(lea_options or {})
     if tiny_config is not None:
-        return LeaCrossEncoder.from_config(
+        model = LeaCrossEncoder.from_config(
             tiny_config, lea=lea, tokenizer_from=backbone, max_length=max_length, **options
         )
-    return LeaCrossEncoder.from_pretrained(backbone, lea=lea, max_length=max_length, **options)
+    else:
+        # Eager attention: on CPU, SDPA with training dropout runs the same math kernel but draws
+        # its mask with torch's slow Bernoulli sampler, which FastDropout replaces.
+        model = LeaCrossEncoder.from_pretrained(
+            backbone, lea=lea, max_length=max_length, attn_implementation="eager", **options
+        )
+    use_fast_dropout(model.model)  # a third of a CPU training step was torch's Bernoulli sampler
+    return model
 
 
 def make_optimizer(model: LeaCrossEncoder, lr: float, weight_decay: float, lea_lr_mult: float) -> torch.optim.AdamW:
