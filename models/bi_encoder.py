@@ -44,12 +44,19 @@ class BiEncoder(nn.Module):
         self.precision = "fp32"
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> BiEncoder:
-        """Load `minilm`, `mpnet` or a saved folder; never contacts a hub."""
+    def from_pretrained(
+        cls, name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGTH, attn_implementation: str | None = None
+    ) -> BiEncoder:
+        """Load `minilm`, `mpnet` or a saved folder; never contacts a hub.
+
+        ``attn_implementation="eager"`` for training on CPU: its attention dropout is a module
+        that :func:`models.fast_dropout.use_fast_dropout` can swap (SDPA draws its own mask).
+        """
         path = backbone_path(str(name_or_path))
         assert_safe_weights(path)  # safetensors and JSON only: a pickled file refuses the folder
         tokenizer = AutoTokenizer.from_pretrained(path)
-        backbone = AutoModel.from_pretrained(path, use_safetensors=True)
+        kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+        backbone = AutoModel.from_pretrained(path, use_safetensors=True, **kwargs)
         model = cls(backbone, tokenizer, max_length=max_length, name=str(name_or_path))
         model.eval()
         return model

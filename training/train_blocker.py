@@ -32,6 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from models.artefacts import Manifest, write_manifest
 from models.bi_encoder import BiEncoder
+from models.fast_dropout import use_fast_dropout
 from models.losses import MultipleNegativesRankingLoss, SupConLoss, likely_duplicate_mask
 from models.precision import autocast, default_threads, resolve_precision
 from training.blocking_tasks import BlockingTask, build_blocking_task, default_fields, record_text
@@ -218,7 +219,12 @@ def train_blocker(
     chosen_fields = cfg.fields or default_fields(dataset)
     cfg.fields = chosen_fields
 
-    model = BiEncoder.from_pretrained(backbone, max_length=max_length) if isinstance(backbone, str) else backbone
+    model = (
+        BiEncoder.from_pretrained(backbone, max_length=max_length, attn_implementation="eager")
+        if isinstance(backbone, str)
+        else backbone
+    )
+    use_fast_dropout(model.backbone)  # torch's CPU Bernoulli sampler was a third of a training step
     model.max_length = max_length
     cfg.precision = resolve_precision(cfg.precision, model.device)
     model.precision = cfg.precision
@@ -315,7 +321,7 @@ def train_blocker(
             if value is None:
                 continue
             value.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm, foreach=True)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

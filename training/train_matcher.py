@@ -680,7 +680,7 @@ def _train_epoch(plan: _Plan, state: _State, epoch: int, stage_epoch: int) -> tu
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm, foreach=True)
         state.optimizer.step()
         state.scheduler.step()
         losses.append(float(loss.detach()))

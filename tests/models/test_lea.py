@@ -155,6 +155,22 @@ def test_gradients_reach_projections():
     assert model.lex.table.grad is None  # fixed sinusoidal table is a buffer
 
 
+def test_bias_gradient_equals_the_embedding_gather_gradient():
+    """The bins lookup's scatter-add backward is the gather's gradient."""
+    from models.lea_attention import _BinLookup
+
+    torch.manual_seed(0)
+    idx = torch.randint(0, 51, (3, 7, 7))
+    grads = [torch.randn(3, 7, 7, 4) for _ in range(2)]
+    tables = [torch.randn(51, 4, requires_grad=True) for _ in range(2)]
+    for table, grad in zip(tables, grads):  # two "layers" of one batch
+        _BinLookup.apply(table, idx).backward(grad)
+    for table, grad in zip(tables, grads):
+        reference = table.detach().clone().requires_grad_()
+        torch.nn.functional.embedding(idx, reference).backward(grad)
+        assert torch.allclose(table.grad, reference.grad, atol=1e-5)
+
+
 def test_learnable_embedding_gets_gradients():
     model = tiny(learnable=True)
     model.train()

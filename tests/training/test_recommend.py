@@ -268,7 +268,7 @@ def test_cli_train_and_eval(wdc_folder: Path, tmp_path: Path, capsys: pytest.Cap
 _TINY_FOLDERS: dict[str, object] = {}
 
 
-def _tiny_from_pretrained(cls, name_or_path, max_length: int = 64):  # type: ignore[no-untyped-def]
+def _tiny_from_pretrained(cls, name_or_path, max_length: int = 64, attn_implementation=None):  # type: ignore[no-untyped-def]
     if str(name_or_path) == "minilm":
         model = tiny_bi_encoder()
         model.max_length = max_length

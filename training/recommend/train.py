@@ -32,6 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from models.artefacts import Manifest, fingerprint
 from models.bi_encoder import BiEncoder
+from models.fast_dropout import use_fast_dropout
 from models.precision import autocast, default_threads, resolve_precision
 from models.prime import LabelPrototypeNetwork, PairHead, balanced_kmeans
 from models.recommender import RecommenderModel
@@ -266,7 +267,12 @@ def train_recommender(
     torch.set_num_threads(cfg.num_threads or default_threads())
     set_seeds(cfg.seed)
     started = time.perf_counter()
-    encoder = BiEncoder.from_pretrained(backbone, max_length=cfg.max_length) if isinstance(backbone, str) else backbone
+    encoder = (
+        BiEncoder.from_pretrained(backbone, max_length=cfg.max_length, attn_implementation="eager")
+        if isinstance(backbone, str)
+        else backbone
+    )
+    use_fast_dropout(encoder.backbone)  # torch's CPU Bernoulli sampler was a third of a training step
     encoder.max_length = cfg.max_length
     cfg.precision = resolve_precision(cfg.precision, encoder.device)
     encoder.precision = cfg.precision
@@ -331,7 +337,7 @@ def train_recommender(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for g in optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
             optimizer.step()
             scheduler.step()
             for k, v in parts.items():
