@@ -1,0 +1,461 @@
+"""Pair signals that mean the same in every catalogue: identifiers, token coverage, brand, price.
+
+A catalogue-specific model learns what a word is worth in one shop; these signals need no
+corpus statistics, so they carry over to catalogues nobody labelled. The zero-shot scorer
+(``app/pipeline/scoring.py``) blends them with the bi-encoder cosine, and a trained matcher head
+may take :meth:`PairSignals.as_features` as extra inputs.
+
+Public API (stable; the feature order is :data:`FEATURE_NAMES`):
+
+* :func:`pair_signals` ``(left, right) -> PairSignals`` for two product mappings (``title`` or
+  ``name``, ``brand`` or ``manufacturer``, ``price``, ``currency``, ``attributes`` ...). By
+  convention ``left`` is the offer and ``right`` the catalogue product; only the coverages are
+  directional, every other signal is symmetric.
+* :class:`PairSignals` with ``as_features()`` and :meth:`PairSignals.f_beta`.
+* :func:`tokenize`, :func:`identifiers` and :func:`identifier_similarity`, the building blocks.
+
+Tokens come from :func:`models.product_text.embed_text` (the text the bi-encoder embeds: NFKC,
+title led by the brand), case-folded and split on whitespace and punctuation; hyphens, dots and
+underscores inside a word are dropped, so "WH-1000XM5" and "wh1000xm5" are one token. Adjacent
+fragments are joined when the join is a token of the other side ("WH 1000XM5" vs "WH-1000XM5").
+
+Identifiers (model numbers) are tokens that mix letters and digits, or runs of at least four
+digits, minus measures ("128gb", "2.4ghz", "4k", "2nd"). Two identifiers agree when equal, when
+one is the other plus a letter suffix ("un55f6300" / "un55f6300afxza": a colour or region code),
+or when one edit apart as a typo is: a transposed pair or a letter changed, added or dropped. A
+changed, added or dropped *digit* is another model ("wh1000xm4" vs "wh1000xm5"), never a typo.
+
+Coverage of one side by the other is the weighted share of its tokens found on the other side,
+each credited with its best similarity (identifiers by :func:`identifier_similarity`, numbers
+and measures exactly, words by normalised Levenshtein similarity of at least
+:data:`WORD_MATCH_CUTOFF`). Identifiers weigh most, colours and measures (what tells variants
+apart) next, stop words least. The soft F1 of the two coverages is below 1.0 whenever either
+side has a token the other lacks, unlike rapidfuzz's ``token_set_ratio``, which is 1.0 for any
+subset.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rapidfuzz.distance import Levenshtein
+from rapidfuzz.process import cdist
+
+from models.product_text import clean_text, embed_text, title_of
+
+Agreement = Literal["match", "conflict", "absent"]
+MATCH: Agreement = "match"
+CONFLICT: Agreement = "conflict"
+ABSENT: Agreement = "absent"
+
+#: Order of :meth:`PairSignals.as_features`; a model trained on these features stores this tuple.
+FEATURE_NAMES: tuple[str, ...] = (
+    "identifier_match",
+    "identifier_conflict",
+    "identifier_absent",
+    "identifier_score",
+    "left_coverage",
+    "right_coverage",
+    "token_f1",
+    "brand_match",
+    "brand_conflict",
+    "brand_absent",
+    "price_log_ratio",
+    "price_missing",
+)
+
+#: Words below this normalised Levenshtein similarity do not cover each other. 0.8 lets a
+#: five-letter word differ by one edit ("blakc"/"black") and keeps four-letter words exact.
+WORD_MATCH_CUTOFF = 0.8
+#: Identifier similarity from which two identifiers count as the same model.
+IDENTIFIER_MATCH_CUTOFF = 0.8
+#: |log price ratio| is capped here in features: beyond e^3 (x20) the size of the gap says nothing new.
+PRICE_LOG_RATIO_CAP = 3.0
+
+# Graded identifier similarities (see the module docstring).
+_SUFFIX_VARIANT = 0.9
+_ONE_EDIT_TYPO = 0.8
+_MIN_TYPO_LENGTH = 5
+_MIN_SUFFIX_BASE = 4
+
+# Token weights in the coverages.
+_WEIGHT_IDENTIFIER = 3.0
+_WEIGHT_VARIANT = 2.0
+_WEIGHT_WORD = 1.0
+_WEIGHT_SHORT = 0.5
+_WEIGHT_STOP = 0.2
+
+_STOP_WORDS = frozenset("a an and at by for from in into of on or the to with w without plus per new".split())
+# Colours name variants of one model in every catalogue; a colour on one side only is a real
+# difference, unlike a product-type word ("headphones") that terse offers leave out.
+_COLOURS = frozenset(
+    """black white silver grey gray red blue green yellow pink purple violet gold rose orange brown
+    beige navy bronze titanium graphite midnight charcoal cream ivory teal turquoise cyan magenta
+    maroon khaki olive copper platinum champagne lavender coral mint""".split()
+)
+_UNITS = (
+    "tb|gb|mb|kb|ghz|mhz|khz|hz|mm|cm|km|m|in|inch|inches|ft|w|kw|v|mah|ah|wh|lb|lbs|oz|g|kg|mg|ml|l"
+    "|mp|fps|rpm|bit|bits|th|st|nd|rd|x|k|p|d|pk|pack|pcs|pc|ct|yr|yrs|gen|db|c|f|ms|s|h|hr|hrs|min"
+)
+_NUMBER = r"\d+(?:[.,]\d+)?"
+_MEASURE = re.compile(rf"^{_NUMBER}(?:x{_NUMBER})*(?:{_UNITS})?$")
+_HAS_DIGIT = re.compile(r"\d")
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+_LONG_DIGITS = 4
+_APOSTROPHES = re.compile(r"['\u2019`]")
+_CHUNKS = re.compile(r"[^\w.\-]+")
+_INNER = re.compile(r"(?<!\d)\.|\.(?!\d)|[-_]")
+_PRICE = re.compile(r"\d+(?:[.,]\d+)*")
+_MAX_JOIN = 3
+
+# Attribute keys that hold a manufacturer identifier (lower-cased, spaces as underscores).
+_IDENTIFIER_KEYS = frozenset(
+    {"model", "model_number", "modelnumber", "mpn", "part_number", "partnumber", "manufacturer_part_number"}
+)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def tokenize(text: str) -> list[str]:
+    """Case-folded tokens of ``text``, in order, duplicates kept.
+
+    Splits on whitespace and punctuation except hyphens, underscores and dots inside a word,
+    which are dropped ("WH-1000XM5" -> ``wh1000xm5``); a dot between digits stays ("2.4ghz").
+    """
+    low = _APOSTROPHES.sub("", clean_text(text).casefold())
+    tokens = []
+    for chunk in _CHUNKS.split(low):
+        token = _INNER.sub("", chunk.strip(".-_"))
+        if token:
+            tokens.append(token)
+    return tokens
+
+
+def is_measure(token: str) -> bool:
+    """A number, alone or with a unit ("128gb", "2.4ghz", "1920x1080", "4k", "2nd")."""
+    return bool(_MEASURE.match(token))
+
+
+def is_identifier(token: str) -> bool:
+    """A model-number-like token: letters mixed with digits, or a run of >= 4 digits; not a measure."""
+    has_digit = bool(_HAS_DIGIT.search(token))
+    if not has_digit:
+        return False
+    if token.isdigit():
+        return len(token) >= _LONG_DIGITS
+    return bool(_HAS_LETTER.search(token)) and not is_measure(token)
+
+
+def _weight(token: str) -> float:
+    if is_identifier(token):
+        return _WEIGHT_IDENTIFIER
+    if token in _COLOURS or (is_measure(token) and not token.isdigit()):
+        return _WEIGHT_VARIANT
+    if token in _STOP_WORDS:
+        return _WEIGHT_STOP
+    if len(token) == 1:
+        return _WEIGHT_SHORT
+    return _WEIGHT_WORD
+
+
+def _joinable(joined: str) -> bool:
+    return bool(_HAS_DIGIT.search(joined))
+
+
+def join_fragments(tokens: Sequence[str], other: Sequence[str]) -> list[str]:
+    """``tokens`` with runs of 2-3 adjacent fragments glued where the glued form is in ``other``.
+
+    Only glued forms with a digit count: "wh 1000xm5" becomes ``wh1000xm5`` when the other side
+    writes it so, while two plain words are never merged.
+    """
+    targets = {t for t in other if _joinable(t)}
+    if not targets:
+        return list(tokens)
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        for n in range(min(_MAX_JOIN, len(tokens) - i), 1, -1):
+            joined = "".join(tokens[i : i + n])
+            if joined in targets:
+                out.append(joined)
+                i += n
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+
+def _unique(tokens: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(tokens))
+
+
+# --------------------------------------------------------------------------- identifiers
+
+
+def identifiers(tokens: Sequence[str]) -> list[str]:
+    """The identifier tokens among ``tokens``, first occurrence order."""
+    return _unique([t for t in tokens if is_identifier(t)])
+
+
+def _one_edit_kind(a: str, b: str) -> str | None:
+    """How ``a`` and ``b`` differ when one edit apart: ``"digit"`` or ``"typo"``; else None."""
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            i = diff[0]
+            return "digit" if a[i].isdigit() and b[i].isdigit() else "typo"
+        if len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]:
+            return "typo"  # transposition keeps the same characters
+        return None
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    if len(long_) - len(short) != 1:
+        return None
+    for i in range(len(long_)):
+        if long_[:i] + long_[i + 1 :] == short:
+            return "digit" if long_[i].isdigit() else "typo"
+    return None
+
+
+def identifier_similarity(a: str, b: str) -> float:
+    """Graded agreement of two normalised identifiers, in [0, 1].
+
+    1.0 equal; 0.9 one is the other plus a letter-led suffix after a digit ("un55f6300afxza");
+    0.8 one typo apart (transposition, or a letter changed, added or dropped) on >= 5 characters;
+    0.0 otherwise, including any changed, added or dropped digit.
+    """
+    if a == b:
+        return 1.0
+    short, long_ = (a, b) if len(a) <= len(b) else (b, a)
+    if (
+        len(short) >= _MIN_SUFFIX_BASE
+        and long_.startswith(short)
+        and short[-1].isdigit()
+        and long_[len(short)].isalpha()
+    ):
+        return _SUFFIX_VARIANT
+    if len(short) >= _MIN_TYPO_LENGTH and _one_edit_kind(a, b) == "typo":
+        return _ONE_EDIT_TYPO
+    return 0.0
+
+
+def _identifier_agreement(left: Sequence[str], right: Sequence[str]) -> tuple[Agreement, float]:
+    if not left or not right:
+        return ABSENT, 0.0
+    best = max(identifier_similarity(a, b) for a in left for b in right)
+    return (MATCH if best >= IDENTIFIER_MATCH_CUTOFF else CONFLICT), best
+
+
+# --------------------------------------------------------------------------- coverage
+
+
+def _coverage(tokens: Sequence[str], other: Sequence[str]) -> float:
+    """Weighted share of ``tokens`` found in ``other``, each credited with its best similarity."""
+    if not tokens:
+        return 0.0
+    if not other:
+        return 0.0
+    other_ids = [t for t in other if is_identifier(t)]
+    other_set = set(other)
+    words = [t for t in tokens if not is_identifier(t) and not _HAS_DIGIT.search(t) and t not in other_set]
+    fuzzy: dict[str, float] = {}
+    other_words = [t for t in other if not _HAS_DIGIT.search(t)]
+    if words and other_words:
+        sims = cdist(words, other_words, scorer=Levenshtein.normalized_similarity, score_cutoff=WORD_MATCH_CUTOFF)
+        fuzzy = {w: float(s) for w, s in zip(words, sims.max(axis=1))}
+    total = covered = 0.0
+    for token in tokens:
+        weight = _weight(token)
+        total += weight
+        if token in other_set:
+            credit = 1.0
+        elif is_identifier(token):
+            credit = max((identifier_similarity(token, o) for o in other_ids), default=0.0)
+        else:
+            credit = fuzzy.get(token, 0.0)  # numbers and measures count only when equal
+        covered += weight * credit
+    return covered / total
+
+
+def f_beta(left_coverage: float, right_coverage: float, beta: float = 1.0) -> float:
+    """Weighted harmonic mean of the coverages; ``beta`` > 1 weighs the left (offer) coverage more.
+
+    The left coverage plays recall (how much of what the offer says the product has), the right
+    one precision; 0.0 when either is 0.
+    """
+    if left_coverage <= 0.0 or right_coverage <= 0.0:
+        return 0.0
+    b2 = beta * beta
+    return (1 + b2) * left_coverage * right_coverage / (b2 * right_coverage + left_coverage)
+
+
+# --------------------------------------------------------------------------- brand and price
+
+
+def brand_of(record: Mapping[str, Any]) -> str | None:
+    """The record's brand field (``brand``, else ``manufacturer``), case-folded; None when blank."""
+    for key in ("brand", "manufacturer"):
+        value = record.get(key)
+        if value not in (None, ""):
+            text = clean_text(str(value)).casefold()
+            if text:
+                return text
+    return None
+
+
+def _contains_run(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+    n = len(needle)
+    return n > 0 and any(list(haystack[i : i + n]) == list(needle) for i in range(len(haystack) - n + 1))
+
+
+def _brand_agreement(
+    left: Mapping[str, Any], right: Mapping[str, Any], left_title: Sequence[str], right_title: Sequence[str]
+) -> Agreement:
+    lb, rb = brand_of(left), brand_of(right)
+    if lb and rb:
+        lt, rt = tokenize(lb), tokenize(rb)
+        # "sony" and "sony electronics" are one brand; so is a one-letter slip in a long name.
+        if _contains_run(lt, rt) or _contains_run(rt, lt):
+            return MATCH
+        return MATCH if Levenshtein.normalized_similarity("".join(lt), "".join(rt)) >= 0.9 else CONFLICT
+    # One brand field: agreement when the other title names it; a title that does not is no
+    # evidence against, because titles often leave the brand out.
+    if lb and _contains_run(right_title, tokenize(lb)):
+        return MATCH
+    if rb and _contains_run(left_title, tokenize(rb)):
+        return MATCH
+    return ABSENT
+
+
+def price_of(record: Mapping[str, Any]) -> float | None:
+    """A positive price from ``price`` (a number or text such as "$1,299.00"); None otherwise."""
+    value = record.get("price")
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        price = float(value)
+    else:
+        text = str(value).strip()
+        if text.startswith("-"):
+            return None
+        match = _PRICE.search(text)
+        if match is None:
+            return None
+        digits = match.group(0)
+        # "1,299.00", "1.299,00", "399.0": the last separator is the decimal one when one or two
+        # digits follow it; three digits after it ("1,299") make it a thousands separator.
+        decimal = re.search(r"[.,](\d{1,2})$", digits)
+        if decimal:
+            digits = re.sub(r"[.,]", "", digits[: decimal.start()]) + "." + decimal.group(1)
+        else:
+            digits = re.sub(r"[.,]", "", digits)
+        try:
+            price = float(digits)
+        except ValueError:
+            return None
+    return price if math.isfinite(price) and price > 0 else None
+
+
+def _price_log_ratio(left: Mapping[str, Any], right: Mapping[str, Any]) -> float | None:
+    lp, rp = price_of(left), price_of(right)
+    if lp is None or rp is None:
+        return None
+    lc, rc = left.get("currency"), right.get("currency")
+    if lc and rc and str(lc).strip().upper() != str(rc).strip().upper():
+        return None  # no exchange rates here: different currencies are not comparable
+    return abs(math.log(lp / rp))
+
+
+# --------------------------------------------------------------------------- the signals
+
+
+@dataclass(frozen=True)
+class PairSignals:
+    """Catalogue-independent evidence about one (left, right) pair; see the module docstring."""
+
+    #: ``match`` / ``conflict`` (both sides name identifiers, none agree) / ``absent``.
+    identifier: Agreement
+    #: Best :func:`identifier_similarity` over the two sides' identifiers; 0.0 when absent.
+    identifier_score: float
+    #: Weighted share of the left (offer) tokens found in the right (product).
+    left_coverage: float
+    #: Weighted share of the right tokens found in the left.
+    right_coverage: float
+    #: Soft F1 of the two coverages (symmetric; 1.0 only when each side covers the other).
+    token_f1: float
+    #: ``match`` / ``conflict`` (both brand fields given, different) / ``absent``.
+    brand: Agreement
+    #: ``|log(left price / right price)|``; None when a price is missing or currencies differ.
+    price_log_ratio: float | None
+    left_identifiers: tuple[str, ...] = ()
+    right_identifiers: tuple[str, ...] = ()
+
+    def f_beta(self, beta: float = 1.0) -> float:
+        """:func:`f_beta` of the coverages (``beta`` = 1 is :attr:`token_f1`)."""
+        return f_beta(self.left_coverage, self.right_coverage, beta)
+
+    def as_features(self) -> list[float]:
+        """Numbers in :data:`FEATURE_NAMES` order: one-hot agreements, scores, capped price gap."""
+        price = self.price_log_ratio
+        return [
+            float(self.identifier == MATCH),
+            float(self.identifier == CONFLICT),
+            float(self.identifier == ABSENT),
+            self.identifier_score,
+            self.left_coverage,
+            self.right_coverage,
+            self.token_f1,
+            float(self.brand == MATCH),
+            float(self.brand == CONFLICT),
+            float(self.brand == ABSENT),
+            0.0 if price is None else min(price, PRICE_LOG_RATIO_CAP),
+            float(price is None),
+        ]
+
+
+def _attribute_identifiers(record: Mapping[str, Any]) -> list[str]:
+    attributes = record.get("attributes")
+    if not isinstance(attributes, Mapping):
+        return []
+    out: list[str] = []
+    for key, value in attributes.items():
+        if str(key).strip().casefold().replace(" ", "_") in _IDENTIFIER_KEYS and value not in (None, ""):
+            out.extend(t for t in tokenize(str(value)) if is_identifier(t))
+    return out
+
+
+def _record_text(record: Mapping[str, Any]) -> str:
+    # embed_text reads "title"; benchmark records may call it "name" (Abt-Buy).
+    if record.get("title"):
+        return embed_text(record)
+    return embed_text({**record, "title": title_of(record)})
+
+
+def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSignals:
+    """All signals of one pair. ``left`` is the offer, ``right`` the catalogue product."""
+    raw_left, raw_right = tokenize(_record_text(left)), tokenize(_record_text(right))
+    lt = _unique(join_fragments(raw_left, raw_right))
+    rt = _unique(join_fragments(raw_right, raw_left))
+    left_ids = _unique(identifiers(lt) + _attribute_identifiers(left))
+    right_ids = _unique(identifiers(rt) + _attribute_identifiers(right))
+    identifier, id_score = _identifier_agreement(left_ids, right_ids)
+    left_cov = _coverage(lt, rt)
+    right_cov = _coverage(rt, lt)
+    left_title = tokenize(title_of(left))
+    right_title = tokenize(title_of(right))
+    return PairSignals(
+        identifier=identifier,
+        identifier_score=id_score,
+        left_coverage=left_cov,
+        right_coverage=right_cov,
+        token_f1=f_beta(left_cov, right_cov, 1.0),
+        brand=_brand_agreement(left, right, left_title, right_title),
+        price_log_ratio=_price_log_ratio(left, right),
+        left_identifiers=tuple(left_ids),
+        right_identifiers=tuple(right_ids),
+    )
