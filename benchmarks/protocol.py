@@ -96,6 +96,8 @@ class Run:
 
 LEA_VARIANTS = ("vanilla", "vanilla+typo", "lea+typo")
 NOISE_VARIANTS = ("clean", "naive", "detect")
+# Not in the default protocol list; run with --variants forward.
+NOISE_EXTRA_VARIANTS = ("forward",)
 # The best detection measured on the reduced budget (docs/benchmarks/noise.md): beta mixture on
 # the losses after a 3-epoch warm-up, flags gated by the model's own disagreement, flagged pairs
 # dropped, then a fresh model trained for the full budget on the rest.
@@ -103,6 +105,13 @@ DETECTOR = {
     "noise": "bmm",
     "noise_action": "downweight",
     "noise_options": {"warmup_epochs": 3, "require_disagreement": True, "restart": True, "hard_flags": True},
+}
+# Forward loss correction: the same detection after the same warm-up only estimates the two flip
+# rates; every label stays and the loss models the flips (no restart: 8 epochs in all).
+FORWARD = {
+    "noise": "bmm",
+    "noise_action": "forward",
+    "noise_options": {"warmup_epochs": 3, "require_disagreement": True, "hard_flags": True},
 }
 FLIP_SEED = 0
 
@@ -261,7 +270,7 @@ def run_one(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             labels, flipped = flip_labels([p.label for p in clean.split("train")], rate, FLIP_SEED)
             train = [dataclasses.replace(p, label=int(y)) for p, y in zip(clean.split("train"), labels, strict=True)]
             dataset = dataclasses.replace(clean, splits={**clean.splits, "train": train})
-        extra = DETECTOR if run.variant == "detect" else {}
+        extra = {"detect": DETECTOR, "forward": FORWARD}.get(run.variant, {})
         out = _train_and_eval(run, dataset, clean, args, arch="lea", keep_noise_report=bool(extra), **extra)
         settings = {"arch": "lea", "augment": None, "flip_seed": FLIP_SEED, **extra}
         if flipped is not None:
@@ -400,7 +409,7 @@ def noise_table(results: list[dict[str, Any]]) -> str:
     settings = sorted({r["setting"] for r in results if r["setting"]})
     for setting in settings:
         naive = {r["seed"]: r["test_f1"] for r in results if r["variant"] == "naive" and r["setting"] == setting}
-        for variant in ("naive", "detect"):
+        for variant in ("naive", "detect", *NOISE_EXTRA_VARIANTS):
             rows = sorted((r for r in results if r["variant"] == variant and r["setting"] == setting),
                           key=lambda r: r["seed"])  # fmt: skip
             if not rows:
@@ -408,7 +417,7 @@ def noise_table(results: list[dict[str, Any]]) -> str:
             f1 = [r["test_f1"] for r in rows]
             share = "–"
             common = [r["seed"] for r in rows if r["seed"] in clean and r["seed"] in naive]
-            if variant == "detect" and common:
+            if variant != "naive" and common:
                 lost = np.mean([clean[s] - naive[s] for s in common])
                 gain = np.mean([r["test_f1"] - naive[r["seed"]] for r in rows if r["seed"] in common])
                 share = f"{gain / lost:.2f}" if lost > 0 else "n/a (nothing lost)"

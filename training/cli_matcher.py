@@ -25,6 +25,7 @@ from models.precision import PRECISION_HELP, PRECISIONS
 from training.cli_args import add_dataset_options, int_list, positive_int
 from training.data.readers import load_dataset
 from training.data.records import PairDataset
+from training.noise import NOISE_ACTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +121,11 @@ def _add_noise_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--noise-action",
-        choices=("downweight", "relabel"),
+        choices=NOISE_ACTIONS,
         default="downweight",
         help="downweight: loss weight 1 - p_noise; relabel: bootstrap the target towards the model's own "
-        "prediction in proportion to p_noise (default: downweight)",
+        "prediction in proportion to p_noise; forward: keep every label and correct the loss for the "
+        "class flip rates estimated by the first detection (default: downweight)",
     )
     g.add_argument(
         "--noise-warmup",

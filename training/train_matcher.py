@@ -54,6 +54,8 @@ from training.noise import (
     bi_encoder_features,
     corrected_targets,
     detect_noisy_pairs,
+    flip_rates,
+    forward_corrected_bce,
     noisy_batch_targets,
     pos_weight_for_targets,
     prior_penalty,
@@ -307,6 +309,8 @@ class _State:
     report: NoiseReport | None = None
     last_report: NoiseReport | None = None
     detector_pred: np.ndarray | None = None
+    # (P(label 1 | true 0), P(label 0 | true 1)) of the "forward" action, from the first detection.
+    rates: tuple[float, float] | None = None
     best_f1: float = -1.0
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
@@ -337,7 +341,7 @@ class _State:
             "detector_pred": self.detector_pred, "best_f1": self.best_f1, "best_epoch": self.best_epoch,
             "best_state": self.best_state, "best_logits": self.best_logits, "targets_all": self.targets_all,
             "weights": self.weights, "pos_weight": self.pos_weight, "offset": self.offset,
-            "elapsed": time.perf_counter() - self.started,
+            "rates": self.rates, "elapsed": time.perf_counter() - self.started,
         }  # fmt: skip
 
     def restore(self, ckpt: dict[str, Any], plan: _Plan) -> int:
@@ -359,6 +363,7 @@ class _State:
         self.best_state, self.best_logits = ckpt["best_state"], ckpt["best_logits"]
         self.targets_all, self.weights = ckpt["targets_all"], ckpt["weights"]
         self.pos_weight, self.offset = ckpt["pos_weight"], ckpt["offset"]
+        self.rates = ckpt.get("rates")
         self.started -= ckpt["elapsed"]
         return int(ckpt["epoch"])
 
@@ -595,10 +600,17 @@ def _train_epochs(
             else:
                 warmup = plan.noise_warmup
                 detect_now = plan.noise is not None and warmup is not None and warmup <= epoch < plan.config.epochs
+                # Flip rates are a property of the data: one estimate after the warm-up is enough.
+                detect_now = detect_now and not (_forward(plan) and state.rates is not None)
             if detect_now:
                 row["detect_seconds"] = _detect_noise(plan, state, epoch)
             if checkpoint_dir is not None and epoch < plan.total_epochs:
                 save_checkpoint(checkpoint_dir, run_key, state.checkpoint(epoch, stage))
+
+
+def _forward(plan: _Plan) -> bool:
+    """Whether the run handles noise by forward loss correction (the ``forward`` action)."""
+    return plan.noise is not None and plan.noise.action == "forward"
 
 
 def _restart(plan: _Plan, state: _State, stage_epochs: int) -> None:
@@ -638,7 +650,9 @@ def _train_epoch(plan: _Plan, state: _State, epoch: int, stage_epoch: int) -> tu
             model, data.pool, pseudo_cfg, state.offset, cfg.eval_batch_size, plan.progress
         )
         state.pseudo_epochs.append({"epoch": epoch, **stats})
-    p_noise = None if state.report is None else torch.as_tensor(state.report.p_noise, dtype=torch.float32)
+    p_noise = None
+    if state.report is not None and not _forward(plan):
+        p_noise = torch.as_tensor(state.report.p_noise, dtype=torch.float32)
     share = pseudo_cfg.min_labelled_share if pseudo_cfg is not None else 1.0
     batches = plan_batches(len(data.train), len(use_pool), cfg.batch_size, share, state.order_rng, plan.lengths)
     model.train()
@@ -676,6 +690,7 @@ def _train_epoch(plan: _Plan, state: _State, epoch: int, stage_epoch: int) -> tu
             match_rate=plan.match_rate,
             pos_weight=pw_tensor,
             offset=state.offset,
+            rates=state.rates if _forward(plan) else None,
         )
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -722,7 +737,12 @@ def _detect_noise(plan: _Plan, state: _State, epoch: int) -> float:
     state.report = state.last_report = report
     # The detecting model's own hard decision, for relabelling after a restart.
     state.detector_pred = (train_logits - state.offset > 0).astype(np.float64)
-    state.detections.append({**report.summary(), "seconds": time.perf_counter() - detect_start})
+    summary: dict[str, Any] = {**report.summary(), "seconds": time.perf_counter() - detect_start}
+    if _forward(plan):
+        state.rates = flip_rates(plan.data.train_labels, report)
+        summary["flip_rates"] = {"label1_true0": state.rates[0], "label0_true1": state.rates[1]}
+        logger.info("forward correction: flip rates 0->1 %.3f, 1->0 %.3f", *state.rates)
+    state.detections.append(summary)
     return float(state.detections[-1]["seconds"])
 
 
@@ -903,6 +923,7 @@ def _batch_loss(
     match_rate: float,
     pos_weight: torch.Tensor,
     offset: float,
+    rates: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Class-balanced BCE over the batch with per-pair targets and weights, plus the extra terms.
 
@@ -925,6 +946,9 @@ def _batch_loss(
     per_pair = F.binary_cross_entropy_with_logits(
         logits, all_targets, pos_weight=pos_weight.to(logits.device), reduction="none"
     )
+    if rates is not None:  # the "forward" action: labelled rows model their label flips
+        lab = forward_corrected_bce(logits[:n_labelled], lab_targets, rates, offset)
+        per_pair = torch.cat([lab, per_pair[n_labelled:]])
     loss = (per_pair * all_weights).mean()
     if relabel and noise_cfg is not None and noise_cfg.prior_weight:
         loss = loss + noise_cfg.prior_weight * prior_penalty(logits[:n_labelled], match_rate, offset)

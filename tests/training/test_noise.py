@@ -16,11 +16,14 @@ from models.artefacts import read_manifest
 from training.noise import (
     BetaMixture,
     NoiseConfig,
+    NoiseReport,
     bce_losses,
     bmm_noise_probability,
     corrected_targets,
     detect_noisy_pairs,
     flip_labels,
+    flip_rates,
+    forward_corrected_bce,
     knn_noise_probability,
     noisy_batch_targets,
     normalise_losses,
@@ -189,6 +192,37 @@ def test_downweight_and_relabel_targets() -> None:
     assert torch.equal(weights, torch.ones(4))
 
 
+def test_flip_rates_invert_the_flipped_counts() -> None:
+    # 100 clean pairs: 20 true matches, 80 non-matches; 8 non-matches (10 %) and 5 matches (25 %)
+    # flipped, and a detector that finds exactly those 13 flips.
+    truth = np.array([1] * 20 + [0] * 80)
+    flipped = np.zeros(100, dtype=bool)
+    flipped[:5] = True
+    flipped[20:28] = True
+    labels = np.where(flipped, 1 - truth, truth)
+    report = NoiseReport(labels=labels, p_noise=flipped.astype(float), flagged=flipped, epoch=1, method="bmm")
+    r01, r10 = flip_rates(labels, report)
+    assert math.isclose(r01, 8 / 80) and math.isclose(r10, 5 / 20)
+
+
+def test_forward_corrected_bce_is_minimised_by_the_clean_probability() -> None:
+    rates, clean = (0.2, 0.1), 0.3
+    noisy = rates[0] + (1 - rates[0] - rates[1]) * clean  # P(label 1) under the flips
+    logits = torch.linspace(-4, 4, 801)
+    expected = noisy * forward_corrected_bce(logits, torch.ones(801), rates) + (1 - noisy) * forward_corrected_bce(
+        logits, torch.zeros(801), rates
+    )
+    best = float(torch.sigmoid(logits[int(torch.argmin(expected))]))
+    assert abs(best - clean) < 0.01
+    # No flips: the plain BCE; an offset shifts the logit's meaning.
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(801), reduction="none")
+    torch.testing.assert_close(forward_corrected_bce(logits, torch.ones(801), (0.0, 0.0)), plain, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        forward_corrected_bce(logits + 1.5, torch.ones(801), rates, logit_offset=1.5),
+        forward_corrected_bce(logits, torch.ones(801), rates),
+    )
+
+
 def test_prior_penalty_is_zero_at_the_prior() -> None:
     logits = torch.full((8,), math.log(0.2 / 0.8))
     assert float(prior_penalty(logits, 0.2)) == pytest.approx(0.0, abs=1e-6)
@@ -297,6 +331,27 @@ def test_relabel_with_both_detectors_runs_and_records(tmp_path: Path) -> None:
     manifest = read_manifest(tmp_path / "r")
     assert manifest.settings["noise"]["action"] == "relabel" and manifest.settings["noise"]["knn_features"] == "matcher"
     assert 0.0 <= summary["valid_f1"] <= 1.0
+
+
+def test_forward_correction_estimates_the_rates_once_and_trains(tmp_path: Path) -> None:
+    options = {"warmup_epochs": 1, "bmm_min_class": 5}
+    summary = _train(tmp_path / "f", epochs=3, noise="bmm", noise_action="forward", noise_options=options)
+    (detection,) = summary["noise"]["detections"]  # one detection: the rates are a property of the data
+    rates = detection["flip_rates"]
+    assert 0.0 <= rates["label1_true0"] <= 0.45 and 0.0 <= rates["label0_true1"] <= 0.45
+    assert len(summary["history"]) == 3 and 0.0 <= summary["valid_f1"] <= 1.0
+
+
+def test_forward_correction_with_a_restart(tmp_path: Path) -> None:
+    summary = _train(
+        tmp_path / "fr",
+        epochs=2,
+        noise="bmm",
+        noise_action="forward",
+        noise_options={"warmup_epochs": 1, "bmm_min_class": 5, "restart": True},
+    )
+    assert [row["stage"] for row in summary["history"]] == [1, 2, 2]
+    assert "flip_rates" in summary["noise"]["detections"][0]
 
 
 def test_corrected_targets_for_a_restart() -> None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NOISE_METHODS: tuple[str, ...] = ("none", "bmm", "knn", "both")
-NOISE_ACTIONS: tuple[str, ...] = ("downweight", "relabel")
+NOISE_ACTIONS: tuple[str, ...] = ("downweight", "relabel", "forward")
 KNN_FEATURES: tuple[str, ...] = ("matcher", "bi-encoder")
 
 
@@ -378,16 +378,62 @@ def corrected_targets(
     """Fixed ``(targets, weights)`` for training a fresh model after one detection (``restart``).
 
     ``downweight``: the labels, each weight times ``1 - p_noise``; ``relabel``: the soft target
-    ``(1 - p) y + p ẑ`` with ``ẑ`` the detecting model's hard prediction (0/1), weights unchanged.
+    ``(1 - p) y + p ẑ`` with ``ẑ`` the detecting model's hard prediction (0/1), weights unchanged;
+    ``forward``: labels and weights unchanged (the loss corrects for the flips, see
+    :func:`forward_corrected_bce`).
     """
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(report.p_noise, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
+    if action == "forward":  # the labels stay; the loss models their flips (flip_rates)
+        return y, w
     if action == "downweight":
         return y, w * (1.0 - p)
     if action == "relabel":
         return (1.0 - p) * y + p * np.asarray(predictions, dtype=np.float64), w
     raise ValueError(f"noise action must be one of {NOISE_ACTIONS}, got {action!r}")
+
+
+# Above this, a flip rate leaves too little signal to invert (the two rates must sum below 1).
+MAX_FLIP_RATE = 0.45
+
+
+def flip_rates(labels: np.ndarray, report: NoiseReport) -> tuple[float, float]:
+    """Class-conditional flip rates ``(P(label 1 | true 0), P(label 0 | true 1))`` from a detection.
+
+    The detection's noise probabilities say how many observed 1s are really 0s and the other way
+    round; the clean class sizes follow, and each rate is the flipped count over its clean
+    class. Capped at :data:`MAX_FLIP_RATE` each.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(report.p_noise, dtype=np.float64)
+    flipped_to_1 = float((p * y).sum())  # labelled 1, really 0
+    flipped_to_0 = float((p * (1.0 - y)).sum())  # labelled 0, really 1
+    clean_1 = float(y.sum()) - flipped_to_1 + flipped_to_0
+    clean_0 = float(len(y) - y.sum()) - flipped_to_0 + flipped_to_1
+    rate_01 = flipped_to_1 / clean_0 if clean_0 > 0 else 0.0
+    rate_10 = flipped_to_0 / clean_1 if clean_1 > 0 else 0.0
+    return min(MAX_FLIP_RATE, max(0.0, rate_01)), min(MAX_FLIP_RATE, max(0.0, rate_10))
+
+
+def forward_corrected_bce(
+    logits: torch.Tensor, labels: torch.Tensor, rates: tuple[float, float], logit_offset: float = 0.0
+) -> torch.Tensor:
+    """Per-pair BCE of the *noisy* labels against the model's clean belief pushed through the flips.
+
+    Forward loss correction (Patrini et al., 2017) for binary labels: with ``p = σ(logit -
+    offset)`` the model's clean match probability, a label is 1 with probability
+    ``q = r01 + (1 - r01 - r10) p``; the loss is ``-[y log q + (1 - y) log(1 - q)]``. Its
+    minimiser is the clean posterior, so the model is not pushed to fit the flipped labels; no
+    pair is dropped, so the hard true matches a loss-based detector flags stay in training.
+    Unweighted by class (``q`` is a calibrated probability; ``offset`` = ``log(pos_weight)``
+    keeps the logit's meaning the same as in the class-balanced warm-up).
+    """
+    r01, r10 = rates
+    p = torch.sigmoid(logits.float() - logit_offset)
+    q = (r01 + (1.0 - r01 - r10) * p).clamp(1e-6, 1.0 - 1e-6)
+    y = labels.float()
+    return -(y * torch.log(q) + (1.0 - y) * torch.log1p(-q))
 
 
 def pos_weight_for_targets(targets: np.ndarray, weights: np.ndarray) -> float:
@@ -451,6 +497,8 @@ __all__ = [
     "bi_encoder_features",
     "detect_noisy_pairs",
     "flip_labels",
+    "flip_rates",
+    "forward_corrected_bce",
     "log_pos_weight",
     "noisy_batch_targets",
     "prior_penalty",
