@@ -19,11 +19,14 @@ title led by the brand), case-folded and split on whitespace and punctuation; hy
 underscores inside a word are dropped, so "WH-1000XM5" and "wh1000xm5" are one token. Adjacent
 fragments are joined when the join is a token of the other side ("WH 1000XM5" vs "WH-1000XM5").
 
-Identifiers (model numbers) are tokens that mix letters and digits, or runs of at least four
-digits, minus measures ("128gb", "2.4ghz", "4k", "2nd"). Two identifiers agree when equal, when
-one is the other plus a letter suffix ("un55f6300" / "un55f6300afxza": a colour or region code),
-or when one edit apart as a typo is: a transposed pair or a letter changed, added or dropped. A
-changed, added or dropped *digit* is another model ("wh1000xm4" vs "wh1000xm5"), never a typo.
+Identifiers (model numbers) are tokens of at least four characters that mix letters and digits,
+or runs of at least four digits, minus measures ("128gb", "2.4ghz", "4k", "2nd", "3user") and
+years ("2007"). Two identifiers agree when equal, when one adds a letter suffix to the other
+("un55f6300" / "un55f6300afxza": a colour or region code) or a letter prefix ("csr9100" /
+"r9100"), or when one typo apart: a letter added or dropped, or a letter swapped with its
+neighbour. A changed letter or a changed, added, dropped or swapped *digit* is another model
+("kdl46w4100" vs "kdl46s4100", "wh1000xm4" vs "wh1000xm5"), never a typo
+(:func:`identifier_similarity` grades them).
 
 Coverage of one side by the other is the weighted share of its tokens found on the other side,
 each credited with its best similarity (identifiers by :func:`identifier_similarity`, numbers
@@ -40,6 +43,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from rapidfuzz.distance import Levenshtein
@@ -78,9 +82,11 @@ PRICE_LOG_RATIO_CAP = 3.0
 
 # Graded identifier similarities (see the module docstring).
 _SUFFIX_VARIANT = 0.9
+_PREFIX_VARIANT = 0.85
 _ONE_EDIT_TYPO = 0.8
 _MIN_TYPO_LENGTH = 5
 _MIN_SUFFIX_BASE = 4
+_MIN_BARE_DIGITS_BEHIND_PREFIX = 6
 
 # Token weights in the coverages.
 _WEIGHT_IDENTIFIER = 3.0
@@ -105,12 +111,17 @@ _NUMBER = r"\d+(?:[.,]\d+)?"
 _MEASURE = re.compile(rf"^{_NUMBER}(?:x{_NUMBER})*(?:{_UNITS})?$")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
-_LONG_DIGITS = 4
+_MIN_IDENTIFIER = 4
+_YEAR = re.compile(r"^(?:19|20)\d\d$")
+# A count and what it counts, written as one token: "3user", "100agent", "11speed", "10card".
+_COUNTED = re.compile(r"^\d+[^\W\d_]{3,}$")
 _APOSTROPHES = re.compile(r"['\u2019`]")
 _CHUNKS = re.compile(r"[^\w.\-]+")
 _INNER = re.compile(r"(?<!\d)\.|\.(?!\d)|[-_]")
 _PRICE = re.compile(r"\d+(?:[.,]\d+)*")
 _MAX_JOIN = 3
+_TEXT_CACHE = 65_536
+_WORD_CACHE = 262_144
 
 # Attribute keys that hold a manufacturer identifier (lower-cased, spaces as underscores).
 _IDENTIFIER_KEYS = frozenset(
@@ -125,36 +136,55 @@ def tokenize(text: str) -> list[str]:
     """Case-folded tokens of ``text``, in order, duplicates kept.
 
     Splits on whitespace and punctuation except hyphens, underscores and dots inside a word,
-    which are dropped ("WH-1000XM5" -> ``wh1000xm5``); a dot between digits stays ("2.4ghz").
+    which are dropped ("WH-1000XM5" -> ``wh1000xm5``, "T120.407.17" -> ``t12040717``); a
+    decimal point stays in a number or measure ("5.1", "2.4ghz").
     """
+    return list(_tokens(text))
+
+
+# Serving scores one offer against k candidates and a catalogue repeats its titles: the same
+# texts and words come back again and again, so tokens and word classes are cached.
+@lru_cache(maxsize=_TEXT_CACHE)
+def _tokens(text: str) -> tuple[str, ...]:
     low = _APOSTROPHES.sub("", clean_text(text).casefold())
     tokens = []
     for chunk in _CHUNKS.split(low):
         token = _INNER.sub("", chunk.strip(".-_"))
+        if "." in token and not is_measure(token):
+            token = token.replace(".", "")
         if token:
             tokens.append(token)
-    return tokens
+    return tuple(tokens)
 
 
 def is_measure(token: str) -> bool:
-    """A number, alone or with a unit ("128gb", "2.4ghz", "1920x1080", "4k", "2nd")."""
-    return bool(_MEASURE.match(token))
+    """A number, alone or with a unit or counted noun ("128gb", "2.4ghz", "4k", "2nd", "3user")."""
+    return bool(_MEASURE.match(token) or _COUNTED.match(token))
 
 
+def is_year(token: str) -> bool:
+    return bool(_YEAR.match(token))
+
+
+@lru_cache(maxsize=_WORD_CACHE)
 def is_identifier(token: str) -> bool:
-    """A model-number-like token: letters mixed with digits, or a run of >= 4 digits; not a measure."""
-    has_digit = bool(_HAS_DIGIT.search(token))
-    if not has_digit:
+    """A model-number-like token: letters mixed with digits, or a run of >= 4 digits.
+
+    At least four characters ("cs3", "x1" name too many things), and neither a measure nor a
+    year: "2007" is the edition of many products, not one model.
+    """
+    if len(token) < _MIN_IDENTIFIER or not _HAS_DIGIT.search(token):
         return False
     if token.isdigit():
-        return len(token) >= _LONG_DIGITS
+        return not is_year(token)
     return bool(_HAS_LETTER.search(token)) and not is_measure(token)
 
 
+@lru_cache(maxsize=_WORD_CACHE)
 def _weight(token: str) -> float:
     if is_identifier(token):
         return _WEIGHT_IDENTIFIER
-    if token in _COLOURS or (is_measure(token) and not token.isdigit()):
+    if token in _COLOURS or is_year(token) or (_HAS_LETTER.search(token) and _HAS_DIGIT.search(token)):
         return _WEIGHT_VARIANT
     if token in _STOP_WORDS:
         return _WEIGHT_STOP
@@ -203,43 +233,61 @@ def identifiers(tokens: Sequence[str]) -> list[str]:
     return _unique([t for t in tokens if is_identifier(t)])
 
 
-def _one_edit_kind(a: str, b: str) -> str | None:
-    """How ``a`` and ``b`` differ when one edit apart: ``"digit"`` or ``"typo"``; else None."""
+def _is_typo(a: str, b: str) -> bool:
+    """One letter added or dropped, or two neighbours swapped of which one is a letter."""
     if len(a) == len(b):
         diff = [i for i in range(len(a)) if a[i] != b[i]]
-        if len(diff) == 1:
-            i = diff[0]
-            return "digit" if a[i].isdigit() and b[i].isdigit() else "typo"
-        if len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]:
-            return "typo"  # transposition keeps the same characters
-        return None
+        return (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+            and not (a[diff[0]].isdigit() and a[diff[1]].isdigit())
+        )
     short, long_ = (a, b) if len(a) < len(b) else (b, a)
     if len(long_) - len(short) != 1:
-        return None
-    for i in range(len(long_)):
-        if long_[:i] + long_[i + 1 :] == short:
-            return "digit" if long_[i].isdigit() else "typo"
-    return None
+        return False
+    return any(long_[:i] + long_[i + 1 :] == short and not long_[i].isdigit() for i in range(len(long_)))
+
+
+def _split_letter_suffix(token: str) -> tuple[str, str]:
+    """``(base, suffix)``: trailing letters after the last digit split off ("athm50xwh" -> "athm50", "xwh")."""
+    base = token.rstrip("abcdefghijklmnopqrstuvwxyz")
+    if base and base[-1].isdigit():
+        return base, token[len(base) :]
+    return token, ""
 
 
 def identifier_similarity(a: str, b: str) -> float:
     """Graded agreement of two normalised identifiers, in [0, 1].
 
-    1.0 equal; 0.9 one is the other plus a letter-led suffix after a digit ("un55f6300afxza");
-    0.8 one typo apart (transposition, or a letter changed, added or dropped) on >= 5 characters;
-    0.0 otherwise, including any changed, added or dropped digit.
+    * 1.0 equal;
+    * 0.9 one extends the other's letter suffix after the last digit ("un55f6300" /
+      "un55f6300afxza", "athm50x" / "athm50xwh": a colour or region code added), on a base of
+      >= 4 characters; two different suffixes ("f360b" / "f360w") are two variants, 0.0;
+    * 0.85 one is the other behind a letter prefix ("csr9100" / "r9100", "av23292" / "23292"):
+      a series or shop prefix, when the shorter has a letter or >= 6 digits (a bare "9100" is
+      too common);
+    * 0.8 one typo apart on >= 5 characters: a letter added or dropped, or two neighbours
+      swapped of which one is a letter ("wh1000mx5");
+    * 0.0 otherwise: a changed letter ("kdl46w4100" / "kdl46s4100") or any changed, added, dropped
+      or swapped digit ("wh1000xm4" / "wh1000xm5") names another model.
     """
     if a == b:
         return 1.0
     short, long_ = (a, b) if len(a) <= len(b) else (b, a)
-    if (
-        len(short) >= _MIN_SUFFIX_BASE
-        and long_.startswith(short)
-        and short[-1].isdigit()
-        and long_[len(short)].isalpha()
-    ):
+    base, suffix = _split_letter_suffix(short)
+    long_base, long_suffix = _split_letter_suffix(long_)
+    if len(base) >= _MIN_SUFFIX_BASE and base == long_base and long_suffix.startswith(suffix):
         return _SUFFIX_VARIANT
-    if len(short) >= _MIN_TYPO_LENGTH and _one_edit_kind(a, b) == "typo":
+    prefix = long_[: len(long_) - len(short)]
+    if (
+        long_.endswith(short)
+        and prefix.isalpha()
+        and (_HAS_LETTER.search(short) or len(short) >= _MIN_BARE_DIGITS_BEHIND_PREFIX)
+    ):
+        return _PREFIX_VARIANT
+    if len(short) >= _MIN_TYPO_LENGTH and _is_typo(a, b):
         return _ONE_EDIT_TYPO
     return 0.0
 
@@ -438,7 +486,7 @@ def _record_text(record: Mapping[str, Any]) -> str:
 
 def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSignals:
     """All signals of one pair. ``left`` is the offer, ``right`` the catalogue product."""
-    raw_left, raw_right = tokenize(_record_text(left)), tokenize(_record_text(right))
+    raw_left, raw_right = _tokens(_record_text(left)), _tokens(_record_text(right))
     lt = _unique(join_fragments(raw_left, raw_right))
     rt = _unique(join_fragments(raw_right, raw_left))
     left_ids = _unique(identifiers(lt) + _attribute_identifiers(left))
@@ -446,8 +494,8 @@ def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSigna
     identifier, id_score = _identifier_agreement(left_ids, right_ids)
     left_cov = _coverage(lt, rt)
     right_cov = _coverage(rt, lt)
-    left_title = tokenize(title_of(left))
-    right_title = tokenize(title_of(right))
+    left_title = _tokens(title_of(left))
+    right_title = _tokens(title_of(right))
     return PairSignals(
         identifier=identifier,
         identifier_score=id_score,
