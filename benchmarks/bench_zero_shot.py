@@ -7,7 +7,8 @@ valid and test splits of Abt-Buy, Amazon-Google and WDC Products with
 * ``old``: cosine blended with rapidfuzz ``token_set_ratio`` (``lexical="token_set"``);
 * ``new``: the default scorer, cosine blended with the soft F1 of :mod:`models.pair_signals`
   plus the model-number agreement terms;
-* and, for reference, each part alone: ``cosine``, ``token_set``, ``signals_f1``.
+* and, for reference, each part alone: ``cosine``, ``token_set``, ``signals_lexical`` (the new
+  lexical score: the offer-weighted soft F-beta of the token coverages).
 
 Records are what the service stores of a product: title (Abt-Buy's ``name``), brand (or
 Amazon-Google's ``manufacturer``), price and currency; the left table is the offer side, the
@@ -103,7 +104,7 @@ def variants(lexical_weight: float) -> dict[str, PairScore]:
         "new": lambda o, p, c: new.pair_score(o, p, c)[0],
         "cosine": lambda o, p, c: float(c),
         "token_set": lambda o, p, c: old.pair_score(o, p, c)[1],
-        "signals_f1": lambda o, p, c: new.pair_score(o, p, c)[1],
+        "signals_lexical": lambda o, p, c: new.pair_score(o, p, c)[1],
     }
 
 
@@ -114,10 +115,12 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[s
 
 def evaluate(pairs: Mapping[str, SplitPairs], score: PairScore, fixed: float | None = None) -> dict[str, Any]:
     """Valid-chosen threshold applied to test, the oracle test threshold, and test at ``fixed``."""
+    started = time.perf_counter()
     scores = {
         name: np.asarray([score(o, p, float(c)) for o, p, c in zip(sp.offers, sp.products, sp.cosines)])
         for name, sp in pairs.items()
     }
+    per_pair_us = 1e6 * (time.perf_counter() - started) / sum(len(sp.labels) for sp in pairs.values())
     valid, test = pairs["valid"], pairs["test"]
     chosen = best_f1_threshold(scores["valid"], valid.labels).threshold
     oracle = best_f1_threshold(scores["test"], test.labels).threshold
@@ -126,6 +129,7 @@ def evaluate(pairs: Mapping[str, SplitPairs], score: PairScore, fixed: float | N
         "valid": _metrics(scores["valid"], valid.labels, chosen),
         "test": _metrics(scores["test"], test.labels, chosen),
         "oracle": {"threshold": round(float(oracle), 4), **_metrics(scores["test"], test.labels, oracle)},
+        "score_us_per_pair": round(per_pair_us, 1),
     }
     if fixed is not None:
         result["test_at_match_threshold"] = {"threshold": fixed, **_metrics(scores["test"], test.labels, fixed)}
