@@ -1,22 +1,24 @@
-"""Encoder throughput against the machine's FLOP limit, and what int8 costs in recall.
+"""Encoder throughput against the machine's FLOP limits, and what bf16 and int8 cost in quality.
 
     .venv/bin/python benchmarks/bench_encoder.py --n 2000 --threads 2 --repeats 5
 
-1. Measures the machine's fp32 matrix-multiply rate once with torch (square matmuls, the
-   same thread count): the practical FLOP/s ceiling of these cores.
+1. Measures the machine's fp32 and bf16 matrix-multiply rates with torch (square matmuls, the
+   same thread count): the practical FLOP/s ceilings of these cores. On a CPU with AMX-BF16 the
+   bf16 one is the real ceiling of a model served in bf16 (``PRECISION=bf16`` / ``auto``).
 2. Counts the FLOPs per product of the encoder at its real token lengths (no padding):
    per layer 2*n*(4H^2 + 2HI) for the projections and feed-forward plus 4*n^2*H for attention.
 3. Times, interleaved in the same run on the same texts: plain sentence-transformers on the
-   same weights and max length, our fp32 encoder (length-bucketed batches), our int8 encoder
-   (dynamic per-channel int8 Linear layers). Reports products/s, the ratio to
-   sentence-transformers and the share of the FLOP ceiling reached.
+   same weights and max length, our encoder (length-bucketed batches) in fp32, in bf16
+   (autocast; the ``PRECISION=bf16`` serving path) and in int8 (dynamic per-channel int8 Linear
+   layers). Reports products/s, the ratio to sentence-transformers and to our fp32, and the share
+   of the fp32 and the bf16 matmul ceilings reached.
 4. Recall@1/5/20 of the zero-shot blocker on Abt-Buy and Amazon-Google (test queries against
-   the whole right table, title-only serving text, max length 64) in fp32 and int8.
+   the whole right table, title-only serving text, max length 64) in fp32, bf16 and int8.
 5. With ``--cross-encoder DIR`` (a folder from ``productmatch train matcher``): the same for the
    reranker. Pairs/s on the dataset's test pairs for sentence-transformers' ``CrossEncoder`` on
-   the folder's HF weights (no LEA bias), our fp32 and our int8 cross-encoder (interleaved), the
-   FLOPs per pair at the real pair lengths, and test F1 / PR-AUC (clean and one typo-noised copy)
-   at the folder's fp32 threshold before and after int8.
+   the folder's HF weights (no LEA bias) and our cross-encoder in fp32, bf16 and int8
+   (interleaved), the FLOPs per pair at the real pair lengths, and test F1 / PR-AUC (clean and
+   one typo-noised copy) in each precision at the folder's stored threshold and calibration.
 """
 
 from __future__ import annotations
@@ -37,15 +39,19 @@ import torch  # noqa: E402
 
 from benchmarks.catalogue_gen import catalogue  # noqa: E402
 from benchmarks.common import machine, median, write_result  # noqa: E402
+from models.precision import cpu_bf16_flags  # noqa: E402
 
 logger = logging.getLogger("bench_encoder")
 warnings.filterwarnings("ignore", category=UserWarning)
 
 
-def matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
-    """Best-of-repeats fp32 GEMM rate (FLOP/s) of this machine with ``threads`` threads."""
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def matmul_flops(threads: int, size: int = 1024, repeats: int = 20, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-repeats GEMM rate (FLOP/s) in ``dtype`` of this machine with ``threads`` threads."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     for _ in range(3):
         torch.mm(a, b)
     best = 0.0
@@ -73,20 +79,18 @@ def speed(texts: list[str], max_length: int, repeats: int, batch_size: int) -> d
     from sentence_transformers import SentenceTransformer
 
     from models.backbones import minilm_path
-    from models.bi_encoder import BiEncoder
-    from models.quantize import quantize_int8
 
-    fp32 = BiEncoder.from_pretrained("minilm", max_length=max_length)
-    int8 = quantize_int8(fp32)
+    models = bi_encoders(max_length)
+    fp32 = models["fp32"]
     st = SentenceTransformer(str(minilm_path()), device="cpu")
     st.max_seq_length = max_length
-    variants = {
+    variants: dict[str, Any] = {
         "sentence-transformers": lambda x: st.encode(
             x, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
         ),
-        "productmatch-fp32": lambda x: fp32.encode(x, batch_size=batch_size),
-        "productmatch-int8": lambda x: int8.encode(x, batch_size=batch_size),
     }
+    for name, model in models.items():
+        variants[f"productmatch-{name}"] = lambda x, m=model: m.encode(x, batch_size=batch_size)
     for fn in variants.values():  # warm-up
         fn(texts[:batch_size])
     seconds: dict[str, list[float]] = {k: [] for k in variants}
@@ -108,15 +112,20 @@ def speed(texts: list[str], max_length: int, repeats: int, batch_size: int) -> d
     }
 
 
-def recall(max_length: int, datasets: list[str]) -> dict[str, Any]:
+def bi_encoders(max_length: int) -> dict[str, Any]:
+    """The packaged MiniLM in each serving precision, as the service applies it."""
     from models.bi_encoder import BiEncoder
-    from models.quantize import quantize_int8
+    from models.serving_precision import serve_bi_encoder
+
+    return {p: serve_bi_encoder(BiEncoder.from_pretrained("minilm", max_length=max_length), p) for p in PRECISIONS}
+
+
+def recall(max_length: int, datasets: list[str]) -> dict[str, Any]:
     from training.blocking_tasks import build_blocking_task
     from training.data.readers import data_root, load_dataset
     from training.evaluate import recall_from_embeddings
 
-    fp32 = BiEncoder.from_pretrained("minilm", max_length=max_length)
-    models = {"fp32": fp32, "int8": quantize_int8(fp32)}
+    models = bi_encoders(max_length)
     out: dict[str, Any] = {}
     for name in datasets:
         dataset = load_dataset(data_root() / name, "deepmatcher")
@@ -129,34 +138,67 @@ def recall(max_length: int, datasets: list[str]) -> dict[str, Any]:
     return out
 
 
-def _add_ratios(section: dict[str, Any], flops_per_item: float, peak: float, rate_key: str) -> None:
+def _add_ratios(section: dict[str, Any], flops_per_item: float, peaks: dict[str, float], rate_key: str) -> None:
+    """Shares of the fp32 and bf16 matmul ceilings (int8 counted as fp32-equivalent FLOPs) and
+    speed ratios to sentence-transformers and to our fp32."""
     rates = section[rate_key]
-    section["share_of_matmul_peak"] = {k: round(v * flops_per_item / peak, 3) for k, v in rates.items()}
-    base = rates["sentence-transformers"]
-    section["ratio_to_sentence_transformers"] = {k: round(v / base, 3) for k, v in rates.items()}
+    for dtype, peak in peaks.items():
+        key = "share_of_matmul_peak" if dtype == "fp32" else f"share_of_{dtype}_matmul_peak"
+        section[key] = {k: round(v * flops_per_item / peak, 3) for k, v in rates.items()}
+    for key, base in (("sentence_transformers", "sentence-transformers"), ("productmatch_fp32", "productmatch-fp32")):
+        section[f"ratio_to_{key}"] = {k: round(v / rates[base], 3) for k, v in rates.items()}
+
+
+def matcher_quality(folder: str, dataset: Any, precision: str, batch_size: int) -> dict[str, float]:
+    """Test F1 (P / R), PR-AUC and typo-noised (copy 1) F1 of the matcher served in ``precision``,
+    at its stored threshold and calibration, as ``CrossEncoderScorer`` serves it."""
+    from models.matcher_io import load_matcher, score_pairs
+    from models.serving_precision import serve_cross_encoder
+    from training.data.typos import noisy_copy
+    from training.metrics import pr_auc, scores_at
+    from training.train_matcher import serialize_pairs
+
+    model, calibrator, calibration, _ = load_matcher(folder)
+    serve_cross_encoder(model, precision)
+    rows = serialize_pairs(dataset.split("test"), calibration.get("fields", "title"))
+    labels = np.asarray([y for _, _, y in rows], dtype=np.int64)
+    left, right = [a for a, _, _ in rows], [b for _, b, _ in rows]
+    threshold = float(calibration["threshold"])
+    _, probs = score_pairs(model, calibrator, list(zip(left, right)), batch_size=batch_size)
+    clean = scores_at(probs, labels, threshold)
+    noisy_left, noisy_right = noisy_copy(left, right, 1)
+    _, noisy_probs = score_pairs(model, calibrator, list(zip(noisy_left, noisy_right)), batch_size=batch_size)
+    return {
+        "f1_clean": round(float(clean.f1), 4),
+        "precision": round(float(clean.precision), 4),
+        "recall": round(float(clean.recall), 4),
+        "pr_auc": round(float(pr_auc(probs, labels)), 4),
+        "f1_noisy": round(float(scores_at(noisy_probs, labels, threshold).f1), 4),
+    }
 
 
 def cross_encoder(folder: str, dataset_name: str, n_pairs: int, repeats: int, batch_size: int) -> dict[str, Any]:
     from sentence_transformers import CrossEncoder
 
     from models.matcher_io import load_matcher
-    from models.quantize import quantize_cross_encoder_int8
+    from models.serving_precision import serve_cross_encoder
     from training.data.readers import data_root, load_dataset
-    from training.eval_matcher import evaluate_matcher
     from training.train_matcher import serialize_pairs
 
-    fp32, _, calibration, manifest = load_matcher(folder)
-    int8 = quantize_cross_encoder_int8(load_matcher(folder)[0])
+    _, _, calibration, manifest = load_matcher(folder)
+    # Each precision set explicitly: load_matcher alone serves the one the manifest was trained in.
+    models = {p: serve_cross_encoder(load_matcher(folder)[0], p) for p in PRECISIONS}
+    fp32 = models["fp32"]
     dataset = load_dataset(data_root() / dataset_name, "deepmatcher")
     rows = serialize_pairs(dataset.split("test"), calibration.get("fields", "title"))
     rng = np.random.default_rng(0)
     pairs = [(rows[i][0], rows[i][1]) for i in rng.permutation(len(rows))[:n_pairs]]
     st = CrossEncoder(folder, device="cpu", max_length=fp32.max_length)
-    variants = {
+    variants: dict[str, Any] = {
         "sentence-transformers": lambda x: st.predict(x, batch_size=batch_size, show_progress_bar=False),
-        "productmatch-fp32": lambda x: fp32.predict_logits(x, batch_size=batch_size),
-        "productmatch-int8": lambda x: int8.predict_logits(x, batch_size=batch_size),
     }
+    for name, model in models.items():
+        variants[f"productmatch-{name}"] = lambda x, m=model: m.predict_logits(x, batch_size=batch_size)
     for fn in variants.values():
         fn(pairs[:batch_size])
     seconds: dict[str, list[float]] = {k: [] for k in variants}
@@ -165,15 +207,11 @@ def cross_encoder(folder: str, dataset_name: str, n_pairs: int, repeats: int, ba
             seconds[name].append(timed(fn, pairs))  # type: ignore[arg-type]
     enc = fp32.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True, max_length=fp32.max_length)
     lengths = [len(ids) for ids in enc["input_ids"]]
-    quality = {}
-    for mode in ("none", "int8"):
-        r = evaluate_matcher(folder, dataset, noise_seeds=[1], batch_size=batch_size, quantize=mode)
-        quality["fp32" if mode == "none" else "int8"] = {
-            k: round(float(r[k]), 4) for k in ("f1_clean", "precision", "recall", "pr_auc", "f1_noisy")
-        }
+    quality = {p: matcher_quality(folder, dataset, p, batch_size) for p in PRECISIONS}
     return {
         "folder": folder,
         "arch": manifest.settings.get("arch"),
+        "trained_precision": manifest.settings.get("precision") or "fp32",
         "dataset": dataset_name,
         "test_pairs": len(rows),
         "timed_pairs": len(pairs),
@@ -206,12 +244,17 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    peak = matmul_flops(args.threads)
+    peaks = {"fp32": matmul_flops(args.threads), "bf16": matmul_flops(args.threads, dtype=torch.bfloat16)}
     texts = [row["title"] if not row.get("brand") else f"{row['brand']} {row['title']}" for row in catalogue(args.n)]
-    result: dict[str, Any] = {"settings": vars(args), "matmul_gflops": round(peak / 1e9, 2)}
+    result: dict[str, Any] = {
+        "settings": vars(args),
+        "matmul_gflops": round(peaks["fp32"] / 1e9, 2),
+        "bf16_matmul_gflops": round(peaks["bf16"] / 1e9, 2),
+        "cpu_bf16_flags": list(cpu_bf16_flags()),
+    }
     if not args.skip_bi_encoder:
         result["speed"] = s = speed(texts, args.max_length, args.repeats, args.batch_size)
-        _add_ratios(s, s.pop("_per_text_flops"), peak, "texts_per_s")
+        _add_ratios(s, s.pop("_per_text_flops"), peaks, "texts_per_s")
         datasets = [d for d in args.datasets.split(",") if d]
         if datasets:
             result["recall"] = recall(args.max_length, datasets)
@@ -219,8 +262,9 @@ def main() -> None:
         result["cross_encoder"] = c = cross_encoder(
             args.cross_encoder, args.pairs_dataset, args.pairs, args.repeats, args.batch_size
         )
-        _add_ratios(c, c.pop("_per_pair_flops"), peak, "pairs_per_s")
+        _add_ratios(c, c.pop("_per_pair_flops"), peaks, "pairs_per_s")
     result["matmul_gflops_after"] = round(matmul_flops(args.threads) / 1e9, 2)
+    result["bf16_matmul_gflops_after"] = round(matmul_flops(args.threads, dtype=torch.bfloat16) / 1e9, 2)
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     result["machine"] = machine()

@@ -29,6 +29,7 @@ from torch import nn
 
 from models.bi_encoder import BiEncoder
 from models.pooling import mean_pool
+from models.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -163,14 +164,21 @@ class ImageFusionEncoder(nn.Module):
         image_mask: np.ndarray | None = None,
         batch_size: int = 64,
     ) -> np.ndarray:
+        """Unit vectors ``(n, dim)`` in input order, in the encoder's precision (``encoder.precision``).
+
+        Texts are sorted by length so each batch pads to about its own length, as
+        :meth:`BiEncoder.encode` does.
+        """
         was_training = self.training
         self.eval()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            sl = slice(start, start + batch_size)
-            feats = None if image_feats is None else torch.from_numpy(np.asarray(image_feats[sl], dtype=np.float32))
-            mask = None if image_mask is None else torch.from_numpy(np.asarray(image_mask[sl]))
-            out[sl] = self.forward(list(texts[sl]), feats, mask).float().numpy()
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        with autocast(self.encoder.precision, self.encoder.device):
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                feats = None if image_feats is None else torch.from_numpy(np.asarray(image_feats[idx], np.float32))
+                mask = None if image_mask is None else torch.from_numpy(np.asarray(image_mask[idx]))
+                out[idx] = self.forward([texts[i] for i in idx], feats, mask).float().numpy()
         if was_training:
             self.train()
         return out

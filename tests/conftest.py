@@ -16,6 +16,13 @@ from app.db.migrate import upgrade
 from app.pipeline.encoder import Encoder
 from models.bi_encoder import BiEncoder
 
+# The suite serves in fp32 unless run with PRECISION set: PRECISION=auto would pick bf16 on a CPU
+# with AMX, so model ids and vectors (compared with in-process fp32 references, also across
+# worker and server subprocesses, which inherit this) would depend on the machine. The
+# precision setting itself is tested in tests/app/core/test_precision_settings.py,
+# tests/models/test_serving_precision.py and the test_*precision.py files beside them.
+os.environ.setdefault("PRECISION", "fp32")
+
 TINY_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

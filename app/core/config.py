@@ -10,6 +10,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ADMIN_TOKEN = "changethis"
+# models/serving_precision.SERVING_PRECISIONS (settings import nothing from models/;
+# tests/app/core/test_config_defaults.py keeps the two equal).
+SERVING_PRECISIONS = ("auto", "bf16", "fp32", "int8")
 
 
 class Settings(BaseSettings):
@@ -43,10 +46,16 @@ class Settings(BaseSettings):
     torch_threads: int | None = None
     # Where the encoder and the matcher run: auto = the first CUDA GPU torch sees, else the CPU.
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    # Dynamic int8 Linear layers for the packaged encoder (see docs/benchmarks.md for speed and
-    # recall); registered versions are served in fp32.
+    # Serving precision of the bi-encoder, the active cross-encoder and the trained recommender's
+    # encoder (models/serving_precision.py): auto = bf16 where the CPU has AMX/AVX512-BF16 or the
+    # GPU bf16, else fp32; int8 = dynamic int8 Linear layers (CPU only). The resolved precision is
+    # part of every stored vector's model id, so a change re-embeds the catalogue beside the old
+    # vectors instead of mixing the two.
+    precision: Literal["auto", "bf16", "fp32", "int8"] = "auto"
+    # The older per-model knobs: int8 for the bi-encoder (packaged or registered) / the active
+    # matcher only. They win over PRECISION while PRECISION is left unset; set together with a
+    # PRECISION that says otherwise, start-up fails (see _check_precisions).
     encoder_quantize: Literal["none", "int8"] = "none"
-    # The same for the active trained cross-encoder (matcher); its calibration stays the fp32 one.
     matcher_quantize: Literal["none", "int8"] = "none"
     index_kind: Literal["flat", "hnsw", "ivfpq"] = "flat"
     index_sync_interval: float = 0.5
@@ -132,6 +141,42 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: object) -> object:
+        name = value.strip().lower() if isinstance(value, str) else value
+        if name not in SERVING_PRECISIONS:
+            raise ValueError(f"PRECISION must be one of {', '.join(SERVING_PRECISIONS)}; got {value!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _check_precisions(self) -> Settings:
+        """Refuse a PRECISION that contradicts a per-model *_QUANTIZE knob or the device.
+
+        Only explicit values count: the knobs' defaults never contradict anything, and a knob
+        set to int8 next to an unset PRECISION is the older way of asking for int8 on one model.
+        """
+        explicit = self.model_fields_set
+        if "precision" in explicit:
+            knobs = (("encoder_quantize", self.encoder_quantize), ("matcher_quantize", self.matcher_quantize))
+            for knob, value in knobs:
+                if knob in explicit and (value == "int8") != (self.precision == "int8"):
+                    raise ValueError(
+                        f"PRECISION={self.precision} contradicts {knob.upper()}={value}: set only one of them"
+                        f" ({knob.upper()} is the older per-model knob; it chooses int8 for its model while"
+                        " PRECISION is unset)"
+                    )
+        if self.device.startswith("cuda"):
+            settings: tuple[tuple[str, str], ...] = (
+                ("PRECISION", self.precision),
+                ("ENCODER_QUANTIZE", self.encoder_quantize),
+                ("MATCHER_QUANTIZE", self.matcher_quantize),
+            )
+            for name, chosen in settings:
+                if chosen == "int8":
+                    raise ValueError(f"{name}=int8 runs on the CPU only, but DEVICE={self.device}")
+        return self
+
     @model_validator(mode="after")
     def _fill_paths_and_check(self) -> Settings:
         if not self.database_url:
@@ -173,6 +218,16 @@ class Settings(BaseSettings):
         )
         for folder in folders:
             Path(folder).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]  # never None: Settings fills it in its validator
+
+    @property
+    def encoder_precision(self) -> str:
+        """The bi-encoder's precision as set (``auto`` is resolved against the device at load)."""
+        return "int8" if self.encoder_quantize == "int8" else self.precision
+
+    @property
+    def matcher_precision(self) -> str:
+        """The active cross-encoder's precision as set."""
+        return "int8" if self.matcher_quantize == "int8" else self.precision
 
     @property
     def is_sqlite(self) -> bool:

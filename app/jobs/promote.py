@@ -26,7 +26,8 @@ def prepare_blocker(ctx: JobContext, version: str) -> dict:
         raise JobFailed(f"{version} is a {row.kind}, not a bi-encoder")
     encoder = load_version_encoder(ctx.settings, version, row.path)
     embedded = reembed_all(ctx.factory, encoder)
-    index = IndexService.from_settings(ctx.factory, ctx.settings, version, encoder.dim)
+    # Keyed by the encoder's model id (version + precision tag), the id serving looks up.
+    index = IndexService.from_settings(ctx.factory, ctx.settings, encoder.model_id, encoder.dim)
     index.rebuild()
     index.catch_up()
     index.snapshot()

@@ -11,22 +11,40 @@ import torch
 
 from app.core.config import Settings
 from models.bi_encoder import BiEncoder
-from models.devices import check_quantize_device, resolve_device
-from models.quantize import apply_quantization
+from models.devices import resolve_device
+from models.serving_precision import RESOLVED_PRECISIONS, resolve_serving_precision, serve_bi_encoder
 
 logger = logging.getLogger(__name__)
+
+
+def tagged_model_id(base: str, precision: str) -> str:
+    """The id that tags vectors of model ``base`` computed in a resolved ``precision``.
+
+    Vectors of bf16 or int8 differ slightly from fp32 ones, so each precision keeps its own
+    id: switching the setting re-embeds the catalogue beside the old vectors instead of mixing
+    them. fp32 keeps the bare id, which is what every stored vector carried before.
+    """
+    if precision not in RESOLVED_PRECISIONS:
+        raise ValueError(f"a resolved precision is one of {RESOLVED_PRECISIONS}, got {precision!r}")
+    return base if precision == "fp32" else f"{base}+{precision}"
 
 
 class Encoder:
     """Embeds offers and products; `model_id` tags every stored vector.
 
+    ``version`` is the model's own name (registry version or encoder name); ``model_id`` adds
+    the precision the vectors are computed in (:func:`tagged_model_id`).
+
     Calls are serialised: on a small CPU box two concurrent forward passes only fight over
     the same cores, and one at a time keeps latency predictable.
     """
 
-    def __init__(self, model: BiEncoder, model_id: str, batch_size: int = 64) -> None:
+    def __init__(self, model: BiEncoder, version: str, batch_size: int = 64, precision: str | None = None) -> None:
         self.model = model
-        self.model_id = model_id
+        self.version = version
+        # None: the precision the model's encode() autocasts to (an fp32 or bf16 BiEncoder).
+        self.precision = precision or model.precision
+        self.model_id = tagged_model_id(version, self.precision)
         self.batch_size = batch_size
         self._lock = threading.Lock()
 
@@ -40,30 +58,38 @@ class Encoder:
         model_id: str | None = None,
         quantize: str = "none",
         device: str = "cpu",
+        precision: str = "fp32",
     ) -> Encoder:
+        """A bi-encoder folder or name served in ``precision`` (auto / bf16 / fp32 / int8).
+
+        ``quantize="int8"`` is the older spelling of ``precision="int8"``.
+        """
         if threads:
             torch.set_num_threads(threads)
-        target = resolve_device(device)
-        check_quantize_device(quantize, target)
-        model = apply_quantization(BiEncoder.from_pretrained(name_or_path, max_length=max_length), quantize)
-        model.to(target)
-        ident = model_id or ("minilm-l6-v2-zero-shot" if name_or_path == "minilm" else str(name_or_path))
         if quantize != "none":
-            # Quantised vectors differ slightly from fp32 ones: a distinct id keeps the two sets
-            # apart, so switching the setting re-embeds the catalogue instead of mixing them.
-            ident = f"{ident}+{quantize}"
-        logger.info("loaded encoder %s (dim %d) on %s", ident, model.dim, target)
-        return cls(model, ident, batch_size)
+            if quantize != "int8":
+                raise ValueError(f"quantize must be one of ('none', 'int8'), got {quantize!r}")
+            if precision not in ("fp32", "int8"):
+                raise ValueError(f"quantize={quantize!r} contradicts precision={precision!r}")
+            precision = "int8"
+        target = resolve_device(device)
+        resolved = resolve_serving_precision(precision, target)
+        model = serve_bi_encoder(BiEncoder.from_pretrained(name_or_path, max_length=max_length), resolved)
+        model.to(target)
+        version = model_id or ("minilm-l6-v2-zero-shot" if name_or_path == "minilm" else str(name_or_path))
+        encoder = cls(model, version, batch_size, precision=resolved)
+        logger.info("loaded encoder %s (dim %d) on %s in %s", encoder.model_id, model.dim, target, resolved)
+        return encoder
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Encoder:
-        """The configured default encoder (ENCODER, with its length, batch, threads, quantisation, device)."""
+        """The configured default encoder (ENCODER, with its length, batch, threads, precision, device)."""
         return cls.load(
             settings.encoder,
             max_length=settings.encoder_max_length,
             batch_size=settings.encoder_batch_size,
             threads=settings.torch_threads,
-            quantize=settings.encoder_quantize,
+            precision=settings.encoder_precision,
             device=settings.device,
         )
 

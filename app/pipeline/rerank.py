@@ -9,27 +9,49 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.pipeline.scoring import ScoredCandidate, closest_words
-from models.devices import check_quantize_device, resolve_device
+from models.devices import resolve_device
 from models.matcher_io import load_matcher, score_pairs
 from models.product_text import serialize_product
-from models.quantize import apply_cross_encoder_quantization
+from models.quantize import QUANTIZE_MODES
+from models.serving_precision import resolve_serving_precision, serve_cross_encoder
 
 logger = logging.getLogger(__name__)
 
 
 class CrossEncoderScorer:
+    """A matcher folder scoring in ``precision`` (auto / bf16 / fp32 / int8, resolved for the
+    device); ``None`` keeps the precision its calibration was fitted in (fp32 where bf16 is
+    not native). ``quantize="int8"`` is the older spelling of ``precision="int8"``."""
+
     def __init__(
-        self, version: str, folder: str, batch_size: int = 64, quantize: str = "none", device: str = "cpu"
+        self,
+        version: str,
+        folder: str,
+        batch_size: int = 64,
+        quantize: str = "none",
+        device: str = "cpu",
+        precision: str | None = None,
     ) -> None:
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+        if quantize == "int8":
+            if precision not in (None, "int8"):
+                raise ValueError(f"quantize={quantize!r} contradicts precision={precision!r}")
+            precision = "int8"
         target = resolve_device(device)
-        check_quantize_device(quantize, target)
+        resolved = None if precision is None else resolve_serving_precision(precision, target)
         self.model, self.calibrator, self.calibration, self.manifest = load_matcher(folder)
         self.model.to(target)
-        # The calibrator and thresholds were fitted on fp32 logits; benchmarks/bench_encoder.py
-        # measures how far int8 moves F1 at the stored threshold.
-        apply_cross_encoder_quantization(self.model, quantize)
+        calibrated = str(self.manifest.settings.get("precision") or "fp32")
+        if resolved is not None:
+            # The calibrator and thresholds were fitted on logits of the training precision;
+            # benchmarks/bench_encoder.py measures how far bf16 and int8 move F1 at them.
+            serve_cross_encoder(self.model, resolved)
+            if resolved != calibrated:
+                logger.info("matcher %s was calibrated in %s and serves in %s", version, calibrated, resolved)
         self.model.eval()
-        self.quantize = quantize
+        self.precision = "int8" if resolved == "int8" else self.model.precision
+        self.quantize = "int8" if self.precision == "int8" else "none"
         self.name = version
         self.fields = self.calibration.get("fields") or self.manifest.settings.get("fields", "title")
         self.batch_size = batch_size

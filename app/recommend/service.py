@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.db import products as product_repo
-from app.pipeline.encoder import Encoder
+from app.pipeline.encoder import Encoder, tagged_model_id
 from app.recommend.images import ImageRejected, ImageSource, QueryImages
 from app.recommend.label_index import LabelIndex, LabelRow, LabelState
 
@@ -95,15 +95,21 @@ class _ZeroShot:
 class _Trained:
     """A recommender folder; calls are serialised like the serving encoder's."""
 
-    def __init__(self, folder: Path, version: str = "") -> None:
+    def __init__(self, folder: Path, version: str = "", precision: str = "fp32") -> None:
         from models.artefacts import read_manifest
         from models.recommender import RecommenderModel
+        from models.serving_precision import resolve_serving_precision, serve_bi_encoder
 
         manifest = read_manifest(folder)
         self.model = RecommenderModel.load(folder)
+        # The recommender runs on the CPU (docs/architecture.md), so the precision resolves there.
+        self.precision = resolve_serving_precision(precision, "cpu")
+        serve_bi_encoder(self.model.encoder, self.precision, in_place=True)
         # The manifest's mtime is part of the id: a folder retrained within the same second still
-        # counts as a new model, so the label index is rebuilt.
-        self.model_id = f"recommender:{folder.name}:{manifest.created_at}:{version}"
+        # counts as a new model, so the label index is rebuilt. The precision tag keeps label
+        # vectors of one precision from being reused by the other.
+        base = f"recommender:{folder.name}:{manifest.created_at}:{version}"
+        self.model_id = tagged_model_id(base, self.precision)
         self.dim = self.model.dim
         self.automation = self.model.automation
         self.thresholds = dict(manifest.metrics.get("thresholds") or {})
@@ -156,7 +162,7 @@ class RecommendService:
             with self._load_lock:  # a retrained folder (new manifest) is picked up on the next request
                 if self._trained is None or self._trained_key != key:
                     try:
-                        self._trained = _Trained(path, version=f"{key[1]:.6f}")
+                        self._trained = _Trained(path, f"{key[1]:.6f}", self.settings.precision)
                     except (ValueError, OSError, KeyError) as exc:
                         raise RecommenderUnavailable(f"cannot load the recommender at {path}: {exc}") from exc
                     self._trained_key = key

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_version_encoder(settings: Settings, version: str, path: str) -> Encoder:
+    """A registered bi-encoder in the configured precision; its vectors carry ``encoder.model_id``
+    (the version plus the precision tag), which promotion and serving both key on."""
     return Encoder.load(
         path,
         max_length=settings.encoder_max_length,
@@ -28,6 +30,7 @@ def load_version_encoder(settings: Settings, version: str, path: str) -> Encoder
         threads=settings.torch_threads,
         model_id=version,
         device=settings.device,
+        precision=settings.encoder_precision,
     )
 
 
@@ -64,7 +67,7 @@ class EncoderProvider:
             wanted = self.wanted_version()
             if wanted is None:
                 self._current = self.default()
-            elif self._current is None or self._current.model_id != wanted[0]:
+            elif self._current is None or self._current.version != wanted[0]:
                 logger.info("loading registered encoder %s", wanted[0])
                 self._current = load_version_encoder(self.settings, *wanted)
             return self._current

@@ -20,7 +20,7 @@ def serving_scorer(settings: Settings, factory: sessionmaker[Session]) -> tuple[
         return ZeroShotScorer(settings.lexical_weight), Decider(settings.match_threshold, settings.review_threshold)
     from app.pipeline.rerank import CrossEncoderScorer
 
-    scorer = CrossEncoderScorer(row.version, row.path, quantize=settings.matcher_quantize, device=settings.device)
+    scorer = CrossEncoderScorer(row.version, row.path, device=settings.device, precision=settings.matcher_precision)
     match_at = scorer.threshold_for_precision(settings.match_precision)
     if match_at is None:
         match_at = float(scorer.calibration.get("threshold", 0.5))

@@ -9,6 +9,7 @@ disk is only a shortcut that makes start-up fast.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -42,7 +43,16 @@ class ConsistencyReport:
 
 
 def _slug(model_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)[:120]
+    """A file-name-safe, unique stand-in for ``model_id`` in the snapshot's name.
+
+    A lossy slug (characters replaced, or cut at 120) gets a hash of the full id: otherwise two
+    models could share a snapshot, e.g. a long encoder path with and without its ``+bf16``
+    precision tag, and the index would serve one precision's vectors for the other.
+    """
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)
+    if slug == model_id and len(slug) <= 120:
+        return slug
+    return f"{slug[:111]}-{hashlib.sha256(model_id.encode('utf-8')).hexdigest()[:8]}"
 
 
 class IndexService:

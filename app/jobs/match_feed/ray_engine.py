@@ -103,18 +103,9 @@ class Embedder:
         self.model.eval()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        if self.device == "cpu":
-            return self.model.encode(texts, batch_size=self.batch_size)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), self.model.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                tokens = {k: v.to(self.device) for k, v in self.model.tokenize([texts[i] for i in idx]).items()}
-                out[idx] = self.model(**tokens).float().cpu().numpy()
-        return out
+        # BiEncoder.encode runs on the model's device (CPU or GPU) in the precision the driver
+        # set on it, the one `model_id` is tagged with.
+        return self.model.encode(texts, batch_size=self.batch_size)
 
     def __call__(self, batch: Batch) -> Batch:
         valid = [i for i, offer in enumerate(batch["offer"]) if offer]

@@ -1,0 +1,80 @@
+"""Serving precision: ``auto`` follows the CPU's bf16 capability, and bf16 stays close to fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import models.precision as precision_module
+from models.bi_encoder import BiEncoder
+from models.lea import LeaCrossEncoder
+from models.serving_precision import resolve_serving_precision, serve_bi_encoder, serve_cross_encoder
+from tests.conftest import TINY_CONFIG
+
+# initializer_range 0.2 (BERT's is 0.02): with tiny random weights the transformer layers barely
+# move the embeddings, and bf16 rounding in them would not be visible at all.
+LOUD = {**TINY_CONFIG, "initializer_range": 0.2}
+TEXTS = [
+    "acme camera x100 black",
+    "globex phone 12 128gb",
+    "initech stapler red",
+    "a",
+    "Sony WH-1000XM4 wireless noise cancelling over-ear headphones, black",
+]
+PAIRS = [(t, TEXTS[(i + 1) % len(TEXTS)]) for i, t in enumerate(TEXTS)] + [(t, t.upper()) for t in TEXTS]
+
+
+def test_auto_is_bf16_exactly_where_the_cpu_multiplies_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    native = bool(precision_module.cpu_bf16_flags())  # this machine's real probe
+    assert resolve_serving_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    assert resolve_serving_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ())
+    assert resolve_serving_precision("auto", "cpu") == "fp32"
+    # An explicit choice is kept even without native support (emulated, with a warning).
+    assert resolve_serving_precision("bf16", "cpu") == "bf16"
+    assert resolve_serving_precision("fp32", "cpu") == "fp32"
+    assert resolve_serving_precision("int8", "cpu") == "int8"
+
+
+def test_bad_precisions_are_refused() -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_serving_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_serving_precision("int8", torch.device("cuda"))
+    with pytest.raises(ValueError, match="resolved precision"):
+        serve_bi_encoder(BiEncoder.from_config(TINY_CONFIG, max_length=32), "auto")
+
+
+def test_bf16_embeddings_are_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    model = BiEncoder.from_config(LOUD, max_length=32)
+    fp32 = model.encode(TEXTS, batch_size=2)
+    assert serve_bi_encoder(model, "bf16") is model and model.precision == "bf16"
+    bf16 = model.encode(TEXTS, batch_size=2)
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)
+    assert float(np.min(np.sum(fp32 * bf16, axis=1))) > 0.99
+    assert not np.array_equal(fp32, bf16), "encode() really ran under bf16 autocast"
+
+
+def test_bf16_cross_encoder_logits_are_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    model = LeaCrossEncoder.from_config(LOUD, lea=True, max_length=32)
+    fp32 = model.predict_logits(PAIRS, batch_size=3)
+    assert serve_cross_encoder(model, "bf16") is model and model.precision == "bf16"
+    bf16 = model.predict_logits(PAIRS, batch_size=3)
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, fp32, atol=0.03)
+    assert not np.array_equal(fp32, bf16), "predict_logits() really ran under bf16 autocast"
+
+
+def test_int8_in_place_keeps_the_object_a_copy_otherwise() -> None:
+    torch.manual_seed(0)
+    model = BiEncoder.from_config(TINY_CONFIG, max_length=32)
+    copy = serve_bi_encoder(model, "int8")
+    assert copy is not model and not any("quantized" in type(m).__module__ for m in model.backbone.modules())
+    same = serve_bi_encoder(model, "int8", in_place=True)
+    assert same is model and model.precision == "fp32"
+    assert any("quantized" in type(m).__module__ for m in model.backbone.modules())
