@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
-from app.api import admin, feedback, health, ingest, jobs, match, match_jobs, products
+from app.api import admin, calibration, feedback, health, ingest, jobs, match, match_jobs, products
 from app.api import recommend as recommend_api
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
@@ -105,6 +105,7 @@ def create_app(
         recommend_api.router,
         feedback.router,
         admin.router,
+        calibration.router,
     )
     for router in routers:
         app.include_router(router)

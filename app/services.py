@@ -23,10 +23,12 @@ from app.jobs.context import Handler, JobContext
 from app.jobs.queue import JobQueue, make_queue
 from app.jobs.reembed import reembed_all, reembed_batch
 from app.jobs.worker import Worker
+from app.pipeline.calibration import own_decider
 from app.pipeline.encoder import Encoder
 from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.match import MatchPipeline
 from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
+from app.registry.calibration import decider_for
 from app.registry.encoder_provider import EncoderProvider
 from app.registry.scorers import serving_scorer
 from app.search.lexicon import CatalogueLexicon
@@ -137,8 +139,8 @@ class Services:
     def _default_encoder(self, override: Encoder | None) -> Encoder:
         return override if override is not None else Encoder.from_settings(self.settings)
 
-    def _scorer(self) -> tuple[Scorer, Decider]:
-        return serving_scorer(self.settings, self.factory)
+    def _scorer(self, encoder: Encoder) -> tuple[Scorer, Decider]:
+        return serving_scorer(self.settings, self.factory, encoder.model_id)
 
     def build_runtime(self, encoder: Encoder, index: IndexService | None = None) -> Runtime:
         """Embed what the encoder lacks, open (or rebuild) its index, wire a pipeline."""
@@ -148,7 +150,7 @@ class Services:
                 logger.info("embedded %d products for %s", missing, encoder.model_id)
             index = IndexService.from_settings(self.factory, self.settings, encoder.model_id, encoder.dim)
             index.open()
-        scorer, decider = self._scorer()
+        scorer, decider = self._scorer(encoder)
         rescorer = self._rescorer()
         if rescorer is not None:
             rescorer.lexicon.open()  # built before /readyz says ready, not in a request
@@ -191,7 +193,7 @@ class Services:
             wanted_scorer = matcher.version if matcher else ZeroShotScorer.name
             same_encoder = current is not None and current.encoder.model_id == wanted.model_id
             if same_encoder and current is not None and current.pipeline.scorer.name == wanted_scorer:
-                return False
+                return self._swap_decider()
             logger.info("switching to encoder %s, scorer %s", wanted.model_id, wanted_scorer)
             fresh = self.build_runtime(wanted, current.index if same_encoder and current else None)
             self.runtime = fresh  # one assignment: requests see the old or the new bundle
@@ -199,8 +201,28 @@ class Services:
                 current.index.snapshot()
             return True
 
+    def refresh_decider(self) -> bool:
+        """Swap in the thresholds of the serving scorer's active catalogue calibration (or its
+        own, after a revert) when they changed; encoder, index and scorer stay as they are."""
+        with self._switch_lock:
+            return self._swap_decider()
+
+    def _swap_decider(self) -> bool:
+        current = self.runtime
+        if current is None:
+            return False
+        pipeline = current.pipeline
+        wanted = decider_for(self.factory, pipeline.scorer, current.encoder.model_id, own_decider(pipeline.decider))
+        if wanted == pipeline.decider:
+            return False
+        logger.info("decider of %s: %s", pipeline.scorer.name, wanted)
+        fresh = MatchPipeline(current.encoder, current.index, self.factory, pipeline.scorer, wanted, pipeline.rescorer)
+        self.runtime = Runtime(current.encoder, current.index, fresh)  # one assignment, as for a promotion
+        return True
+
     def _follow(self) -> None:
-        """Keep the index in step with the DB, fill vector gaps, and follow promotions."""
+        """Keep the index in step with the DB, fill vector gaps, and follow promotions and
+        catalogue calibrations (stored by any process)."""
         s = self.settings
         ticks = 0
         while not self._stop.wait(s.index_sync_interval):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
@@ -17,6 +18,7 @@ from app.db import products as product_repo
 from app.db.labels import add_labels, labels_for
 from app.db.review_queue import get_review, open_reviews
 from app.db.tables import LabeledPair
+from app.jobs.calibrate import schedule_if_due
 from app.jobs.ingest_files import UnreadableFile, iter_csv_rows, read_csv_header
 from app.schemas.common import RequestModel
 from app.schemas.feedback import (
@@ -29,6 +31,8 @@ from app.schemas.feedback import (
 )
 from app.schemas.product import MAX_ID_CHARS, MAX_SHORT_CHARS, OfferIn
 from app.services import Services
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["feedback"], responses=COMMON)
 
@@ -126,6 +130,21 @@ def _known_products(services: Services, external_ids: set[str]) -> set[str]:
         return product_repo.existing_external_ids(session, external_ids)
 
 
+def _after_labels(services: Services) -> None:
+    """Queue an automatic calibration refit when CALIBRATE_EVERY_LABELS new labels arrived."""
+    if services.settings.calibrate_every_labels <= 0:
+        return
+    runtime = services.runtime
+    if runtime is None:
+        return
+    try:
+        schedule_if_due(
+            services.settings, services.factory, services.queue, runtime.pipeline.scorer, runtime.encoder.model_id
+        )
+    except Exception:  # noqa: BLE001 - the labels are stored; a missed trigger waits for the next label
+        logger.warning("could not check whether a calibration refit is due", exc_info=True)
+
+
 def _out(row: LabeledPair) -> FeedbackOut:
     return FeedbackOut(
         id=row.id,
@@ -179,6 +198,7 @@ async def feedback(body: FeedbackIn, services: ServicesDep):
         "note": body.note,
     }
     rows = await run_in_threadpool(add_labels, services.factory, [label])
+    await run_in_threadpool(_after_labels, services)
     return _out(rows[0])
 
 
@@ -253,4 +273,5 @@ async def import_feedback(
     problems.sort(key=lambda p: p["row"])
     if labels:
         await run_in_threadpool(add_labels, services.factory, labels)
+        await run_in_threadpool(_after_labels, services)
     return FeedbackImportResult(imported=len(labels), failed=len(problems), errors=problems[:100])

@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     match_precision: float = Field(default=0.95, gt=0.0, le=1.0)
     matcher_review_probability: float = Field(default=0.2, ge=0.0, le=1.0)
 
+    # Per-catalogue calibration (POST /v1/admin/calibration, app/registry/calibration.py): the
+    # serving scorer's thresholds refitted on the catalogue's own labelled pairs. The match cut
+    # reaches MATCH_PRECISION on them; the review band starts where the refitted match
+    # probability reaches CALIBRATION_REVIEW_PROBABILITY. A refit needs CALIBRATION_MIN_LABELS
+    # labels of catalogue products (both classes) and reads the newest CALIBRATION_MAX_LABELS.
+    # CALIBRATE_EVERY_LABELS > 0 refits by itself (a job) after that many new labels.
+    calibration_min_labels: int = Field(default=25, ge=2, le=100_000)
+    calibration_max_labels: int = Field(default=5_000, ge=2, le=200_000)
+    calibration_review_probability: float = Field(default=0.2, gt=0.0, lt=1.0)
+    calibrate_every_labels: int = Field(default=0, ge=0, le=1_000_000)
+
     # Limits: every request size is bounded.
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 100_000_000

@@ -1,4 +1,5 @@
-"""The tables (SQLAlchemy declarative classes): products, index change log, jobs, labelled pairs, model versions."""
+"""The tables (SQLAlchemy declarative classes): products, index change log, jobs, labelled pairs, model versions,
+review items, catalogue calibrations."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -169,3 +171,41 @@ class ReviewItem(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dedupe_key: Mapped[str | None] = mapped_column(String(64))
+
+
+class Calibration(Base):
+    """Thresholds refitted on the catalogue's own labelled pairs for one scorer (POST
+    /v1/admin/calibration). At most one row per scorer is active; older and reverted rows stay
+    as history with ``status = 'retired'``."""
+
+    __tablename__ = "calibrations"
+    __table_args__ = (Index("ix_calibrations_scorer_key_status", "scorer_key", "status"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # The scorer identity: a matcher version, or the zero-shot name + a hash of what moves its scores.
+    scorer_key: Mapped[str] = mapped_column(String(255), nullable=False)
+    scorer: Mapped[str] = mapped_column(String(255), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    method: Mapped[str] = mapped_column(String(32), nullable=False)
+    calibrator: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    target_precision: Mapped[float] = mapped_column(Float, nullable=False)
+    target_reached: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    review_probability: Mapped[float] = mapped_column(Float, nullable=False)
+    match_threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    review_threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    own_match_threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    own_review_threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    n_labels: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_positive: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_negative: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_skipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    n_accepted: Mapped[int] = mapped_column(Integer, nullable=False)
+    precision: Mapped[float | None] = mapped_column(Float)
+    precision_low: Mapped[float | None] = mapped_column(Float)
+    precision_high: Mapped[float | None] = mapped_column(Float)
+    recall: Mapped[float | None] = mapped_column(Float)
+    match_probability: Mapped[float | None] = mapped_column(Float)
+    # The newest labeled_pairs.id the fit saw: automatic refits count the labels after it.
+    labels_through: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    fitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -6,6 +6,8 @@ import logging
 import threading
 
 from app.db import jobs
+from app.jobs.calibrate import KIND as CALIBRATE
+from app.jobs.calibrate import run_calibrate
 from app.jobs.context import Handler, JobContext, JobFailed
 from app.jobs.ingest import run_ingest
 from app.jobs.match_feed.review import run_match_feed_job
@@ -23,6 +25,7 @@ HANDLERS: dict[str, Handler] = {
     "promote": run_promote,
     "rollback": run_rollback,
     MATCH_FEED: run_match_feed_job,
+    CALIBRATE: run_calibrate,
 }
 
 

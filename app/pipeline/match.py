@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import products as repo
 from app.db.review_queue import queue_for_review
 from app.db.tables import Product
+from app.pipeline.calibration import calibration_of
 from app.pipeline.encoder import Encoder
 from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.scoring import REVIEW, Decider, Scorer
@@ -83,6 +84,9 @@ class MatchPipeline:
         versions = {"encoder": self.encoder.model_id, "scorer": self.scorer.name}
         if self.rescorer is not None:
             versions["blocking"] = self.rescorer.describe()
+        calibration = calibration_of(self.decider)
+        if calibration is not None:  # the catalogue calibration whose thresholds decided
+            versions["calibration"] = str(calibration)
         return versions
 
     def match(self, queries: Sequence[MatchQuery]) -> list[MatchResult]:
@@ -119,7 +123,7 @@ class MatchPipeline:
             present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in rows]
             scored = self.scorer.score(
                 query.offer,
-                [_as_mapping(rows[pid]) for pid, _ in present],
+                [product_mapping(rows[pid]) for pid, _ in present],
                 [c for _, c in present],
                 query.explain,
             )
@@ -186,7 +190,8 @@ def queue_reviews(
     return queue_for_review(factory, items)
 
 
-def _as_mapping(product: Product) -> dict[str, Any]:
+def product_mapping(product: Product) -> dict[str, Any]:
+    """A catalogue product as the scorers read it (also how calibration scores labelled pairs)."""
     return {
         "title": product.title,
         "name": product.title,

@@ -156,7 +156,7 @@ class Searcher:
         _thread_budget(num_cpus)
         index = load_index_bytes(ray.get(index_ref[0]))
         factory = make_session_factory(make_engine(settings.database_url))
-        scorer, decider = serving_scorer(settings, factory)
+        scorer, decider = serving_scorer(settings, factory, model_id)
         self.encoder = _Precomputed(model_id)
         # Duck-typed stand-ins for what MatchPipeline reads: the encoder's precomputed vectors, the index.
         self.pipeline = FeedPipeline(self.encoder, _FrozenIndex(index), factory, scorer, decider)  # type: ignore[arg-type]  # see above

@@ -100,7 +100,7 @@ def pipeline_for(ctx: JobContext) -> MatchPipeline:
             _index_cache[key] = index
         else:
             index.catch_up()
-    scorer, decider = serving_scorer(settings, ctx.factory)
+    scorer, decider = serving_scorer(settings, ctx.factory, encoder.model_id)
     return FeedPipeline(encoder, index, ctx.factory, scorer, decider)
 
 

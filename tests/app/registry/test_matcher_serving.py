@@ -95,10 +95,10 @@ def test_serving_scorer_quantises_when_the_setting_says_so(client, settings, mat
     row = folders.register(factory, matcher_folder, settings.model_dir)
     model_versions.activate(factory, row.version)
     try:
-        scorer, decider = serving_scorer(settings.model_copy(update={"matcher_quantize": "int8"}), factory)
+        scorer, decider = serving_scorer(settings.model_copy(update={"matcher_quantize": "int8"}), factory, "tiny-test")
         assert scorer.quantize == "int8" and scorer.name == row.version
         assert 0.0 <= decider.review_threshold <= decider.match_threshold <= 1.0
-        plain, _ = serving_scorer(settings, factory)
+        plain, _ = serving_scorer(settings, factory, "tiny-test")
         assert plain.quantize == "none"
     finally:
         model_versions.deactivate(factory, "matcher")
