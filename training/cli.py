@@ -123,6 +123,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     else:
         add_train_recommender(train_sub)
         add_eval_recommender(ev_sub)
+    try:
+        from training.default_recipe.cli import add_train_default
+    except ImportError:
+        logger.debug("training.default_recipe not available: no `train default`")
+    else:
+        add_train_default(train_sub)
 
 
 # ---------------------------------------------------------------------------------- helpers

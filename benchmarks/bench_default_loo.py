@@ -1,0 +1,213 @@
+"""Leave-one-dataset-out evaluation of the default matcher recipe (issue 15, item 5).
+
+For each held-out benchmark X (Abt-Buy, Amazon-Google, WDC Products 100 % unseen) the recipe is
+trained without X (``--exclude X``; WDC Block goes with WDC Products, it was cut from it) and
+tested on X's test split: at the recipe's own threshold (chosen on its pooled validation, X
+decides nothing) and, labelled oracle, at the best threshold on X's test labels; the
+cross-encoder alone and the service's zero-shot scorer (bi-encoder cosine + lexical signals,
+``app/pipeline/scoring.py``) on the same pairs beside it.
+
+Resumable like ``benchmarks/protocol.py``: one result file per run in
+``benchmarks/results/default_loo/``, a run with a result file is skipped, a live lock file
+leaves a run to the process holding it, and an interrupted training continues from its last
+epoch (model folders and checkpoints in ``benchmarks/out/default_loo/``, not committed).
+
+    nohup .venv/bin/python benchmarks/bench_default_loo.py run >> benchmarks/out/default_loo.log 2>&1 &
+    .venv/bin/python benchmarks/bench_default_loo.py run --budget smoke --targets abt-buy   # minutes
+    .venv/bin/python benchmarks/bench_default_loo.py status
+    .venv/bin/python benchmarks/bench_default_loo.py table
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import OUT, RESULTS, git_rev, machine  # noqa: E402
+from benchmarks.protocol import pending, read_results, result_path, try_lock, write_result  # noqa: E402
+from training.default_recipe.loo import LOO_TARGETS  # noqa: E402
+
+logger = logging.getLogger("default_loo")
+
+PROTOCOL = "default_loo"
+WORK_ROOT = OUT / PROTOCOL
+
+
+@dataclass(frozen=True)
+class LooRun:
+    """One held-out benchmark, seed and budget; ``name`` is its result file's stem."""
+
+    target: str
+    seed: int
+    budget: str = "full"
+    protocol: str = PROTOCOL
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}__seed{self.seed}" + ("" if self.budget == "full" else f"__{self.budget}")
+
+
+def zero_shot_scores(pairs: list[Any], max_length: int) -> tuple[list[float], dict[str, float]]:
+    """The service's zero-shot scorer on each pair, and its decision thresholds from the settings."""
+    from app.core.config import Settings
+    from app.pipeline.scoring import ZeroShotScorer
+    from models.bi_encoder import BiEncoder
+    from models.product_text import embed_text
+
+    encoder = BiEncoder.from_pretrained("minilm", max_length=max_length)
+    left = encoder.encode([embed_text(p.left) for p in pairs])
+    right = encoder.encode([embed_text(p.right) for p in pairs])
+    scorer = ZeroShotScorer()
+    scores = [
+        scorer.score(p.left, [p.right], [float(a @ b)])[0].score for p, a, b in zip(pairs, left, right, strict=True)
+    ]
+    fields = Settings.model_fields
+    thresholds = {k: float(fields[k].default) for k in ("match_threshold", "review_threshold")}
+    return scores, thresholds
+
+
+def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
+    from app.core.config import Settings
+    from models.default_matcher import load_default_matcher
+    from training.default_recipe.config import budget_config
+    from training.default_recipe.loo import evaluate_default_matcher, load_target_test, loo_config, score_baseline
+    from training.default_recipe.train import train_default
+
+    work = args.work / run.name
+    folder = work / "model"
+    config = loo_config(run.target, budget_config(run.budget, seed=run.seed, threads=args.threads))
+    t0 = time.perf_counter()
+    if (folder / "head.json").is_file() and (folder / "manifest.json").is_file():
+        logger.info("%s: model folder complete, evaluating it", run.name)
+    else:
+        train_default(folder, config, data_root=args.data, work_dir=work / "model.work", progress=args.progress)
+    t1 = time.perf_counter()
+    matcher = load_default_matcher(folder)
+    test = load_target_test(run.target, args.data)
+    result = evaluate_default_matcher(matcher, test)
+    scores, thresholds = zero_shot_scores(test, int(Settings.model_fields["encoder_max_length"].default))
+    zero_shot = {name: score_baseline_from(scores, test, thr, score_baseline) for name, thr in thresholds.items()}
+    t2 = time.perf_counter()
+    manifest = matcher.manifest
+    return {
+        "run": run.name,
+        "target": run.target,
+        "target_label": LOO_TARGETS[run.target].label,
+        "seed": run.seed,
+        "budget": run.budget,
+        "excluded": sorted(config.excluded()),
+        "test": result,
+        "zero_shot": zero_shot,
+        "delta_f1_own_threshold_vs_zero_shot_match": result["head"]["f1"] - zero_shot["match_threshold"]["f1"],
+        "delta_oracle_f1_vs_zero_shot_oracle": result["head"]["oracle_f1"] - zero_shot["match_threshold"]["oracle_f1"],
+        "pooled_valid": manifest.metrics.get("valid_pooled"),
+        "history": manifest.metrics.get("history"),
+        "max_length": manifest.settings.get("max_length"),
+        "train_seconds": manifest.metrics.get("train_seconds"),
+        "train_wall_seconds": t1 - t0,
+        "eval_seconds": t2 - t1,
+        "config": manifest.settings.get("config"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_rev(),
+        "machine": machine(),
+    }
+
+
+def score_baseline_from(scores: list[float], pairs: list[Any], threshold: float, fn: Any) -> dict[str, Any]:
+    by_pair = {id(p): s for p, s in zip(pairs, scores, strict=True)}
+    return fn(pairs, lambda p: by_pair[id(p)], threshold)
+
+
+def runs_for(args: argparse.Namespace) -> list[LooRun]:
+    return [LooRun(t, s, args.budget) for t in args.targets for s in args.seeds]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    done = 0
+    for run in pending(runs_for(args), args.results):
+        lock = args.work / f"{run.name}.lock"
+        if not try_lock(lock):
+            logger.info("%s: another process is on it", run.name)
+            continue
+        try:
+            if result_path(run, args.results).exists():
+                continue
+            logger.info("=== %s", run.name)
+            out = run_one(run, args)
+            path = write_result(run, out, args.results)
+            done += 1
+            head, zs = out["test"]["head"], out["zero_shot"]["match_threshold"]
+            logger.info("%s: F1 %.4f (oracle %.4f) vs zero-shot %.4f (oracle %.4f) -> %s", run.name, head["f1"],
+                        head["oracle_f1"], zs["f1"], zs["oracle_f1"], path)  # fmt: skip
+        finally:
+            lock.unlink(missing_ok=True)
+    logger.info("%d runs finished", done)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    for run in runs_for(args):
+        state = "done" if result_path(run, args.results).exists() else "to do"
+        if state == "to do" and (args.work / f"{run.name}.lock").exists():
+            state = "running (lock)"
+        print(f"{run.name}: {state}")
+    return 0
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    lines = [
+        "| held out | budget | seed | test pairs | default F1 @ own cut (P / R) | default oracle F1 | cross-encoder "
+        "alone F1 / oracle | zero-shot F1 @ match cut / oracle | Δ F1 vs zero-shot (own cuts) | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: (r["target"], r["budget"], r["seed"])):
+        h, ce, zs = r["test"]["head"], r["test"].get("cross_encoder_only") or {}, r["zero_shot"]["match_threshold"]
+        lines.append(
+            f"| {r['target_label']} | {r['budget']} | {r['seed']} | {r['test']['pairs']} "
+            f"| {pct(h['f1'])} ({pct(h['precision'])} / {pct(h['recall'])}) | {pct(h['oracle_f1'])} "
+            f"| {pct(ce.get('f1'))} / {pct(ce.get('oracle_f1'))} | {pct(zs['f1'])} / {pct(zs['oracle_f1'])} "
+            f"| {100 * r['delta_f1_own_threshold_vs_zero_shot_match']:+.1f} "
+            f"| {float(r['train_seconds'] or 0) / 60:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    print(table(read_results(PROTOCOL, args.results)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("run", "status", "table"))
+    p.add_argument("--targets", type=lambda s: [x for x in s.split(",") if x], default=list(LOO_TARGETS))
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=[1])
+    p.add_argument("--budget", choices=("full", "smoke"), default="full", help="smoke: a reduced run of the pipeline")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data", type=Path, default=None, help="benchmark data root (default: ../shared/data)")
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--work", type=Path, default=WORK_ROOT)
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.targets) - set(LOO_TARGETS))
+    if unknown:
+        p.error(f"unknown targets {unknown}; known: {sorted(LOO_TARGETS)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return {"run": cmd_run, "status": cmd_status, "table": cmd_table}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

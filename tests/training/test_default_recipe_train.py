@@ -1,0 +1,134 @@
+"""The default recipe end to end with a tiny random model on tiny generated benchmarks: the folder
+loads and scores, weights are bf16, an interrupted run resumes to the same model, LOO helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from app.cli import build_parser
+from models.bi_encoder import BiEncoder
+from models.default_matcher import MODEL_CARD, load_default_matcher
+from models.match_head import HEAD_FILE
+from models.matcher_io import load_matcher
+from tests.training.default_recipe_fixtures import TINY, tiny_config, write_all
+from training.default_recipe.artefact import MAX_FOLDER_BYTES, folder_bytes
+from training.default_recipe.loo import evaluate_default_matcher, loo_config
+from training.default_recipe.sources import load_source
+from training.default_recipe.train import train_default
+
+
+def _encoder() -> BiEncoder:
+    torch.manual_seed(0)
+    return BiEncoder.from_config(TINY)
+
+
+def _train(root: Path, out: Path, **kw: Any) -> dict[str, Any]:
+    return train_default(out, tiny_config(), data_root=root, bi_encoder=_encoder(), progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    root = write_all(tmp_path_factory.mktemp("recipe-train-data"))
+    out = tmp_path_factory.mktemp("recipe-train") / "model"
+    return root, out, _train(root, out)
+
+
+def test_folder_layout_and_manifest(trained: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, out, summary = trained
+    for name in ("model.safetensors", "lea.safetensors", "lea_config.json", "calibration.json", HEAD_FILE,
+                 "manifest.json", MODEL_CARD, "bi_encoder/config.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert not (out.parent / "model.work" / "checkpoint.pt").exists()  # removed once the folder is complete
+    with safe_open(str(out / "model.safetensors"), "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.bfloat16}
+    manifest = json.loads((out / "manifest.json").read_text())
+    settings = manifest["settings"]
+    assert settings["recipe"] == "default" and settings["fields"] == [
+        "title",
+        "brand",
+        "category",
+        "price",
+        "description",
+    ]
+    assert {s["name"] for s in settings["sources"]} == {"tiny-dm", "tiny-lspc", "tiny-wdcp"}
+    assert settings["config"]["pairs_per_epoch"] == 48 and settings["max_length_report"]["max_length"] <= 64
+    assert next(s for s in settings["sources"] if s["name"] == "tiny-wdcp")["mined_negatives"] > 0
+    assert len(summary["history"]) == 2 and summary["folder_bytes"] == folder_bytes(out) < MAX_FOLDER_BYTES
+    card = (out / MODEL_CARD).read_text()
+    assert "tiny-wdcp" in card and "Training data" in card
+
+
+def test_artefact_loads_and_scores(trained: tuple[Path, Path, dict[str, Any]]) -> None:
+    root, out, _ = trained
+    matcher = load_default_matcher(out)
+    offer = {"title": "acme toaster x123", "brand": "acme", "price": 19.99}
+    candidates = [{"title": "Acme X123 toaster", "brand": None}, {"title": "globex keyboard y555", "price": 5.0}]
+    probs = matcher.score(offer, candidates)
+    assert probs.shape == (2,) and np.all((probs > 0) & (probs < 1))
+    details = matcher.score_pairs([offer, offer], candidates)
+    np.testing.assert_allclose(details.probabilities, probs)
+    np.testing.assert_allclose(matcher.head.apply(details.features), probs)
+    assert details.features.shape[1] == len(matcher.head.feature_names)
+    assert 0.0 < matcher.threshold < 1.0
+    # The same folder serves as a plain matcher (cross-encoder + temperature) through load_matcher.
+    model, calibrator, calibration, _ = load_matcher(out)
+    logits = model.predict_logits([(a, b) for a, b in zip(*_texts(matcher, offer, candidates))])
+    np.testing.assert_allclose(logits, details.logits, rtol=1e-5, atol=1e-5)
+    assert calibration["fields"] == matcher.fields
+    # The held-out evaluation runs on the loaded folder.
+    test = load_source(tiny_config().sources[2], root, test="100un").test
+    assert test
+    result = evaluate_default_matcher(matcher, test)
+    assert result["pairs"] == len(test) and 0.0 <= result["head"]["f1"] <= result["head"]["oracle_f1"] <= 1.0
+    assert "cross_encoder_only" in result
+
+
+def _texts(matcher: Any, offer: dict[str, Any], candidates: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    from models.product_text import serialize_product
+
+    return [serialize_product(offer, matcher.fields)] * len(candidates), [
+        serialize_product(c, matcher.fields) for c in candidates
+    ]
+
+
+def test_resume_after_interruption_gives_the_same_model(
+    trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    root, reference, _ = trained
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(epoch: int, row: dict[str, Any]) -> None:
+        if epoch == 1:
+            raise Interrupted
+
+    out = tmp_path / "model"
+    with pytest.raises(Interrupted):
+        _train(root, out, on_epoch=stop)
+    assert (tmp_path / "model.work" / "checkpoint.pt").is_file() and not out.exists()
+    summary = _train(root, out)
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    with (
+        safe_open(str(out / "model.safetensors"), "pt") as a,
+        safe_open(str(reference / "model.safetensors"), "pt") as b,
+    ):
+        for key in a.keys():
+            assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
+    head, ref = json.loads((out / HEAD_FILE).read_text()), json.loads((reference / HEAD_FILE).read_text())
+    assert head["coef"] == ref["coef"] and head["threshold"] == ref["threshold"]
+
+
+def test_loo_config_and_cli_wiring() -> None:
+    cfg = loo_config("wdc-products")
+    assert {"wdc-products", "wdc-block-small"} <= cfg.excluded()
+    args = build_parser().parse_args(["train", "default", "--out", "x", "--exclude", "abt-buy,amazon-google",
+                                      "--budget", "smoke"])  # fmt: skip
+    assert args.exclude == ("abt-buy", "amazon-google") and args.budget == "smoke" and not args.needs_settings
