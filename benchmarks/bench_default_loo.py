@@ -14,6 +14,7 @@ epoch (model folders and checkpoints in ``benchmarks/out/default_loo/``, not com
 
     nohup .venv/bin/python benchmarks/bench_default_loo.py run >> benchmarks/out/default_loo.log 2>&1 &
     .venv/bin/python benchmarks/bench_default_loo.py run --budget smoke --targets abt-buy   # minutes
+    .venv/bin/python benchmarks/bench_default_loo.py run --variant margin      # an ablation
     .venv/bin/python benchmarks/bench_default_loo.py status
     .venv/bin/python benchmarks/bench_default_loo.py table
 """
@@ -43,18 +44,26 @@ PROTOCOL = "default_loo"
 WORK_ROOT = OUT / PROTOCOL
 
 
+#: Ablations of the recipe, as config overrides: the head with the candidate margin (off by
+#: default: the benchmarks' candidate lists are their labelled pairs, 1-5 per offer, not the
+#: service's top 10) and the head without the pair signals.
+VARIANTS: dict[str, dict[str, Any]] = {"": {}, "margin": {"margin": True}, "no-signals": {"signals": "none"}}
+
+
 @dataclass(frozen=True)
 class LooRun:
-    """One held-out benchmark, seed and budget; ``name`` is its result file's stem."""
+    """One held-out benchmark, seed, budget and variant; ``name`` is its result file's stem."""
 
     target: str
     seed: int
     budget: str = "full"
+    variant: str = ""
     protocol: str = PROTOCOL
 
     @property
     def name(self) -> str:
-        return f"{self.target}__seed{self.seed}" + ("" if self.budget == "full" else f"__{self.budget}")
+        parts = [self.target, f"seed{self.seed}"] + ([self.budget] if self.budget != "full" else [])
+        return "__".join(parts + ([self.variant] if self.variant else []))
 
 
 def zero_shot_scores(pairs: list[Any], max_length: int) -> tuple[list[float], dict[str, float]]:
@@ -85,7 +94,8 @@ def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
 
     work = args.work / run.name
     folder = work / "model"
-    config = loo_config(run.target, budget_config(run.budget, seed=run.seed, threads=args.threads))
+    base = budget_config(run.budget, seed=run.seed, threads=args.threads, **VARIANTS[run.variant])
+    config = loo_config(run.target, base)
     t0 = time.perf_counter()
     if (folder / "head.json").is_file() and (folder / "manifest.json").is_file():
         logger.info("%s: model folder complete, evaluating it", run.name)
@@ -105,6 +115,7 @@ def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
         "target_label": LOO_TARGETS[run.target].label,
         "seed": run.seed,
         "budget": run.budget,
+        "variant": run.variant,
         "excluded": sorted(config.excluded()),
         "test": result,
         "zero_shot": zero_shot,
@@ -129,7 +140,7 @@ def score_baseline_from(scores: list[float], pairs: list[Any], threshold: float,
 
 
 def runs_for(args: argparse.Namespace) -> list[LooRun]:
-    return [LooRun(t, s, args.budget) for t in args.targets for s in args.seeds]
+    return [LooRun(t, s, args.budget, args.variant) for t in args.targets for s in args.seeds]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -169,14 +180,16 @@ def table(results: list[dict[str, Any]]) -> str:
         return "–" if x is None else f"{100 * x:.1f}"
 
     lines = [
-        "| held out | budget | seed | test pairs | default F1 @ own cut (P / R) | default oracle F1 | cross-encoder "
-        "alone F1 / oracle | zero-shot F1 @ match cut / oracle | Δ F1 vs zero-shot (own cuts) | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| held out | variant | budget | seed | test pairs | default F1 @ own cut (P / R) | default oracle F1 "
+        "| cross-encoder alone F1 / oracle | zero-shot F1 @ match cut / oracle | Δ F1 vs zero-shot (own cuts) "
+        "| train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(results, key=lambda r: (r["target"], r["budget"], r["seed"])):
+    for r in sorted(results, key=lambda r: (r["target"], r.get("variant") or "", r["budget"], r["seed"])):
         h, ce, zs = r["test"]["head"], r["test"].get("cross_encoder_only") or {}, r["zero_shot"]["match_threshold"]
         lines.append(
-            f"| {r['target_label']} | {r['budget']} | {r['seed']} | {r['test']['pairs']} "
+            f"| {r['target_label']} | {r.get('variant') or 'recipe'} | {r['budget']} | {r['seed']} "
+            f"| {r['test']['pairs']} "
             f"| {pct(h['f1'])} ({pct(h['precision'])} / {pct(h['recall'])}) | {pct(h['oracle_f1'])} "
             f"| {pct(ce.get('f1'))} / {pct(ce.get('oracle_f1'))} | {pct(zs['f1'])} / {pct(zs['oracle_f1'])} "
             f"| {100 * r['delta_f1_own_threshold_vs_zero_shot_match']:+.1f} "
@@ -196,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", type=lambda s: [x for x in s.split(",") if x], default=list(LOO_TARGETS))
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=[1])
     p.add_argument("--budget", choices=("full", "smoke"), default="full", help="smoke: a reduced run of the pipeline")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="", help="an ablation of the recipe (default: none)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data", type=Path, default=None, help="benchmark data root (default: ../shared/data)")
     p.add_argument("--results", type=Path, default=RESULTS)
