@@ -132,3 +132,13 @@ def test_loo_config_and_cli_wiring() -> None:
     args = build_parser().parse_args(["train", "default", "--out", "x", "--exclude", "abt-buy,amazon-google",
                                       "--budget", "smoke"])  # fmt: skip
     assert args.exclude == ("abt-buy", "amazon-google") and args.budget == "smoke" and not args.needs_settings
+
+
+def test_excluded_source_is_not_trained_on(trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    root, _, _ = trained
+    out = tmp_path / "model"
+    train_default(out, tiny_config(exclude=("tiny-dm",), epochs=1), data_root=root, bi_encoder=_encoder(),
+                  progress=False)  # fmt: skip
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert {s["name"] for s in settings["sources"]} == {"tiny-lspc", "tiny-wdcp"}
+    assert settings["excluded"] == ["tiny-dm"] and "tiny-dm" not in settings["valid_per_source"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -142,7 +143,7 @@ def source_weights(sources: Sequence[str]) -> np.ndarray:
     names = list(sources)
     if not names:
         return np.zeros(0)
-    counts = {k: names.count(k) for k in set(names)}
+    counts = Counter(names)
     per_source = len(names) / len(counts)
     return np.asarray([per_source / counts[k] for k in names], dtype=np.float64)
 

@@ -38,7 +38,15 @@ from models.bi_encoder import BiEncoder
 from models.calibration import threshold_for_best_f1
 from models.lea import LeaCrossEncoder
 from models.lexical import EncodedPair
-from models.match_head import SignalFn, candidate_margins, feature_matrix, signal_rows, signal_set
+from models.match_head import (
+    BASE_FEATURES,
+    MARGIN_FEATURES,
+    SignalFn,
+    candidate_margins,
+    feature_matrix,
+    signal_rows,
+    signal_set,
+)
 from models.precision import autocast, default_threads, resolve_precision
 from models.product_text import embed_text, serialize_product
 from training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
@@ -353,8 +361,6 @@ def _finish(
     signal_set_: tuple[str, SignalFn | None, tuple[str, ...]],
     elapsed: float,
 ) -> dict[str, Any]:
-    from models.match_head import BASE_FEATURES, MARGIN_FEATURES
-
     signal_name, signal_fn, signal_names = signal_set_
     model.eval()
     labels = np.asarray([p.label for p in data.valid])
