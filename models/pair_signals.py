@@ -113,6 +113,13 @@ _HAS_DIGIT = re.compile(r"\d")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 _MIN_IDENTIFIER = 4
 _YEAR = re.compile(r"^(?:19|20)\d\d$")
+# Standards and interfaces that many different products share: "802.11n", "usb3", "ddr4",
+# "pc3-10600", "h264", "cat6e", "sata3". They look like model numbers but agreeing on one says
+# nothing about being the same product (a Netgear and a Linksys 802.11n router).
+_STANDARD = re.compile(
+    r"^(?:80211[a-z]{1,3}|usb\d*(?:c|typec)?|ddr\d[a-z]?|lpddr\d[a-z]?|gddr\d|pc\d{1,2}\d{3,5}|pc\d{3,5}"
+    r"|h26\d|x26\d|mpeg\d|mp[34]|sata\d*|pcie\d*|cat\d[a-z]?|hdmi\d*|ipv[46]|wifi\d|bluetooth\d*|bt\d|ieee\d+)$"
+)
 # A count and what it counts, written as one token: "3user", "100agent", "11speed", "10card".
 _COUNTED = re.compile(r"^\d+[^\W\d_]{3,}$")
 _APOSTROPHES = re.compile(r"['\u2019`]")
@@ -173,7 +180,7 @@ def is_identifier(token: str) -> bool:
     At least four characters ("cs3", "x1" name too many things), and neither a measure nor a
     year: "2007" is the edition of many products, not one model.
     """
-    if len(token) < _MIN_IDENTIFIER or not _HAS_DIGIT.search(token):
+    if len(token) < _MIN_IDENTIFIER or not _HAS_DIGIT.search(token) or _STANDARD.match(token):
         return False
     if token.isdigit():
         return not is_year(token)
@@ -292,11 +299,25 @@ def identifier_similarity(a: str, b: str) -> float:
     return 0.0
 
 
+def _is_variant(a: str, b: str) -> bool:
+    """Two different model numbers of one series: one edit apart, or the same first four characters."""
+    return a != b and (Levenshtein.distance(a, b) <= 1 or a[:_MIN_IDENTIFIER] == b[:_MIN_IDENTIFIER])
+
+
 def _identifier_agreement(left: Sequence[str], right: Sequence[str]) -> tuple[Agreement, float]:
     if not left or not right:
         return ABSENT, 0.0
-    best = max(identifier_similarity(a, b) for a in left for b in right)
-    return (MATCH if best >= IDENTIFIER_MATCH_CUTOFF else CONFLICT), best
+    sims = {(a, b): identifier_similarity(a, b) for a in left for b in right}
+    best = max(sims.values())
+    if best < IDENTIFIER_MATCH_CUTOFF:
+        return CONFLICT, best
+    # One shared code does not outweigh a sibling model on the other side: "wh1000xm4" listed
+    # beside a shared accessory code still names another model than "wh1000xm5".
+    agreed = {x for pair, sim in sims.items() if sim >= IDENTIFIER_MATCH_CUTOFF for x in pair}
+    for (a, b), sim in sims.items():
+        if sim < IDENTIFIER_MATCH_CUTOFF and a not in agreed and b not in agreed and _is_variant(a, b):
+            return CONFLICT, sim
+    return MATCH, best
 
 
 # --------------------------------------------------------------------------- coverage

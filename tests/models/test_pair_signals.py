@@ -223,3 +223,22 @@ def test_features_follow_feature_names() -> None:
 def test_name_field_is_a_title() -> None:
     s = pair_signals({"name": "sony turntable pslx350h"}, {"title": "Sony PS-LX350H belt drive turntable"})
     assert s.identifier == "match" and s.left_coverage == 1.0
+
+
+@pytest.mark.parametrize("token", ["80211n", "usb3", "ddr4", "pc310600", "h264", "sata3", "cat6e", "hdmi2"])
+def test_standards_are_not_model_numbers(token: str) -> None:
+    assert not is_identifier(token)
+
+
+def test_a_shared_standard_does_not_make_two_routers_one_product() -> None:
+    s = pair_signals({"title": "netgear wnr834b 802.11n router"}, {"title": "linksys wrt160n 802.11n router"})
+    assert s.identifier == "conflict"
+
+
+def test_a_shared_code_does_not_outweigh_a_sibling_model() -> None:
+    s = pair_signals({"title": "sony wh-1000xm4 case 1234567"}, {"title": "Sony WH-1000XM5 case 1234567"})
+    assert s.identifier == "conflict"
+    same = pair_signals({"title": "sony wh-1000xm5 case 1234567"}, {"title": "Sony WH-1000XM5 case 1234567"})
+    assert same.identifier == "match"
+    hub = pair_signals({"title": "belkin usb3 hub f4u058"}, {"title": "belkin usb3 hub f4u059"})
+    assert hub.identifier == "conflict"
