@@ -16,6 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     DATA_DIR=/data \
+    DEFAULT_MATCHER=/app/artefacts/default-matcher \
     PORT=8000
 
 RUN apt-get update \
@@ -33,6 +34,9 @@ COPY app ./app
 COPY models ./models
 COPY training ./training
 COPY migrations ./migrations
+# The shipped default matcher (artefacts/default-matcher/README.md): served at start-up when no
+# matcher is promoted; the installed package cannot find it beside app/, hence DEFAULT_MATCHER.
+COPY artefacts ./artefacts
 # The project depends on faiss-cpu; a GPU image swaps it for the CUDA build (same module name).
 # hadolint ignore=DL3013
 RUN python -m pip install --no-cache-dir . \

@@ -16,7 +16,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
-from app.db import model_versions
 from app.db.base import make_engine, make_session_factory, ping
 from app.db.tables import Job
 from app.jobs.context import Handler, JobContext
@@ -27,10 +26,11 @@ from app.pipeline.calibration import own_decider
 from app.pipeline.encoder import Encoder
 from app.pipeline.hybrid import LexicalRescorer
 from app.pipeline.match import MatchPipeline
-from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
+from app.pipeline.scoring import Decider, Scorer
 from app.registry.calibration import decider_for
+from app.registry.default_matcher import install_default_matcher
 from app.registry.encoder_provider import EncoderProvider
-from app.registry.scorers import serving_scorer
+from app.registry.scorers import serving_scorer, wanted_scorer_name
 from app.search.lexicon import CatalogueLexicon
 from app.search.sync import IndexService
 
@@ -171,6 +171,8 @@ class Services:
     def load(self, encoder: Encoder | None = None) -> None:
         """Load the encoder, open the index and build the pipeline (runs off the event loop)."""
         try:
+            # Before the first scorer is built: a shipped default matcher may become the active one.
+            install_default_matcher(self.settings, self.factory)
             self.provider = EncoderProvider(self.settings, self.factory, lambda: self._default_encoder(encoder))
             self.runtime = self.build_runtime(self.provider.refresh())
             threading.Thread(target=self._follow, name="runtime-follower", daemon=True).start()
@@ -189,8 +191,7 @@ class Services:
         with self._switch_lock:
             wanted = self.provider.refresh()
             current = self.runtime
-            matcher = model_versions.active(self.factory, "matcher")
-            wanted_scorer = matcher.version if matcher else ZeroShotScorer.name
+            wanted_scorer = wanted_scorer_name(self.settings, self.factory)
             same_encoder = current is not None and current.encoder.model_id == wanted.model_id
             if same_encoder and current is not None and current.pipeline.scorer.name == wanted_scorer:
                 return self._swap_decider()

@@ -61,13 +61,14 @@ class PairScores:
 
 class DefaultMatcher:
     """The cross-encoder, its bi-encoder and the calibrated head; one lock around the models
-    (their collators and caches are not thread-safe)."""
+    (their collators and caches are not thread-safe). Without a bi-encoder (``None``) every call
+    must bring the cosines."""
 
     def __init__(
         self,
         model: LeaCrossEncoder,
         head: MatchHead,
-        bi_encoder: BiEncoder,
+        bi_encoder: BiEncoder | None,
         fields: Sequence[str],
         signals: SignalFn | None,
         manifest: Manifest,
@@ -133,6 +134,8 @@ class DefaultMatcher:
         return PairScores(logits, cos, features, self.head.apply(features))
 
     def _cosines(self, lefts: Sequence[Mapping[str, Any]], rights: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if self.bi_encoder is None:
+            raise ValueError("this matcher was loaded without its bi-encoder: pass the cosines")
         # An offer is usually the same mapping for all its candidates: embed each distinct text once.
         texts = [embed_text(p) for p in lefts] + [embed_text(p) for p in rights]
         unique = sorted(set(texts))
@@ -163,9 +166,12 @@ def load_default_matcher(
     *,
     bi_encoder: BiEncoder | None = None,
     signals: SignalFn | None = None,
+    with_bi_encoder: bool = True,
 ) -> DefaultMatcher:
     """The scorer of a default-matcher folder; ``signals`` replaces the head's named signal set
-    (needed for a set that is not built in), ``bi_encoder`` the bi-encoder it names."""
+    (needed for a set that is not built in), ``bi_encoder`` the bi-encoder it names.
+    ``with_bi_encoder=False`` loads none, for a caller that always passes the cosines (the
+    service, whose own blocker is the head's bi-encoder)."""
     folder = Path(folder)
     head = load_head(folder)
     model, calibrator, calibration, manifest = load_matcher(folder)
@@ -174,8 +180,9 @@ def load_default_matcher(
         expected = head.feature_names[2 : 2 + head.n_signals]
         if tuple(names) != tuple(expected):
             raise ValueError(f"{folder}: head signals {expected} differ from {head.signals}'s {names}")
-    encoder = bi_encoder if bi_encoder is not None else load_bi_encoder(folder, head)
-    encoder.precision = model.precision
+    encoder = bi_encoder if bi_encoder is not None or not with_bi_encoder else load_bi_encoder(folder, head)
+    if encoder is not None:
+        encoder.precision = model.precision
     fields = calibration.get("fields")
     if not isinstance(fields, list):
         raise ValueError(f"{folder}: calibration fields must be a list of service fields, got {fields!r}")

@@ -55,6 +55,7 @@ def quantize_int8(model: BiEncoder) -> BiEncoder:
     quantized = copy.deepcopy(model)
     quantized.eval()
     quantized.backbone = quantize_linear_int8(quantized.backbone)
+    quantized.precision = "fp32"  # int8 kernels take fp32 activations, never autocast bf16 ones
     quantized.name = f"{model.name}+int8"
     logger.info("quantised %s to dynamic int8 (engine %s)", model.name, torch.backends.quantized.engine)
     return quantized

@@ -22,6 +22,11 @@ from models.bi_encoder import BiEncoder
 # precision setting itself is tested in tests/app/core/test_precision_settings.py,
 # tests/models/test_serving_precision.py and the test_*precision.py files beside them.
 os.environ.setdefault("PRECISION", "fp32")
+# No shipped default matcher unless a test names one: once artefacts/default-matcher/ holds the
+# released weights, every app the suite starts (and every server subprocess) would otherwise
+# register and serve a 45 MB model. tests/app/registry/test_default_matcher_startup.py serves a
+# tiny one through DEFAULT_MATCHER.
+os.environ.setdefault("DEFAULT_MATCHER", "")
 
 TINY_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 ADMIN_TOKEN = "test-admin-token-0123456789"

@@ -13,6 +13,10 @@ DEFAULT_ADMIN_TOKEN = "changethis"
 # models/serving_precision.SERVING_PRECISIONS (settings import nothing from models/;
 # tests/app/core/test_config_defaults.py keeps the two equal).
 SERVING_PRECISIONS = ("auto", "bf16", "fp32", "int8")
+# The repository folder of the shipped default matcher (artefacts/default-matcher/README.md). A
+# checkout finds it beside app/; an installed package (the Docker image) sets DEFAULT_MATCHER.
+SHIPPED_DEFAULT_MATCHER = Path(__file__).resolve().parents[2] / "artefacts" / "default-matcher"
+SCORERS = ("default", "zero-shot")
 
 
 class Settings(BaseSettings):
@@ -69,6 +73,13 @@ class Settings(BaseSettings):
     blocking_pool: int = Field(default=200, ge=1, le=2_000)
     blocking_lexical_candidates: int = Field(default=50, ge=0, le=1_000)
     blocking_lexical_weight: float = Field(default=0.3, ge=0.0, le=10.0)
+
+    # Which scorer serves (app/registry/scorers.py). default: the promoted matcher, else the
+    # shipped default matcher in DEFAULT_MATCHER (registered and promoted at start-up when no
+    # matcher is active), else the zero-shot scorer; zero-shot: the zero-shot scorer whatever is
+    # promoted. DEFAULT_MATCHER="" means no shipped model.
+    scorer: Literal["default", "zero-shot"] = "default"
+    default_matcher: Path | None = SHIPPED_DEFAULT_MATCHER
 
     # Zero-shot scorer: cosine blended with a rapidfuzz lexical score.
     lexical_weight: float = Field(default=0.3, ge=0.0, le=1.0)
@@ -151,6 +162,19 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("default_matcher", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("scorer", mode="before")
+    @classmethod
+    def _known_scorer(cls, value: object) -> object:
+        name = value.strip().lower() if isinstance(value, str) else value
+        if name not in SCORERS:
+            raise ValueError(f"SCORER must be one of {', '.join(SCORERS)}; got {value!r}")
+        return name
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -29,6 +29,19 @@ def tagged_model_id(base: str, precision: str) -> str:
     return base if precision == "fp32" else f"{base}+{precision}"
 
 
+def packaged_version(name_or_path: str) -> str:
+    """The version a configured encoder (packaged name or folder) serves under, before its precision tag."""
+    return "minilm-l6-v2-zero-shot" if name_or_path == "minilm" else str(name_or_path)
+
+
+def untagged(model_id: str) -> str:
+    """The version inside a vector model id (:func:`tagged_model_id` undone)."""
+    for precision in RESOLVED_PRECISIONS:
+        if precision != "fp32" and model_id.endswith(f"+{precision}"):
+            return model_id.removesuffix(f"+{precision}")
+    return model_id
+
+
 class Encoder:
     """Embeds offers and products; `model_id` tags every stored vector.
 
@@ -76,7 +89,7 @@ class Encoder:
         resolved = resolve_serving_precision(precision, target)
         model = serve_bi_encoder(BiEncoder.from_pretrained(name_or_path, max_length=max_length), resolved)
         model.to(target)
-        version = model_id or ("minilm-l6-v2-zero-shot" if name_or_path == "minilm" else str(name_or_path))
+        version = model_id or packaged_version(name_or_path)
         encoder = cls(model, version, batch_size, precision=resolved)
         logger.info("loaded encoder %s (dim %d) on %s in %s", encoder.model_id, model.dim, target, resolved)
         return encoder

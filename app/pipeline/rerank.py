@@ -10,6 +10,7 @@ from typing import Any
 
 from app.pipeline.scoring import ScoredCandidate, closest_words
 from models.devices import resolve_device
+from models.lea import LeaCrossEncoder
 from models.matcher_io import load_matcher, score_pairs
 from models.product_text import serialize_product
 from models.quantize import QUANTIZE_MODES
@@ -85,24 +86,26 @@ class CrossEncoderScorer:
         pairs = [(offer_text, serialize_product(c, self.fields)) for c in candidates]
         with self._lock:  # one forward at a time: two would only fight over the same cores
             _, probs = score_pairs(self.model, self.calibrator, pairs, batch_size=self.batch_size)
-            explanations = [self._explain(p) for p in pairs] if explain else [None] * len(pairs)
+            explanations = [explain_pair(self.model, p) for p in pairs] if explain else [None] * len(pairs)
 
         return [
             ScoredCandidate(score=round(float(p), 6), lexical=None, explanation=e) for p, e in zip(probs, explanations)
         ]
 
-    def _explain(self, pair: tuple[str, str]) -> list[dict[str, Any]]:
-        if getattr(self.model, "lex", None) is None:
-            return closest_words(*pair)  # a vanilla cross-encoder has no lexical bias to show
-        out = []
-        for item in self.model.explain(pair, top=5):
-            word_a, word_b, similarity, bias = item[0], item[1], item[2], item[3]
-            out.append(
-                {
-                    "offer_word": str(word_a),
-                    "product_word": str(word_b),
-                    "similarity": round(float(similarity), 4),
-                    "weight": None if bias is None else round(float(bias), 6),
-                }
-            )
-        return out
+
+def explain_pair(model: LeaCrossEncoder, pair: tuple[str, str]) -> list[dict[str, Any]]:
+    """The word pairs that drove the lexical bias of one (offer, product) text pair, strongest first."""
+    if getattr(model, "lex", None) is None:
+        return closest_words(*pair)  # a vanilla cross-encoder has no lexical bias to show
+    out = []
+    for item in model.explain(pair, top=5):
+        word_a, word_b, similarity, bias = item[0], item[1], item[2], item[3]
+        out.append(
+            {
+                "offer_word": str(word_a),
+                "product_word": str(word_b),
+                "similarity": round(float(similarity), 4),
+                "weight": None if bias is None else round(float(bias), 6),
+            }
+        )
+    return out

@@ -12,6 +12,7 @@ import numpy as np
 from app.core.config import Settings
 from app.db import model_versions
 from app.pipeline.scoring import ZeroShotScorer
+from app.registry.scorers import serving_matcher
 from app.retrain.data import BLOCKER_FIELDS
 from models.bi_encoder import BiEncoder
 from training.blocking_tasks import build_blocking_task
@@ -80,7 +81,7 @@ def zero_shot_matcher_quality(
 def serving_matcher_quality(
     settings: Settings, factory: Any, dataset: PairDataset, split: str = "test"
 ) -> tuple[str, dict[str, Any]]:
-    row = model_versions.active(factory, "matcher")
+    row = serving_matcher(settings, factory)
     if row is not None:
         return row.version, matcher_quality(row.path, dataset, split)
     _, encoder = serving_blocker(settings, factory)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from app.db import jobs, model_versions
-from app.db.tables import Job
+from app.db.tables import Job, ModelVersion
 from app.jobs.context import JobContext, JobFailed
 from app.jobs.promote import prepare_blocker
 from app.registry import folders
+from app.registry.scorers import is_default_matcher_folder, serving_matcher
 from app.retrain.data import BLOCKER_FIELDS, MATCHER_FIELDS, RetrainData, RetrainDataError, build_retrain_data
 from app.retrain.gate import blocker_quality, compare, matcher_quality, serving_blocker, serving_matcher_quality
 from app.schemas.retrain import RetrainRequest
@@ -50,6 +51,36 @@ def _backbone(ctx: JobContext) -> str:
     return ctx.settings.retrain_backbone or "minilm"
 
 
+def _arch_of(row: ModelVersion) -> str | None:
+    settings = (row.manifest or {}).get("settings") or {}
+    arch = settings.get("arch")
+    return str(arch) if arch else None
+
+
+def matcher_start(ctx: JobContext, req: RetrainRequest) -> str:
+    """The weights a matcher retrain starts from: a backbone name/folder or a matcher folder.
+
+    A saved matcher folder passed as the backbone is loaded with its trained weights (and its
+    own LEA options and maximum length), so fine-tuning continues from it.
+    """
+    if req.start == "backbone":
+        return _backbone(ctx)
+    if req.start == "active":
+        row = model_versions.active(ctx.factory, "matcher")
+        if row is None:
+            raise JobFailed("start='active' but no matcher is active: promote one, or use start='backbone'")
+        if _arch_of(row) != req.arch:
+            raise JobFailed(
+                f"start='active': the active matcher {row.version} is {_arch_of(row)!r}, not arch={req.arch!r}"
+            )
+        return row.path
+    row = serving_matcher(ctx.settings, ctx.factory)
+    if row is not None and is_default_matcher_folder(row.path) and _arch_of(row) == req.arch:
+        logger.info("retraining the matcher from the serving default matcher %s", row.version)
+        return row.path
+    return _backbone(ctx)
+
+
 def _decide(req: RetrainRequest, gate: dict[str, Any]) -> bool:
     if req.promote == "never":
         return False
@@ -58,7 +89,8 @@ def _decide(req: RetrainRequest, gate: dict[str, Any]) -> bool:
 
 def retrain_key(req: RetrainRequest, data: RetrainData, kind: str, backbone: str) -> str:
     """Training-data fingerprint + the settings that shape the model: equal keys, equal model."""
-    config = req.model_dump(exclude={"promote", "target"}) | {"kind": kind, "backbone": backbone}
+    # ``start`` is resolved into ``backbone``: the weights trained from, not the rule that chose them.
+    config = req.model_dump(exclude={"promote", "target", "start"}) | {"kind": kind, "backbone": backbone}
     text = data.dataset.fingerprint() + json.dumps(config, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -113,7 +145,8 @@ def _train_blocker(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
 
 
 def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work: Path, p: _Progress) -> None:
-    key = retrain_key(req, data, "matcher", _backbone(ctx))
+    start = matcher_start(ctx, req)
+    key = retrain_key(req, data, "matcher", start)
     existing = _already_trained(ctx, "matcher", key)
     if existing is not None:
         p.stage("reusing the matcher trained on the same data")
@@ -122,7 +155,7 @@ def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
     else:
         p.stage("training matcher")
         folder = work / "matcher"
-        summary = _fit_matcher(ctx, req, data, folder)
+        summary = _fit_matcher(ctx, req, data, folder, start)
     p.stage("evaluating matcher")
     new = matcher_quality(str(folder), data.dataset)
     current_version, current = serving_matcher_quality(ctx.settings, ctx.factory, data.dataset)
@@ -137,12 +170,13 @@ def _train_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, work
         "valid_f1": summary.get("valid_f1"),
         "noise": summary.get("noise"),
         "pseudo_labels": summary.get("pseudo_labels"),
+        "started_from": start,
     }
     if promoted:
         model_versions.activate(ctx.factory, version)
 
 
-def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder: Path) -> dict[str, Any]:
+def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder: Path, start: str) -> dict[str, Any]:
     from training.train_matcher import train_matcher
 
     options: dict[str, Any] = {}
@@ -163,7 +197,7 @@ def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder
         data.dataset,
         folder,
         arch=req.arch,
-        backbone=_backbone(ctx),
+        backbone=start,
         augment=None if req.augment == "none" else req.augment,
         fields=MATCHER_FIELDS,
         epochs=req.epochs,

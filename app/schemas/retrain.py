@@ -24,6 +24,12 @@ class RetrainRequest(RequestModel):
     epochs: int = Field(default=3, ge=1, le=50)
     seed: int = Field(default=1, ge=0, le=2**31 - 1)
     arch: Literal["lea", "vanilla"] = Field(default="lea", description="matcher architecture")
+    start: Literal["auto", "backbone", "active"] = Field(
+        default="auto",
+        description="matcher weights to start from: 'active' = the active matcher's (same arch), 'backbone' = "
+        "RETRAIN_BACKBONE (the packaged MiniLM when unset), 'auto' = the serving default matcher's when one "
+        "serves (shipped or trained with `productmatch train default`, arch lea), else the backbone",
+    )
     augment: Literal["typo", "none"] = Field(default="typo", description="matcher typo augmentation")
     # The noise defaults are the best measured variant (docs/training.md, "Defaults";
     # docs/benchmarks/noise.md): beta-mixture detection after a 3-epoch warm-up, gated by the
