@@ -10,10 +10,11 @@ together ("WH-1000XM4" -> ``wh``, ``1000xm4``, ``wh1000xm4``), because catalogue
 codes both ways. Scores are the classic BM25 (k1, b) with the non-negative Lucene IDF; a query
 word counts once however often the query repeats it.
 
-Three scorers share :class:`TermStats` and give identical numbers: :class:`BM25` scores many
-queries against a fixed corpus as one sparse product (evaluation), :class:`LiveBM25` is the
-inverted index over a changing catalogue that serving searches, and :func:`pool_scores` scores
-one query against a handful of candidate texts (serving re-scores fresh candidate texts with it).
+Three scorers share :class:`TermStats` and give bit-identical numbers (one expression,
+:func:`models.bm25_base.impact`, summed over a document's terms in the query's word order):
+:class:`BM25` scores many queries against a fixed corpus (evaluation), :class:`LiveBM25` is the
+inverted index over a changing catalogue that serving searches (exact top-k, and the score of
+any indexed document), and :func:`pool_scores` scores one query against a handful of texts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse
+
+from models.bm25_base import SCAN_POSTINGS, SEED_POSTINGS, CompactBase, QueryWeights, impact
 
 _WORD = re.compile(r"[a-z0-9]+")
 _COMPOUND = re.compile(r"[a-z0-9]+(?:[-/.][a-z0-9]+)+")
@@ -82,6 +84,34 @@ class TermStats:
         return np.log1p((max(self.n_docs, 1) - df + 0.5) / (df + 0.5))
 
 
+@dataclass(frozen=True)
+class _Query:
+    """A query's distinct words (query order) and their weights under the current statistics."""
+
+    terms: list[str]
+    weights: np.ndarray  # idf * (k1 + 1), float64
+    norm_len: float
+    norm_base: float
+
+    @classmethod
+    def of(cls, query: str, stats: TermStats, k1: float, b: float) -> _Query:
+        terms = list(dict.fromkeys(tokenize(query)))
+        # One idf call over all the query's words: every scorer sees the same float64 weights.
+        weights = stats.idf(terms) * (k1 + 1.0) if terms else np.zeros(0, dtype=np.float64)
+        return cls(terms, weights, k1 * b / stats.avg_len, k1 * (1.0 - b))
+
+    def score(self, tokens: list[str]) -> float:
+        """One tokenised document's score, its words in query order (as the base sums them)."""
+        counts = Counter(tokens)
+        length = float(len(tokens))
+        summed = 0.0
+        for term, weight in zip(self.terms, self.weights):
+            tf = counts.get(term)
+            if tf:
+                summed += impact(float(weight), float(tf), length, self.norm_len, self.norm_base)
+        return summed
+
+
 def pool_scores(
     query: str,
     docs: Sequence[str] | Sequence[list[str]],
@@ -89,23 +119,13 @@ def pool_scores(
     k1: float = DEFAULT_K1,
     b: float = DEFAULT_B,
 ) -> np.ndarray:
-    """BM25 of one query against each of ``docs`` (texts, or their :func:`tokenize` lists)."""
-    terms = list(dict.fromkeys(tokenize(query)))
-    out = np.zeros(len(docs), dtype=np.float64)
-    if not terms or not docs:
-        return out.astype(np.float32)
-    idf = stats.idf(terms)
-    position = {t: i for i, t in enumerate(terms)}
-    norm_base = k1 * (1.0 - b)
-    norm_len = k1 * b / stats.avg_len
-    for j, doc in enumerate(docs):
-        tokens = tokenize(doc) if isinstance(doc, str) else doc
-        counts = Counter(t for t in tokens if t in position)
-        if not counts:
-            continue
-        norm = norm_base + norm_len * len(tokens)
-        out[j] = sum(idf[position[t]] * tf * (k1 + 1.0) / (tf + norm) for t, tf in counts.items())
-    return out.astype(np.float32)
+    """BM25 of one query against each of ``docs`` (texts, or their :func:`tokenize` lists), float32."""
+    q = _Query.of(query, stats, k1, b)
+    if not q.terms:
+        return np.zeros(len(docs), dtype=np.float32)
+    return np.asarray(
+        [q.score(tokenize(doc) if isinstance(doc, str) else doc) for doc in docs], dtype=np.float64
+    ).astype(np.float32)
 
 
 class BM25:
@@ -128,14 +148,28 @@ class BM25:
 class LiveBM25:
     """BM25 over a changing set of documents keyed by id, always scored with current statistics.
 
-    A compact base (sparse term-frequency matrices, built once) plus a delta of documents added
-    or changed since; removing or replacing a base document only masks its row. Scores are
+    A compact base (:class:`models.bm25_base.CompactBase`, built once) plus a delta of documents
+    added or changed since; removing or replacing a base document only masks its row. Scores are
     computed at query time from raw term frequencies with the *current* document frequencies and
     mean length, so every result equals what a fresh build over the same documents would give
     (ties are broken by id). A caller rebuilds the whole index when the delta grows large.
+
+    Reads (:meth:`top`, :meth:`scores_for`, :meth:`base_scores`) may run concurrently with each
+    other; a caller serialises them against :meth:`upsert` and :meth:`remove`.
     """
 
-    def __init__(self, ids: Sequence[int], texts: Sequence[str], k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> None:
+    def __init__(
+        self,
+        ids: Sequence[int],
+        texts: Sequence[str],
+        k1: float = DEFAULT_K1,
+        b: float = DEFAULT_B,
+        scan_postings: int = SCAN_POSTINGS,
+        seed_postings: int = SEED_POSTINGS,
+    ) -> None:
+        """``scan_postings``: queries with at most this many base postings are scanned whole
+        rather than pruned; ``seed_postings``: how many postings of the rarest words seed the
+        pruning threshold. Neither changes a result (tests force every path with them)."""
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
         if len(set(ids)) != len(ids):
@@ -143,35 +177,23 @@ class LiveBM25:
         self.k1, self.b = float(k1), float(b)
         docs = [tokenize(t) for t in texts]
         self.stats = TermStats()
-        self._vocab: dict[str, int] = {}
-        indptr: list[int] = [0]
-        indices: list[int] = []
         for doc in docs:
             self.stats.add(doc)
-            indices.extend(self._vocab.setdefault(t, len(self._vocab)) for t in doc)
-            indptr.append(len(indices))
-        tf = sparse.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(docs), len(self._vocab))
-        )
-        tf.sum_duplicates()
+        self._vocab: dict[str, int] = {}
+        self._base = CompactBase(docs, self._vocab)
+        self._base.scan_postings = scan_postings
+        self._base.seed_postings = seed_postings
         self._terms = list(self._vocab)
-        self._rows = tf  # document -> terms, to take a removed document out of the statistics
-        self._postings = tf.T.tocsr()  # term -> documents: the inverted index
-        self._postings.data = self._postings.data.astype(np.float64)
         self._base_ids = np.asarray(ids, dtype=np.int64)
         self._row_of = {int(i): r for r, i in enumerate(self._base_ids)}
-        self._base_len = np.asarray([len(d) for d in docs], dtype=np.float64)
-        # Each posting's document length, laid out like the postings: no gather per query.
-        self._posting_len = self._base_len[self._postings.indices]
-        self._alive = np.ones(len(docs), dtype=bool)
         self._delta: dict[int, list[str]] = {}
 
     def __len__(self) -> int:
-        return int(self._alive.sum()) + len(self._delta)
+        return self._base.n_rows - self._base.n_dead + len(self._delta)
 
     @property
     def delta_size(self) -> int:
-        return len(self._delta) + int((~self._alive).sum())
+        return len(self._delta) + self._base.n_dead
 
     def remove(self, doc_id: int) -> None:
         """Take a document out (no-op when absent)."""
@@ -181,10 +203,10 @@ class LiveBM25:
             self.stats.forget(set(tokens), len(tokens))
             return
         row = self._row_of.get(doc_id)
-        if row is not None and self._alive[row]:
-            self._alive[row] = False
-            lo, hi = self._rows.indptr[row], self._rows.indptr[row + 1]
-            self.stats.forget({self._terms[t] for t in self._rows.indices[lo:hi]}, int(self._base_len[row]))
+        if row is not None and self._base.alive[row]:
+            self._base.kill(row)
+            terms = {self._terms[t] for t in self._base.row_terms(row)}
+            self.stats.forget(terms, int(self._base.lengths[row]))
 
     def upsert(self, doc_id: int, text: str) -> None:
         """Add a document or replace its text."""
@@ -193,61 +215,69 @@ class LiveBM25:
         self._delta[int(doc_id)] = tokens
         self.stats.add(tokens)
 
+    def _query(self, query: str) -> tuple[_Query, QueryWeights]:
+        q = _Query.of(query, self.stats, self.k1, self.b)
+        known = [i for i, t in enumerate(q.terms) if t in self._vocab]
+        base = QueryWeights(
+            np.asarray([self._vocab[q.terms[i]] for i in known], dtype=np.int64),
+            q.weights[known],
+            q.norm_len,
+            q.norm_base,
+        )
+        return q, base
+
     def base_scores(self, query: str) -> np.ndarray:
-        """BM25 of ``query`` for every base row under the current statistics (removed rows: 0)."""
-        summed: np.ndarray = np.zeros(len(self._base_ids), dtype=np.float64)
-        terms = list(dict.fromkeys(tokenize(query)))
-        if not terms:
-            return summed
-        idf = self.stats.idf(terms)
-        k1, b, avg = self.k1, self.b, self.stats.avg_len
-        rows_parts, weight_parts = [], []
-        for term, w in zip(terms, idf):
-            tid = self._vocab.get(term)
-            if tid is None:
-                continue
-            lo, hi = self._postings.indptr[tid], self._postings.indptr[tid + 1]
-            tf = self._postings.data[lo:hi]
-            norm = self._posting_len[lo:hi] * (k1 * b / avg) + k1 * (1.0 - b)
-            rows_parts.append(self._postings.indices[lo:hi])
-            weight_parts.append((w * (k1 + 1.0)) * tf / (tf + norm))
-        if rows_parts:
-            summed = np.bincount(
-                np.concatenate(rows_parts), np.concatenate(weight_parts), minlength=len(self._base_ids)
-            )
-            summed[~self._alive] = 0.0
-        return summed
+        """BM25 of ``query`` for every base row under the current statistics (removed rows: 0), float64."""
+        return self._base.scores(self._query(query)[1])
 
     def top(self, query: str, m: int) -> tuple[list[int], list[float]]:
         """The ``m`` best documents sharing a word with ``query``: (ids, scores), best first.
 
-        Every base posting of the query's words is scored (that keeps the result exact under the
-        current statistics); only the hits that can be in the top ``m`` are then sorted.
+        Exact under the current statistics: the same ids, ties included, as scoring every
+        document and sorting by (float32 score desc, id asc), but the base is searched with
+        pruning (:meth:`models.bm25_base.CompactBase.top_rows`); the small delta is scored whole.
         """
         if m < 1 or not len(self):
             return [], []
-        summed = self.base_scores(query)
-        hit = np.flatnonzero(summed > 0)
-        return self._merge(query, m, self._base_ids[hit], summed[hit])
-
-    def _merge(self, query: str, m: int, ids: np.ndarray, scores: np.ndarray) -> tuple[list[int], list[float]]:
-        """Base hits plus the delta's, the ``m`` best by (score at float32, id)."""
-        id_parts, score_parts = [ids], [scores]
-        if self._delta:
+        q, base = self._query(query)
+        rows, scores = self._base.top_rows(base, m)
+        id_parts, score_parts = [self._base_ids[rows]], [scores]
+        if self._delta and q.terms:
             delta_ids = np.fromiter(self._delta, dtype=np.int64, count=len(self._delta))
-            delta_scores = pool_scores(query, list(self._delta.values()), self.stats, self.k1, self.b).astype(
-                np.float64
-            )
+            delta_scores = np.asarray([q.score(t) for t in self._delta.values()], dtype=np.float64)
             keep = delta_scores > 0
             id_parts.append(delta_ids[keep])
-            score_parts.append(delta_scores[keep])
-        all_ids, all_scores = np.concatenate(id_parts), np.concatenate(score_parts)
-        # Scores at float32 precision, as pool_scores returns them, so base and delta documents tie alike.
-        all_scores = all_scores.astype(np.float32)
-        if all_scores.size > m:
-            # Only what can be in the top m is sorted: every score >= the m-th best (ties included).
-            kth = np.partition(all_scores, all_scores.size - m)[all_scores.size - m]
-            keep = all_scores >= kth
-            all_ids, all_scores = all_ids[keep], all_scores[keep]
-        order = np.lexsort((all_ids, -all_scores))[:m]
-        return all_ids[order].tolist(), all_scores[order].astype(float).tolist()
+            score_parts.append(delta_scores[keep].astype(np.float32))
+        return _best(np.concatenate(id_parts), np.concatenate(score_parts), m)
+
+    def scores_for(self, query: str, ids: Sequence[int]) -> np.ndarray:
+        """The float32 score of each of ``ids`` (NaN where the index has no such document).
+
+        The same number :meth:`top` gives a document, without reading its text anywhere.
+        """
+        out = np.full(len(ids), np.nan, dtype=np.float64)
+        q, base = self._query(query)
+        at, rows = [], []
+        for i, doc_id in enumerate(ids):
+            tokens = self._delta.get(int(doc_id))
+            if tokens is not None:
+                out[i] = q.score(tokens)
+                continue
+            row = self._row_of.get(int(doc_id))
+            if row is not None and self._base.alive[row]:
+                at.append(i)
+                rows.append(row)
+        if rows:
+            out[np.asarray(at)] = self._base.row_scores(np.asarray(rows, dtype=np.int64), base)
+        return out.astype(np.float32)
+
+
+def _best(ids: np.ndarray, scores: np.ndarray, m: int) -> tuple[list[int], list[float]]:
+    """The ``m`` best by (float32 score desc, id asc)."""
+    if scores.size > m:
+        # Only what can be in the top m is sorted: every score >= the m-th best (ties included).
+        kth = np.partition(scores, scores.size - m)[scores.size - m]
+        keep = scores >= kth
+        ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))[:m]
+    return ids[order].tolist(), scores[order].astype(float).tolist()
