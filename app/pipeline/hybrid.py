@@ -2,11 +2,11 @@
 
 Per query the candidates are the dense top ``pool`` from the vector index plus the BM25 top
 ``lexical_candidates`` from the catalogue lexicon (:mod:`app.search.lexicon`, caught up to the
-vector index's version first). Lexical-only
-candidates get their cosine from their stored vector and must pass the query's brand/category
-filter; then every candidate's text (title and brand, the text that was embedded) is read from
-the database, scored with BM25 under the lexicon's statistics, and the best k by the fused
-score go on to the matcher. Rows are read once per call for all queries.
+vector index's version first). Every candidate's BM25 score comes from the lexicon itself, at
+that version and under its statistics (the text it indexed is the embedded text: title and
+brand), so no product text is read. Lexical-only candidates get their cosine from their stored
+vector, read from the database after the lexicon is released, and must pass the query's
+brand/category filter; the best k by the fused score go on to the matcher.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
-from app.search.lexicon import CatalogueLexicon, product_texts
-from models.bm25 import pool_scores, tokenize
+from app.search.lexicon import CatalogueLexicon
 from models.hybrid_blocking import hybrid_order
 
 Hits = tuple[list[int], list[float]]
@@ -62,25 +61,30 @@ class LexicalRescorer:
         model_id: str,
     ) -> list[Hits]:
         """Each query's dense pool plus lexical candidates, ranked by the fused score, cut to k."""
-        # One lexicon state for the whole call: proposals and statistics agree.
+        # One lexicon state for proposals and scores, held only for this in-memory work.
         with self.lexicon.at(version) as live:
             proposed = [live.top(text, self.lexical_candidates) for text in texts]
-            extra = [_new_ids(ids, dense) for (ids, _), (dense, _) in zip(proposed, hits)]
-            stored = self._vectors(sorted({pid for e in extra for pid in e}), model_id)
-            pools = [
-                _with_lexical(vector, flt, dense, more, stored)
-                for vector, flt, dense, more in zip(vectors, filters, hits, extra)
-            ]
-            tokens = self._tokens(sorted({pid for ids, _ in pools for pid in ids}))
-            out: list[Hits] = []
-            for text, (ids, cosines), k in zip(texts, pools, ks):
-                present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in tokens]
-                if not present:
-                    out.append(([], []))
-                    continue
-                lexical = pool_scores(text, [tokens[pid] for pid, _ in present], live.stats)
-                order = hybrid_order(np.array([c for _, c in present]), lexical, self.weight)[:k]
-                out.append(([present[i][0] for i in order], [present[i][1] for i in order]))
+            dense_lexical = [live.scores_for(text, ids) for text, (ids, _) in zip(texts, hits)]
+        extra = [_new_ids(ids, dense) for (ids, _), (dense, _) in zip(proposed, hits)]
+        stored = self._vectors(sorted({pid for e in extra for pid in e}), model_id)
+        out: list[Hits] = []
+        for vector, flt, dense, lexical, (proposed_ids, proposed_scores), more, k in zip(
+            vectors, filters, hits, dense_lexical, proposed, extra, ks
+        ):
+            score_of = dict(zip(proposed_ids, proposed_scores))
+            ids, cosines = _with_lexical(vector, flt, dense, more, stored)
+            # A dense candidate the lexicon does not list (NaN) is gone from the catalogue.
+            scores = [*lexical.tolist(), *(score_of[pid] for pid in ids[len(dense[0]) :])]
+            present = [i for i, s in enumerate(scores) if s == s]
+            if not present:
+                out.append(([], []))
+                continue
+            order = hybrid_order(
+                np.array([cosines[i] for i in present]),
+                np.array([scores[i] for i in present], dtype=np.float32),
+                self.weight,
+            )[:k]
+            out.append(([ids[present[i]] for i in order], [cosines[present[i]] for i in order]))
         return out
 
     def _vectors(self, ids: list[int], model_id: str) -> dict[int, tuple[np.ndarray, str | None, str | None]]:
@@ -88,10 +92,6 @@ class LexicalRescorer:
             return {}
         with self.factory() as session:
             return repo.vectors_for(session, ids, model_id)
-
-    def _tokens(self, ids: list[int]) -> dict[int, list[str]]:
-        with self.factory() as session:
-            return {pid: tokenize(text) for pid, text in product_texts(session, ids).items()}
 
 
 def _with_lexical(

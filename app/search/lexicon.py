@@ -1,13 +1,19 @@
 """The catalogue's BM25 index for hybrid blocking, kept in step with the database's change log.
 
 One :class:`models.bm25.LiveBM25` over every product's embedded text (title, led by the brand)
-gives the lexical candidates of a query and the term statistics that score every candidate.
-It follows the same change log as the vector index: before a query is answered it replays the
-changes up to the version the vector index has reached (the runtime follower replays them in
-the background too, so a query rarely has any left), so lexical results - like dense ones -
-are a function of the catalogue alone and survive a restart unchanged. Changed products go to
-the index's delta; once the delta exceeds ``rebuild_ratio`` of the catalogue a background
-thread rebuilds the index from the database and swaps it in, replaying what arrived meanwhile.
+gives the lexical candidates of a query, the BM25 score of any candidate and the term
+statistics. It follows the same change log as the vector index: before a query is answered it
+replays the changes up to the version the vector index has reached (the runtime follower
+replays them in the background too, so a query rarely has any left), so lexical results - like
+dense ones - are a function of the catalogue alone and survive a restart unchanged. Changed
+products go to the index's delta; once the delta exceeds ``rebuild_ratio`` of the catalogue a
+background thread rebuilds the index from the database, replays what arrived meanwhile and
+swaps it in.
+
+Locking: the database is never read under the index's lock. Queries share a read lock while
+they search; replaying the log reads the changed rows first and takes the write lock only to
+apply them in memory. One replay runs at a time (``_replay_lock``), so a query that needs the
+log replayed further waits for that read, and a query at a version already reached never does.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
+from app.search.rwlock import RWLock
 from models.bm25 import LiveBM25
+from models.bm25_base import warm_up
 from models.product_text import embed_text
 
 logger = logging.getLogger(__name__)
@@ -46,37 +55,45 @@ class CatalogueLexicon:
             raise ValueError(f"rebuild_ratio must be > 0, got {rebuild_ratio}")
         self.factory = factory
         self.rebuild_ratio = rebuild_ratio
-        self._index: LiveBM25 | None = None
-        self._version = -1
-        self._lock = threading.Lock()
+        # (index, last change-log sequence number applied), replaced as one reference.
+        self._state: tuple[LiveBM25, int] | None = None
+        self._rw = RWLock()  # searches read the index; applying changes writes it
+        self._replay_lock = threading.Lock()  # one replay (or swap) at a time
         self._building: threading.Thread | None = None
+        self._building_lock = threading.Lock()
 
     @property
     def version(self) -> int:
         """The last change-log sequence number applied."""
-        return self._version
+        state = self._state
+        return state[1] if state is not None else -1
 
     def open(self) -> None:
         """Build from the database now (at start-up, before the service says it is ready)."""
-        with self._lock:
-            if self._index is None:
-                self._index, self._version = self._build()
+        if self._state is not None:
+            return
+        with self._replay_lock:  # nothing to search before the first build: callers wait for it
+            if self._state is None:
+                self._state = self._build()
 
     @contextmanager
     def at(self, version: int) -> Iterator[LiveBM25]:
-        """The index with every change up to ``version`` applied, held for the caller's use."""
-        with self._lock:
-            if self._index is None:
-                self._index, self._version = self._build()
-            self._catch_up(version)
-            yield self._index
+        """The index with every change up to ``version`` applied, read-locked for the caller's use.
+
+        The caller must not read the database inside: that would hold back every replay.
+        """
+        self.open()
+        self._catch_up(version)
+        with self._rw.read():
+            state = self._state
+            assert state is not None
+            yield state[0]
         self._maybe_rebuild()
 
     def catch_up(self, version: int) -> None:
         """Replay changes up to ``version`` (the runtime follower calls this)."""
-        with self._lock:
-            if self._index is not None:
-                self._catch_up(version)
+        if self._state is not None:
+            self._catch_up(version)
         self._maybe_rebuild()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -85,31 +102,40 @@ class CatalogueLexicon:
         if building is not None:
             building.join(timeout)
 
-    # -- internals (callers hold the lock) ------------------------------------------------------
+    # -- internals ------------------------------------------------------------------------------
     def _catch_up(self, version: int) -> None:
-        assert self._index is not None
-        while self._version < version:
-            with self.factory() as session:
-                changes = [c for c in repo.changes_since(session, self._version, _READ_BATCH) if c[0] <= version]
-                if not changes:
-                    self._version = version
+        state = self._state
+        if state is None or state[1] >= version:
+            return  # the common case: no lock at all
+        with self._replay_lock:
+            while True:
+                state = self._state
+                assert state is not None
+                index, applied = state
+                if applied >= version:
                     return
-                last_op: dict[int, str] = {}
-                for _seq, pid, op in changes:
-                    last_op[pid] = op
-                texts = product_texts(session, [pid for pid, op in last_op.items() if op != "d"])
-            for pid in last_op:
-                if pid in texts:
-                    self._index.upsert(pid, texts[pid])
-                else:
-                    self._index.remove(pid)
-            self._version = changes[-1][0]
+                batch = self._read_changes(applied, version)  # the database, outside the index lock
+                with self._rw.write():
+                    _apply(index, batch)
+                    self._state = (index, batch.version)
+
+    def _read_changes(self, after: int, version: int) -> _Batch:
+        """The next batch of logged changes after ``after`` up to ``version``, with current texts."""
+        with self.factory() as session:
+            changes = [c for c in repo.changes_since(session, after, _READ_BATCH) if c[0] <= version]
+            if not changes:
+                return _Batch({}, {}, version)
+            last_op: dict[int, str] = {}
+            for _seq, pid, op in changes:
+                last_op[pid] = op
+            texts = product_texts(session, [pid for pid, op in last_op.items() if op != "d"])
+        return _Batch(last_op, texts, changes[-1][0])
 
     def _maybe_rebuild(self) -> None:
-        index = self._index
-        if index is None or index.delta_size <= max(self.rebuild_ratio * len(index), _MIN_REBUILD_DELTA):
+        state = self._state
+        if state is None or state[0].delta_size <= max(self.rebuild_ratio * len(state[0]), _MIN_REBUILD_DELTA):
             return
-        with self._lock:
+        with self._building_lock:
             if self._building is not None and self._building.is_alive():
                 return
             self._building = threading.Thread(target=self._rebuild, name="lexicon-rebuild", daemon=True)
@@ -118,13 +144,20 @@ class CatalogueLexicon:
     def _rebuild(self) -> None:
         try:
             fresh, version = self._build()
+            while True:
+                # Replay into the private fresh index without any lock, then swap once it has
+                # caught up with the live one (a replay that slipped in meanwhile means one more round).
+                target = self.version
+                while version < target:
+                    batch = self._read_changes(version, target)
+                    _apply(fresh, batch)
+                    version = batch.version
+                with self._replay_lock:
+                    if self.version <= version:
+                        self._state = (fresh, version)
+                        return
         except Exception:  # noqa: BLE001 - the current index keeps serving; the next change retries
             logger.exception("could not rebuild the catalogue lexicon")
-            return
-        with self._lock:
-            target = self._version
-            self._index, self._version = fresh, version
-            self._catch_up(target)  # what arrived while the new index was being built
 
     def _build(self) -> tuple[LiveBM25, int]:
         started = time.perf_counter()
@@ -142,6 +175,7 @@ class CatalogueLexicon:
                 texts.extend(embed_text({"title": t, "brand": b}) for _, t, b in rows)
                 last = ids[-1]
         index = LiveBM25(ids, texts)
+        warm_up()  # the top-k kernel compiles here, at start-up, not in a request
         logger.info(
             "lexicon: %d products, %d terms at log version %d (%.2f s)",
             len(ids),
@@ -150,3 +184,18 @@ class CatalogueLexicon:
             time.perf_counter() - started,
         )
         return index, version
+
+
+@dataclass(frozen=True)
+class _Batch:
+    last_op: dict[int, str]  # product id -> its last logged operation in the batch
+    texts: dict[int, str]  # the current text of each product that still exists
+    version: int  # the sequence number the batch brings the index to
+
+
+def _apply(index: LiveBM25, batch: _Batch) -> None:
+    for pid in batch.last_op:
+        if pid in batch.texts:
+            index.upsert(pid, batch.texts[pid])
+        else:
+            index.remove(pid)
