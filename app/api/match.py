@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+import time
+
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import PipelineDep, ServicesDep
 from app.api.responses import COMMON
+from app.api.timing import TimedRoute, mark_returned, ms_since_received
 from app.pipeline.match import MatchPipeline, MatchQuery, MatchResult, queue_reviews
 from app.pipeline.scoring import MATCH
 from app.schemas.match import CandidateOut, MatchBatchRequest, MatchBatchResponse, MatchRequest, MatchResponse
 from app.services import Services
 
-router = APIRouter(prefix="/v1/match", tags=["match"], responses=COMMON)
+# TimedRoute: parse time in timings_ms, serialisation and the route's total in Server-Timing.
+router = APIRouter(prefix="/v1/match", tags=["match"], responses=COMMON, route_class=TimedRoute)
 
 
 def _query(req: MatchRequest) -> MatchQuery:
@@ -62,20 +66,43 @@ def _queue_reviews(services: Services, requests: list[MatchRequest], results: li
     queue_reviews(services.factory, [req.offer.model_dump() for req in requests], results)
 
 
+def _queue_timed(services: Services, requests: list[MatchRequest], results: list[MatchResult]) -> float:
+    started = time.perf_counter()
+    _queue_reviews(services, requests, results)
+    return (time.perf_counter() - started) * 1000
+
+
+def _with_route_timings(responses: list[MatchResponse], parse_ms: float, queue_ms: float, started: float) -> None:
+    """Stamp the route's own stages: parse, queue (the review queue write), respond (building the responses)."""
+    respond_ms = (time.perf_counter() - started) * 1000
+    for response in responses:
+        response.timings_ms.update(parse=round(parse_ms, 3), queue=round(queue_ms, 3), respond=round(respond_ms, 3))
+
+
 @router.post("", response_model=MatchResponse)
-async def match(body: MatchRequest, pipeline: PipelineDep, services: ServicesDep):
+async def match(body: MatchRequest, pipeline: PipelineDep, services: ServicesDep, request: Request):
     """Top-k catalogue candidates for one offer, each scored, and a decision."""
+    parse_ms = ms_since_received(request)
     results = await run_in_threadpool(pipeline.match, [_query(body)])
-    await run_in_threadpool(_queue_reviews, services, [body], results)
-    return _response(results[0], _thresholds(pipeline))
+    queue_ms = await run_in_threadpool(_queue_timed, services, [body], results)
+    started = time.perf_counter()
+    response = _response(results[0], _thresholds(pipeline))
+    _with_route_timings([response], parse_ms, queue_ms, started)
+    mark_returned(request)
+    return response
 
 
 @router.post("/batch", response_model=MatchBatchResponse)
-async def match_batch(body: MatchBatchRequest, pipeline: PipelineDep, services: ServicesDep):
+async def match_batch(body: MatchBatchRequest, pipeline: PipelineDep, services: ServicesDep, request: Request):
+    parse_ms = ms_since_received(request)
     cap = services.settings.max_batch_items
     if len(body.items) > cap:
         raise HTTPException(422, f"items: at most {cap} offers per batch, got {len(body.items)}")
     results = await run_in_threadpool(pipeline.match, [_query(item) for item in body.items])
-    await run_in_threadpool(_queue_reviews, services, body.items, results)
+    queue_ms = await run_in_threadpool(_queue_timed, services, body.items, results)
+    started = time.perf_counter()
     thresholds = _thresholds(pipeline)
-    return MatchBatchResponse(results=[_response(r, thresholds) for r in results])
+    responses = [_response(r, thresholds) for r in results]
+    _with_route_timings(responses, parse_ms, queue_ms, started)
+    mark_returned(request)
+    return MatchBatchResponse(results=responses)

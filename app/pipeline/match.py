@@ -90,6 +90,9 @@ class MatchPipeline:
         return versions
 
     def match(self, queries: Sequence[MatchQuery]) -> list[MatchResult]:
+        """Each query's scored candidates and decision; ``timings_ms`` holds the call's stages (ms):
+        encode, dense_search, lexical (0 under dense blocking), load, rerank (the scorer), decide
+        (candidates built, ordered and decided). The API adds parse, queue and respond."""
         t0 = time.perf_counter()
         texts = [embed_text(q.offer) for q in queries]
         vectors = self.encoder.encode(texts)
@@ -119,14 +122,17 @@ class MatchPipeline:
         t3 = time.perf_counter()
 
         results: list[MatchResult] = []
+        rerank_s = 0.0
         for query, (ids, cosines) in zip(queries, hits):
             present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in rows]
+            started = time.perf_counter()
             scored = self.scorer.score(
                 query.offer,
                 [product_mapping(rows[pid]) for pid, _ in present],
                 [c for _, c in present],
                 query.explain,
             )
+            rerank_s += time.perf_counter() - started
             candidates = [
                 Candidate(
                     product_id=pid,
@@ -148,11 +154,12 @@ class MatchPipeline:
             results.append(MatchResult(decision, candidates, version, self.model_versions()))
         t4 = time.perf_counter()
         timings = {
-            "embed": (t1 - t0) * 1000,
-            "retrieve": (t_dense - t1) * 1000,
+            "encode": (t1 - t0) * 1000,
+            "dense_search": (t_dense - t1) * 1000,
             "lexical": (t2 - t_dense) * 1000,
             "load": (t3 - t2) * 1000,
-            "score": (t4 - t3) * 1000,
+            "rerank": rerank_s * 1000,
+            "decide": (t4 - t3 - rerank_s) * 1000,
         }
         for r in results:
             r.timings_ms = {k: round(v, 3) for k, v in timings.items()}

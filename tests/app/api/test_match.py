@@ -101,3 +101,26 @@ def test_explain_returns_word_pairs(client):
     assert all(0.0 <= p["similarity"] <= 1.0 for p in top["explanation"])
     plain = client.post("/v1/match", json={"offer": {"title": "Acme"}, "top_k": 3}).json()
     assert plain["candidates"][0]["explanation"] is None
+
+
+STAGES = {"parse", "encode", "dense_search", "lexical", "load", "rerank", "decide", "queue", "respond"}
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    parts = (p.strip().split(";dur=") for p in header.split(","))
+    return {name: float(ms) for name, ms in parts}
+
+
+def test_timings_cover_every_stage_and_add_up_within_the_route(client):
+    _load(client)
+    res = client.post("/v1/match", json={"offer": {"title": product(4)["title"]}, "top_k": 5})
+    stages = res.json()["timings_ms"]
+    assert set(stages) == STAGES and all(v >= 0 for v in stages.values())
+    assert stages["encode"] > 0 and stages["rerank"] > 0
+    route = _server_timing(res.headers["server-timing"])
+    assert set(route) == {"total", "serialize"}
+    # The stages are disjoint parts of the route: together no longer than its total.
+    assert sum(stages.values()) + route["serialize"] <= route["total"] + 0.05
+    batch = client.post("/v1/match/batch", json={"items": [{"offer": {"title": "Acme widget"}}] * 2})
+    assert all(set(r["timings_ms"]) == STAGES for r in batch.json()["results"])
+    assert "total" in _server_timing(batch.headers["server-timing"])
