@@ -10,6 +10,8 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG FAISS_PACKAGE=faiss-cpu
 
+# NUMBA_CACHE_DIR: the lexicon's compiled top-k kernel (models/bm25_maxscore.py) is cached in the
+# data volume, which the service user can write (site-packages it cannot), so it compiles once.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -17,6 +19,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TRANSFORMERS_OFFLINE=1 \
     DATA_DIR=/data \
     DEFAULT_MATCHER=/app/artefacts/default-matcher \
+    NUMBA_CACHE_DIR=/data/.numba-cache \
     PORT=8000
 
 RUN apt-get update \
