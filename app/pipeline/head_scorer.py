@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.pipeline.rerank import explain_pair
+from app.pipeline.rerank import cut_for_precision, explain_pair
 from app.pipeline.scoring import ScoredCandidate
 from models.default_matcher import load_default_matcher
 from models.devices import resolve_device
@@ -87,14 +87,8 @@ class HeadScorer:
         a target met by a handful of top-scoring pairs says nothing about new data, so the cut
         needs at least ``min_recall`` of the validation matches above it.
         """
-        table = self.head.thresholds_for_precision
         stats = ((self.head.valid.get("cross_fitted") or {}).get("for_precision")) or {}
-        found = sorted((float(p), t) for p, t in table.items() if t is not None and float(p) >= target)
-        for precision, threshold in found:
-            recall = (stats.get(str(precision)) or stats.get(f"{precision:g}") or {}).get("recall")
-            if recall is None or recall >= min_recall:
-                return float(threshold)
-        return None
+        return cut_for_precision(self.head.thresholds_for_precision, stats, target, min_recall)
 
     def score(
         self,

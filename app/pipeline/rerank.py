@@ -19,6 +19,26 @@ from models.serving_precision import resolve_serving_precision, serve_cross_enco
 logger = logging.getLogger(__name__)
 
 
+def cut_for_precision(
+    thresholds: Mapping[str, float | None],
+    stats: Mapping[str, Any],
+    target: float,
+    min_recall: float,
+) -> float | None:
+    """The lowest stored precision target >= ``target`` whose validation recall is >= ``min_recall``.
+
+    ``thresholds``: precision target (as a string) -> cut; ``stats``: the same keys -> the
+    validation numbers at that cut (``recall``). Shared by plain matchers and the default
+    matcher's head, which store their cuts the same way.
+    """
+    found = sorted((float(p), t) for p, t in thresholds.items() if t is not None and float(p) >= target)
+    for precision, threshold in found:
+        recall = (stats.get(str(precision)) or stats.get(f"{precision:g}") or {}).get("recall")
+        if recall is None or recall >= min_recall:
+            return float(threshold)
+    return None
+
+
 class CrossEncoderScorer:
     """A matcher folder scoring in ``precision`` (auto / bf16 / fp32 / int8, resolved for the
     device); ``None`` keeps the precision its calibration was fitted in (fp32 where bf16 is
@@ -66,12 +86,7 @@ class CrossEncoderScorer:
         """
         table = self.calibration.get("thresholds_for_precision") or {}
         stats = (self.calibration.get("valid") or {}).get("for_precision") or {}
-        candidates = sorted((float(p), t) for p, t in table.items() if t is not None and float(p) >= target)
-        for precision, threshold in candidates:
-            recall = (stats.get(str(precision)) or stats.get(f"{precision:g}") or {}).get("recall")
-            if recall is None or recall >= min_recall:
-                return float(threshold)
-        return None
+        return cut_for_precision(table, stats, target, min_recall)
 
     def score(
         self,
