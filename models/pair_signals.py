@@ -117,7 +117,7 @@ _YEAR = re.compile(r"^(?:19|20)\d\d$")
 # "pc3-10600", "h264", "cat6e", "sata3". They look like model numbers but agreeing on one says
 # nothing about being the same product (a Netgear and a Linksys 802.11n router).
 _STANDARD = re.compile(
-    r"^(?:80211[a-z]{1,3}|usb\d*(?:c|typec)?|ddr\d[a-z]?|lpddr\d[a-z]?|gddr\d|pc\d{1,2}\d{3,5}|pc\d{3,5}"
+    r"^(?:80211[a-z]{1,3}|usb\d*(?:c|typec)?|ddr\d[a-z]?|lpddr\d[a-z]?|gddr\d|pc\d{3,7}"
     r"|h26\d|x26\d|mpeg\d|mp[34]|sata\d*|pcie\d*|cat\d[a-z]?|hdmi\d*|ipv[46]|wifi\d|bluetooth\d*|bt\d|ieee\d+)$"
 )
 # A count and what it counts, written as one token: "3user", "100agent", "11speed", "10card".
