@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.common import OUT, RESULTS, git_rev, machine  # noqa: E402
 from benchmarks.protocol import pending, read_results, result_path, try_lock, write_result  # noqa: E402
+from training.default_recipe.config import BUDGETS  # noqa: E402
 from training.default_recipe.loo import LOO_TARGETS  # noqa: E402
 
 logger = logging.getLogger("default_loo")
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", choices=("run", "status", "table"))
     p.add_argument("--targets", type=lambda s: [x for x in s.split(",") if x], default=list(LOO_TARGETS))
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=[1])
-    p.add_argument("--budget", choices=("full", "smoke"), default="full", help="smoke: a reduced run of the pipeline")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="a preset of the recipe config BUDGETS")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="", help="an ablation of the recipe (default: none)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data", type=Path, default=None, help="benchmark data root (default: ../shared/data)")
