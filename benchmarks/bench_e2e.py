@@ -13,10 +13,15 @@ free port with a fresh DATA_DIR, and talks to it over HTTP only:
    match), `POST /v1/admin/calibration` refits the thresholds (reported as not available where
    the service lacks the route), and the offers whose items were not labelled are matched again.
 
-The zero-shot scorer (a fresh service's default) always runs; `--matcher DIR` adds the same run
-with that trained matcher registered (CLI, before the server starts: registering a folder has no
-HTTP route) and promoted through `POST /v1/admin/models/{version}/promote`. Each scorer gets its
-own DATA_DIR, so labels given to one never reach the other.
+Scorers, each in its own run with its own DATA_DIR (labels given to one never reach another):
+
+* `zero-shot`: `SCORER=zero-shot`, always;
+* `default`: the shipped default matcher as a fresh service serves it (`SCORER=default`,
+  `DEFAULT_MATCHER=--default-matcher`, the repository's `artefacts/default-matcher/` unless
+  named), skipped with a log line when that folder holds no model or with `--no-default`;
+* `matcher`: with `--matcher DIR`, that trained matcher registered (CLI, before the server
+  starts: registering a folder has no HTTP route) and promoted through
+  `POST /v1/admin/models/{version}/promote`, over the zero-shot scorer.
 
     .venv/bin/python benchmarks/bench_e2e.py --data ../shared/data/abt-buy --labels 25,50,100,200
 """
@@ -82,8 +87,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def service_env(data_dir: Path, admin_token: str) -> dict[str, str]:
+def service_env(data_dir: Path, admin_token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in NON_DEFAULT_ENV}
+    env.update(extra or {})
     env.update(
         DATA_DIR=str(data_dir),
         DATABASE_URL="",  # blank: SQLite under DATA_DIR
@@ -98,8 +104,15 @@ def service_env(data_dir: Path, admin_token: str) -> dict[str, str]:
 class Service:
     """`python -m app.cli serve` (the Makefile's `run`) on a free loopback port."""
 
-    def __init__(self, data_dir: Path, admin_token: str, log: Path, ready_timeout_s: float = 600) -> None:
-        self.env = service_env(data_dir, admin_token)
+    def __init__(
+        self,
+        data_dir: Path,
+        admin_token: str,
+        log: Path,
+        ready_timeout_s: float = 600,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = service_env(data_dir, admin_token, extra_env)
         self.log = log
         self.ready_timeout_s = ready_timeout_s
         self.port = free_port()
@@ -152,12 +165,11 @@ class Service:
             self.proc.wait(30)
 
 
-def register_matcher(folder: Path, data_dir: Path, admin_token: str) -> str:
+def register_matcher(folder: Path, data_dir: Path, admin_token: str, extra_env: dict[str, str]) -> str:
     """`productmatch models register DIR` on the stopped service's DATA_DIR; the version name."""
     cmd = [sys.executable, "-m", "app.cli", "models", "register", str(folder)]
-    done = subprocess.run(
-        cmd, cwd=REPO, env=service_env(data_dir, admin_token), capture_output=True, text=True, check=False
-    )
+    env = service_env(data_dir, admin_token, extra_env)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ServiceError(f"registering {folder} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return str(json.loads(done.stdout.strip().splitlines()[-1])["version"])
@@ -393,15 +405,43 @@ def _after_refit(
 # --------------------------------------------------------------------------- one scorer, whole run
 
 
-def run_scorer(name: str, bench: Benchmark, args: argparse.Namespace, matcher: Path | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ScorerPlan:
+    """One run: its name, the scorer settings of its service, and a matcher folder to promote."""
+
+    name: str
+    env: dict[str, str]
+    matcher: Path | None = None
+    default_matcher: Path | None = None
+
+
+def scorer_plans(args: argparse.Namespace) -> list[ScorerPlan]:
+    zero_shot = {"SCORER": "zero-shot", "DEFAULT_MATCHER": ""}
+    plans = [] if args.no_zero_shot else [ScorerPlan("zero-shot", zero_shot)]
+    folder = args.default_matcher.resolve()
+    if args.no_default:
+        pass
+    elif (folder / "manifest.json").is_file():
+        plans.append(ScorerPlan("default", {"SCORER": "default", "DEFAULT_MATCHER": str(folder)}, None, folder))
+    else:
+        logger.info("no default matcher in %s: the default run is skipped", folder)
+    if args.matcher is not None:
+        # Over the zero-shot scorer, so the run measures the named matcher and nothing shipped.
+        plans.append(ScorerPlan("matcher", {"SCORER": "default", "DEFAULT_MATCHER": ""}, args.matcher.resolve()))
+    return plans
+
+
+def run_scorer(plan: ScorerPlan, bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
+    name, matcher = plan.name, plan.matcher
     token = secrets.token_hex(16)
     admin = {"Authorization": f"Bearer {token}"}
     with tempfile.TemporaryDirectory(prefix=f"bench-e2e-{name}-") as tmp:
         data_dir = Path(tmp) / "var"
-        version = register_matcher(matcher, data_dir, token) if matcher is not None else None
+        version = register_matcher(matcher, data_dir, token, plan.env) if matcher is not None else None
         log = Path(tmp) / "serve.log"
         t0 = time.perf_counter()
-        with Service(data_dir, token, log) as svc, httpx.Client(base_url=svc.base_url, timeout=900) as client:
+        service = Service(data_dir, token, log, extra_env=plan.env)
+        with service as svc, httpx.Client(base_url=svc.base_url, timeout=900) as client:
             started_s = time.perf_counter() - t0
             logger.info("%s: service ready on port %d in %.1f s", name, svc.port, started_s)
             ingest = ingest_catalogue(client, bench.products)
@@ -412,7 +452,8 @@ def run_scorer(name: str, bench: Benchmark, args: argparse.Namespace, matcher: P
             results = {**dict.fromkeys(bench.unsendable, UNSENT), **first.results}
             out: dict[str, Any] = {
                 "scorer": name,
-                "matcher_dir": str(matcher) if matcher else None,
+                "matcher_dir": str(matcher or plan.default_matcher or "") or None,
+                "scorer_env": plan.env,
                 "version": version,
                 "startup_s": round(started_s, 2),
                 "ingest": ingest,
@@ -548,7 +589,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--batch", type=int, default=100, help="offers per /v1/match/batch (MAX_BATCH_ITEMS)")
     parser.add_argument("--out", type=Path, help="result file (default benchmarks/results/e2e_<dataset>.json)")
-    parser.add_argument("--no-zero-shot", action="store_true", help="with --matcher: run the matcher only")
+    parser.add_argument("--no-zero-shot", action="store_true", help="leave the zero-shot run out")
+    parser.add_argument(
+        "--default-matcher",
+        type=Path,
+        default=REPO / "artefacts" / "default-matcher",
+        help="the default-matcher folder of the `default` run (default: the shipped one)",
+    )
+    parser.add_argument("--no-default", action="store_true", help="leave the shipped default matcher's run out")
     return parser.parse_args(argv)
 
 
@@ -565,10 +613,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         len(bench.offers),
         len(bench.pairs),
     )
-    plan: list[tuple[str, Path | None]] = [] if args.no_zero_shot and args.matcher else [("zero-shot", None)]
-    if args.matcher is not None:
-        plan.append(("matcher", args.matcher.resolve()))
-    runs = [run_scorer(name, bench, args, folder) for name, folder in plan]
+    plans = scorer_plans(args)
+    if not plans:
+        raise SystemExit("nothing to run: every scorer is left out")
+    runs = [run_scorer(plan, bench, args) for plan in plans]
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     payload = {
         "machine": host,

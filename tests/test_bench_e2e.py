@@ -159,7 +159,7 @@ def test_whole_run_through_the_service(
     monkeypatch.setenv("CALIBRATION_MIN_LABELS", "2")
     data = _write_dozen(tmp_path / "dozen")
     out = tmp_path / "e2e.json"
-    assert bench_e2e.main(["--data", str(data), "--labels", "2,4", "--out", str(out)]) == 0
+    assert bench_e2e.main(["--data", str(data), "--labels", "2,4", "--out", str(out), "--no-default"]) == 0
     result = json.loads(out.read_text())
     assert result["dataset"]["offers"] == 12 and result["dataset"]["pairs"] == 22
     (run,) = result["runs"]
@@ -194,7 +194,7 @@ def test_trained_matcher_is_registered_promoted_and_compared(tmp_path: Path) -> 
     data = write_tiny_deepmatcher(tmp_path / "tiny", seed=1)
     matcher = train_tiny_matcher(data, tmp_path / "matcher", arch="vanilla")
     out = tmp_path / "e2e.json"
-    assert bench_e2e.main(["--data", str(data), "--matcher", str(matcher), "--out", str(out)]) == 0
+    assert bench_e2e.main(["--data", str(data), "--matcher", str(matcher), "--out", str(out), "--no-default"]) == 0
     zero_shot, trained = json.loads(out.read_text())["runs"]
     assert zero_shot["scorer"] == "zero-shot" and zero_shot["version"] is None
     assert trained["scorer"] == "matcher" and trained["version"].startswith("matcher-")
@@ -214,3 +214,24 @@ def test_batches_respect_count_and_body_size(monkeypatch: pytest.MonkeyPatch) ->
         items = json.loads(body)["items"]
         assert [i["offer"] for i in items] == [o.fields for o in chunk] and items[0]["top_k"] == 10
     assert len(batches) > 3  # the byte limit, not the count, cut them
+
+
+def test_scorer_plans_name_each_scorer_by_its_settings(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = bench_e2e.parse_args(["--data", "x", "--default-matcher", str(empty)])
+    # No shipped model: only the zero-shot run, with the zero-shot scorer forced.
+    (only,) = bench_e2e.scorer_plans(args)
+    assert only.name == "zero-shot" and only.env["SCORER"] == "zero-shot"
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "manifest.json").write_text("{}")
+    args = bench_e2e.parse_args(["--data", "x", "--default-matcher", str(shipped), "--matcher", str(empty)])
+    names = [(p.name, p.env["DEFAULT_MATCHER"], p.matcher) for p in bench_e2e.scorer_plans(args)]
+    assert names == [
+        ("zero-shot", "", None),
+        ("default", str(shipped.resolve()), None),
+        ("matcher", "", empty.resolve()),
+    ]
+    args = bench_e2e.parse_args(["--data", "x", "--default-matcher", str(shipped), "--no-default", "--no-zero-shot"])
+    assert bench_e2e.scorer_plans(args) == []
