@@ -17,11 +17,18 @@ epoch (model folders and checkpoints in ``benchmarks/out/default_loo/``, not com
     .venv/bin/python benchmarks/bench_default_loo.py run --variant margin      # an ablation
     .venv/bin/python benchmarks/bench_default_loo.py status
     .venv/bin/python benchmarks/bench_default_loo.py table
+    .venv/bin/python benchmarks/bench_default_loo.py indomain --model artefacts/default-matcher
+
+``indomain`` judges one model folder (the shipped one, trained on every source) on the test
+splits of the sources it trained on (WDC Products: its seen-products test), beside the zero-shot
+scorer and the published Ditto figures; one result file per model in
+``benchmarks/results/default_indomain/``. The test splits never fed training or the head.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -36,13 +43,32 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.common import OUT, RESULTS, git_rev, machine  # noqa: E402
 from benchmarks.protocol import pending, read_results, result_path, try_lock, write_result  # noqa: E402
-from training.default_recipe.config import BUDGETS  # noqa: E402
+from training.default_recipe.config import BUDGETS, DEFAULT_SOURCES  # noqa: E402
 from training.default_recipe.loo import LOO_TARGETS  # noqa: E402
 
 logger = logging.getLogger("default_loo")
 
 PROTOCOL = "default_loo"
+INDOMAIN = "default_indomain"
 WORK_ROOT = OUT / PROTOCOL
+
+
+@dataclass(frozen=True)
+class InDomainTest:
+    """A training source's own test split and the published in-domain Ditto F1 on it."""
+
+    source: str
+    reader_overrides: dict[str, Any]
+    label: str
+    ditto_f1: float
+
+
+#: Ditto (Li et al., 2020; WDC Products: Peeters et al., 2024, 80 % corner cases, seen).
+IN_DOMAIN_TESTS: dict[str, InDomainTest] = {
+    "abt-buy": InDomainTest("abt-buy", {}, "Abt-Buy", 89.33),
+    "amazon-google": InDomainTest("amazon-google", {}, "Amazon-Google", 75.58),
+    "wdc-products-seen": InDomainTest("wdc-products", {"test": "000un"}, "WDC Products seen", 79.08),
+}
 
 
 #: Ablations of the recipe, as config overrides: the head with the candidate margin (off by
@@ -87,10 +113,9 @@ def zero_shot_scores(pairs: list[Any], max_length: int) -> tuple[list[float], di
 
 
 def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
-    from app.core.config import Settings
     from models.default_matcher import load_default_matcher
     from training.default_recipe.config import budget_config
-    from training.default_recipe.loo import evaluate_default_matcher, load_target_test, loo_config, score_baseline
+    from training.default_recipe.loo import load_target_test, loo_config
     from training.default_recipe.train import train_default
 
     work = args.work / run.name
@@ -104,10 +129,7 @@ def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
         train_default(folder, config, data_root=args.data, work_dir=work / "model.work", progress=args.progress)
     t1 = time.perf_counter()
     matcher = load_default_matcher(folder)
-    test = load_target_test(run.target, args.data)
-    result = evaluate_default_matcher(matcher, test)
-    scores, thresholds = zero_shot_scores(test, int(Settings.model_fields["encoder_max_length"].default))
-    zero_shot = {name: score_baseline_from(scores, test, thr, score_baseline) for name, thr in thresholds.items()}
+    result, zero_shot = judge(matcher, load_target_test(run.target, args.data))
     t2 = time.perf_counter()
     manifest = matcher.manifest
     return {
@@ -133,6 +155,17 @@ def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
         "git": git_rev(),
         "machine": machine(),
     }
+
+
+def judge(matcher: Any, test: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The default matcher and the zero-shot scorer (at each of its two cuts) on the same pairs."""
+    from app.core.config import Settings
+    from training.default_recipe.loo import evaluate_default_matcher, score_baseline
+
+    result = evaluate_default_matcher(matcher, test)
+    scores, thresholds = zero_shot_scores(test, int(Settings.model_fields["encoder_max_length"].default))
+    zero_shot = {name: score_baseline_from(scores, test, thr, score_baseline) for name, thr in thresholds.items()}
+    return result, zero_shot
 
 
 def score_baseline_from(scores: list[float], pairs: list[Any], threshold: float, fn: Any) -> dict[str, Any]:
@@ -201,12 +234,92 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def cmd_table(args: argparse.Namespace) -> int:
     print(table(read_results(PROTOCOL, args.results)))
+    indomain = read_results(INDOMAIN, args.results)
+    if indomain:
+        print()
+        print(indomain_table(indomain))
     return 0
+
+
+def cmd_indomain(args: argparse.Namespace) -> int:
+    """Judge ``--model`` on each training source's own test split; one result file per model."""
+    from models.default_matcher import load_default_matcher
+    from training.data.readers import data_root
+    from training.default_recipe.loo import source_spec
+    from training.default_recipe.sources import load_source
+
+    def spec_path(source: str) -> str:
+        return source_spec(source, DEFAULT_SOURCES).path
+
+    root = args.data or data_root()
+
+    if args.model is None:
+        raise SystemExit("indomain needs --model DIR (a `productmatch train default` folder)")
+    matcher = load_default_matcher(args.model)
+    manifest = matcher.manifest
+    excluded = set((manifest.settings.get("config") or {}).get("excluded") or [])
+    tests: dict[str, Any] = {}
+    for name, spec in IN_DOMAIN_TESTS.items():
+        if spec.source in excluded:
+            logger.info("%s: %s was left out of this model's training, not in-domain", name, spec.source)
+            continue
+        if not (root / spec_path(spec.source)).exists():
+            logger.info("%s: no %s under %s, skipped", name, spec_path(spec.source), root)
+            continue
+        t0 = time.perf_counter()
+        data = load_source(source_spec(spec.source, DEFAULT_SOURCES), args.data, **spec.reader_overrides)
+        result, zero_shot = judge(matcher, data.test)
+        tests[name] = {
+            "label": spec.label,
+            "ditto_f1": spec.ditto_f1,
+            "test": result,
+            "zero_shot": zero_shot,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        logger.info("%s: F1 %.4f (oracle %.4f), Ditto %.1f", name, result["head"]["f1"],
+                    result["head"]["oracle_f1"], spec.ditto_f1)  # fmt: skip
+    name = args.name or Path(args.model).resolve().name
+    payload = {
+        "run": name,
+        "model": str(args.model),
+        "model_created": manifest.created_at,
+        "config": manifest.settings.get("config"),
+        "tests": tests,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_rev(),
+        "machine": machine(),
+    }
+    path = args.results / INDOMAIN / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    print(indomain_table([payload]))
+    print(f"written {path}")
+    return 0
+
+
+def indomain_table(results: list[dict[str, Any]]) -> str:
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    lines = [
+        "| model | test split | pairs | default F1 @ own cut (P / R) | default oracle F1 | zero-shot F1 @ match cut "
+        "| published Ditto F1 | Δ vs Ditto |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for t in r["tests"].values():
+            h, zs = t["test"]["head"], t["zero_shot"]["match_threshold"]
+            lines.append(
+                f"| {r['run']} | {t['label']} | {t['test']['pairs']} "
+                f"| {pct(h['f1'])} ({pct(h['precision'])} / {pct(h['recall'])}) | {pct(h['oracle_f1'])} "
+                f"| {pct(zs['f1'])} | {t['ditto_f1']:.1f} | {100 * h['f1'] - t['ditto_f1']:+.1f} |"
+            )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("run", "status", "table"))
+    p.add_argument("command", choices=("run", "status", "table", "indomain"))
     p.add_argument("--targets", type=lambda s: [x for x in s.split(",") if x], default=list(LOO_TARGETS))
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=[1])
     p.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="a preset of the recipe config BUDGETS")
@@ -216,12 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--work", type=Path, default=WORK_ROOT)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--model", type=Path, default=None, help="indomain: the model folder to judge")
+    p.add_argument("--name", default=None, help="indomain: result file name (default: the folder's name)")
     args = p.parse_args(argv)
     unknown = sorted(set(args.targets) - set(LOO_TARGETS))
     if unknown:
         p.error(f"unknown targets {unknown}; known: {sorted(LOO_TARGETS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return {"run": cmd_run, "status": cmd_status, "table": cmd_table}[args.command](args)
+    commands = {"run": cmd_run, "status": cmd_status, "table": cmd_table, "indomain": cmd_indomain}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

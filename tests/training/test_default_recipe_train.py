@@ -142,3 +142,26 @@ def test_excluded_source_is_not_trained_on(trained: tuple[Path, Path, dict[str, 
     settings = json.loads((out / "manifest.json").read_text())["settings"]
     assert {s["name"] for s in settings["sources"]} == {"tiny-lspc", "tiny-wdcp"}
     assert settings["excluded"] == ["tiny-dm"] and "tiny-dm" not in settings["valid_per_source"]
+
+
+@pytest.mark.integration
+def test_indomain_benchmark_judges_a_model_on_the_test_splits_present(
+    trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import bench_default_loo
+    from tests.training.default_recipe_fixtures import write_deepmatcher
+
+    _, out, _ = trained
+    # Only Abt-Buy is in this data root: the other in-domain tests are skipped, not failed.
+    root = tmp_path / "data"
+    write_deepmatcher(root / "abt-buy", seed=5)
+    results = tmp_path / "results"
+    argv = ["indomain", "--model", str(out), "--data", str(root), "--results", str(results), "--name", "tiny"]
+    assert bench_default_loo.main(argv) == 0
+    payload = json.loads((results / "default_indomain" / "tiny.json").read_text())
+    assert list(payload["tests"]) == ["abt-buy"]
+    test = payload["tests"]["abt-buy"]
+    assert test["test"]["pairs"] == 18 and test["ditto_f1"] == pytest.approx(89.33)
+    assert 0.0 <= test["test"]["head"]["f1"] <= test["test"]["head"]["oracle_f1"] <= 1.0
+    assert set(test["zero_shot"]) == {"match_threshold", "review_threshold"}
+    assert "| tiny | Abt-Buy | 18 |" in capsys.readouterr().out

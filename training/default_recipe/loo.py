@@ -50,7 +50,7 @@ def loo_config(target: str, base: RecipeConfig | None = None) -> RecipeConfig:
     return cfg.with_overrides(exclude=tuple(sorted({*cfg.exclude, LOO_TARGETS[target].source})))
 
 
-def _spec(name: str, sources: Sequence[SourceSpec]) -> SourceSpec:
+def source_spec(name: str, sources: Sequence[SourceSpec]) -> SourceSpec:
     for spec in sources:
         if spec.name == name:
             return spec
@@ -62,7 +62,7 @@ def load_target_test(
 ) -> list[ProductPair]:
     """The held-out test pairs as service products (the recipe's own field mapping)."""
     t = LOO_TARGETS[target]
-    data = load_source(_spec(t.source, sources), root, **t.reader_overrides)
+    data = load_source(source_spec(t.source, sources), root, **t.reader_overrides)
     if not data.test:
         raise ValueError(f"{target}: no test pairs")
     return data.test
@@ -115,4 +115,5 @@ __all__ = [
     "load_target_test",
     "loo_config",
     "score_baseline",
+    "source_spec",
 ]
