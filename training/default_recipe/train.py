@@ -60,6 +60,7 @@ from training.default_recipe.mining import mine_hard_negatives
 from training.default_recipe.mixture import Mixture, pooled_validation
 from training.default_recipe.sources import ProductPair, SourceData, load_sources
 from training.metrics import pr_auc
+from training.progress_log import Heartbeat
 from training.train_matcher import build_model, make_optimizer, pos_weight_for
 
 logger = logging.getLogger(__name__)
@@ -300,6 +301,7 @@ def _train_epoch(
     start = time.perf_counter()
     bar = tqdm(range(0, len(texts), cfg.batch_size), desc=f"default epoch {epoch}/{cfg.epochs}", unit="batch",
                disable=not progress, leave=False)  # fmt: skip
+    beat = Heartbeat(logger, f"default epoch {epoch}/{cfg.epochs}", len(bar), enabled=not progress)
     for step, i in enumerate(bar):
         batch = collator(texts[i : i + cfg.batch_size], [float(y) for y in labels[i : i + cfg.batch_size]])
         assert batch.labels is not None
@@ -315,6 +317,7 @@ def _train_epoch(
         losses.append(float(loss.detach()))
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        beat.tick(step + 1, loss=float(np.mean(losses[-50:])))
     bar.close()
     seconds = time.perf_counter() - start
     return {
