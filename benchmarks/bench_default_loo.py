@@ -209,10 +209,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    def pct(x: float | None) -> str:
-        return "–" if x is None else f"{100 * x:.1f}"
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
 
+
+def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| held out | variant | budget | seed | test pairs | default F1 @ own cut (P / R) | default oracle F1 "
         "| cross-encoder alone F1 / oracle | zero-shot F1 @ match cut / oracle | Δ F1 vs zero-shot (own cuts) "
@@ -298,9 +299,6 @@ def cmd_indomain(args: argparse.Namespace) -> int:
 
 
 def indomain_table(results: list[dict[str, Any]]) -> str:
-    def pct(x: float | None) -> str:
-        return "–" if x is None else f"{100 * x:.1f}"
-
     lines = [
         "| model | test split | pairs | default F1 @ own cut (P / R) | default oracle F1 | zero-shot F1 @ match cut "
         "| published Ditto F1 | Δ vs Ditto |",
