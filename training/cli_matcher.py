@@ -25,7 +25,7 @@ from models.precision import PRECISION_HELP, PRECISIONS
 from training.cli_args import add_dataset_options, int_list, positive_int
 from training.data.readers import load_dataset
 from training.data.records import PairDataset
-from training.noise import NOISE_ACTIONS
+from training.noise import NOISE_ACTIONS, NOISE_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,13 @@ def _add_noise_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("label noise (METHODS §7)")
     g.add_argument(
         "--noise",
-        choices=("none", "bmm", "knn", "both"),
+        choices=NOISE_METHODS,
         default="none",
         help="detect noisy training labels after the warm-up: bmm = beta mixture on per-pair losses, "
-        "knn = disagreement with the k nearest labelled pairs, both = mean of the two (default: none)",
+        "knn = disagreement with the k nearest labelled pairs, both = mean of the two; or before training: "
+        "signals = EM label-noise model on the zero-shot MiniLM cosine and the pair signals of the two "
+        "records (no warm-up; every epoch trains on the corrected labels; --noise-warmup, --noise-gate and "
+        "--noise-restart do not apply) (default: none)",
     )
     g.add_argument(
         "--noise-action",

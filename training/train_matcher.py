@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from training.noise import (
     pos_weight_for_targets,
     prior_penalty,
     score_training_pairs,
+    signal_features,
 )
 from training.pseudo_labels import (
     PseudoLabelConfig,
@@ -200,14 +201,19 @@ class MatcherConfig:
 
     Noise-aware training (METHODS §7): ``noise``: ``"none"`` | ``"bmm"`` (beta mixture on
     per-pair losses, §7.1) | ``"knn"`` (kNN label disagreement, §7.2) | ``"both"`` (mean of the
-    two probabilities). After the warm-up epochs (``noise_options["warmup_epochs"]``, default
-    3/8 of ``epochs``, at least 1) and after every later epoch, one eval pass over the training
-    pairs re-runs detection; the next epoch uses it. ``noise_action``: ``"downweight"`` (weight
-    ``1 - p_noise``) or ``"relabel"`` (bootstrap towards the model's own prediction,
-    ``p_noise``-weighted, plus the anti-collapse prior). ``noise_options``: the other
-    :class:`NoiseConfig` fields. ``pseudo_label`` (``True``, a dict of
-    :class:`PseudoLabelConfig` fields, or a config): soft pseudo-labels for the unlabelled pairs
-    handed to :func:`train_matcher` (§8.2).
+    two probabilities) | ``"signals"`` (EM label-noise model on pretrained, label-free pair
+    signals, :mod:`training.noise.signals`). For the first three, after the warm-up epochs
+    (``noise_options["warmup_epochs"]``, default 3/8 of ``epochs``, at least 1) and after every
+    later epoch, one eval pass over the training pairs re-runs detection; the next epoch uses it.
+    ``signals`` does not depend on the model being trained: it detects once, before the first
+    epoch, and the whole budget trains on the corrected targets (the path of ``restart`` after a
+    warm-up, with no warm-up epochs spent). ``noise_action``: ``"downweight"`` (weight
+    ``1 - p_noise``), ``"relabel"`` (bootstrap towards the model's own prediction,
+    ``p_noise``-weighted, plus the anti-collapse prior; with ``signals`` the soft target is the
+    noise model's posterior of the clean label) or ``"forward"`` (loss correction with the
+    estimated flip rates). ``noise_options``: the other :class:`NoiseConfig` fields.
+    ``pseudo_label`` (``True``, a dict of :class:`PseudoLabelConfig` fields, or a config): soft
+    pseudo-labels for the unlabelled pairs handed to :func:`train_matcher` (§8.2).
     """
 
     arch: str = "lea"
@@ -263,6 +269,8 @@ class _Data:
     valid_labels: np.ndarray
     weights: np.ndarray  # the per-pair loss weights given (all ones by default)
     pool: list[tuple[str, str]]  # unlabelled pairs for pseudo-labels
+    # (left, right) record fields of the train pairs, for detection from pair signals.
+    train_records: list[tuple[Mapping[str, Any], Mapping[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -453,7 +461,8 @@ def _prepare_data(
     if cap is not None and len(pool) > cap:
         keep = np.random.default_rng(cfg.seed).choice(len(pool), cap, replace=False)
         pool = [pool[i] for i in sorted(keep.tolist())]
-    return _Data(train_idx, train, valid, train_labels, valid_labels, weights, pool)
+    records = [(train_pairs[i].left.fields, train_pairs[i].right.fields) for i in train_idx]
+    return _Data(train_idx, train, valid, train_labels, valid_labels, weights, pool, records)
 
 
 def _plan_run(
@@ -472,7 +481,9 @@ def _plan_run(
     # Tokens and LEA word similarities of the clean pairs, computed once for every epoch.
     train_enc = collator.encode([(a, b) for a, b, _ in data.train])
     valid_enc = collator.encode([(a, b) for a, b, _ in data.valid])
-    noise_warmup = noise_cfg.warmup_for(cfg.epochs) if noise_cfg is not None else None
+    # Detection that does not read the model in training has no warm-up: it runs once, below.
+    before = noise_cfg is not None and noise_cfg.before_training
+    noise_warmup = noise_cfg.warmup_for(cfg.epochs) if noise_cfg is not None and not before else None
     match_rate = float(data.train_labels.mean())
     if noise_cfg is not None and noise_cfg.prior_match_rate is not None:
         match_rate = noise_cfg.prior_match_rate
@@ -514,6 +525,8 @@ def _plan_run(
         offset=math.log(pos_weight),
     )
     plan.bi_features = _bi_encoder_features(noise_cfg, data.train, cfg.fields, cfg.eval_batch_size)
+    if before:
+        _detect_before_training(plan, state)
     logger.info(
         "training %s matcher (%s, augment=%s, noise=%s/%s, pseudo-labels=%s) on %d train / %d valid pairs "
         "(+%d unlabelled), %d epochs, %d steps, pos_weight %.3f, %d torch threads, %s, length grouping %s",
@@ -528,12 +541,54 @@ def _plan_run(
         len(data.pool),
         cfg.epochs,
         total_steps,
-        pos_weight,
+        state.pos_weight,
         torch.get_num_threads(),
         prec,
         cfg.length_grouping,
     )
     return plan, state
+
+
+def _detect_before_training(plan: _Plan, state: _State) -> None:
+    """``signals`` detection, once before the first epoch; its result is folded into the fixed targets.
+
+    ``downweight`` / ``relabel`` become the targets and weights of every epoch (as after a
+    ``restart``): ``relabel`` passes ``1 - label`` as the "prediction", so the soft target
+    ``(1 - p) y + p (1 - y)`` is the noise model's posterior of the clean label. ``forward`` keeps
+    the labels and takes the flip rates from the detection. Either way no epoch reads
+    ``state.report`` again, so the batches carry no second noise weighting.
+    """
+    noise_cfg, data = plan.noise, plan.data
+    assert noise_cfg is not None
+    start = time.perf_counter()
+    from models.bi_encoder import BiEncoder  # the encoder only when this method runs
+
+    # Loading and running the encoder must not move the seeded streams: the run then trains with
+    # the same dropout and batch order as a naive run of the same seed.
+    rng_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    encoder = BiEncoder.from_pretrained(noise_cfg.signals_encoder)
+    lefts, rights = [a for a, _ in data.train_records], [b for _, b in data.train_records]
+    features = signal_features(lefts, rights, encoder, batch_size=plan.config.eval_batch_size)
+    del encoder
+    torch.set_rng_state(rng_state[0])
+    random.setstate(rng_state[1])
+    np.random.set_state(rng_state[2])
+    report = detect_noisy_pairs(data.train_labels, features=features, config=noise_cfg, epoch=0)
+    state.last_report = report
+    summary: dict[str, Any] = report.summary()
+    if noise_cfg.action == "forward":
+        state.rates = flip_rates(data.train_labels, report)
+        summary["flip_rates"] = {"label1_true0": state.rates[0], "label0_true1": state.rates[1]}
+        logger.info("forward correction: flip rates 0->1 %.3f, 1->0 %.3f", *state.rates)
+    else:
+        flipped = 1.0 - data.train_labels.astype(np.float64)
+        state.targets_all, state.weights = corrected_targets(
+            data.train_labels, data.weights, report, noise_cfg.action, flipped
+        )
+        state.set_pos_weight(pos_weight_for_targets(state.targets_all, state.weights))
+        logger.info("training on corrected targets from the start: pos_weight %.3f", state.pos_weight)
+    summary["seconds"] = time.perf_counter() - start
+    state.detections.append(summary)
 
 
 def _optimizer_for(plan: _Plan, model: LeaCrossEncoder, n_epochs: int) -> tuple[torch.optim.AdamW, Any, int]:
@@ -778,7 +833,12 @@ def _save_matcher(out: Path, dataset: PairDataset, plan: _Plan, state: _State, w
         warmup = plan.noise_warmup
         if warmup is not None and warmup >= cfg.epochs and not plan.restart:
             logger.warning("noise warm-up (%d epochs) >= epochs (%d): detection never ran", warmup, cfg.epochs)
-        noise_summary = {"warmup_epochs": warmup, "restart": plan.restart, "detections": state.detections}
+        noise_summary = {
+            "warmup_epochs": warmup,
+            "restart": plan.restart,
+            "before_training": plan.noise.before_training,
+            "detections": state.detections,
+        }
     pseudo_summary = None
     if plan.pseudo is not None:
         pseudo_summary = {"warmup_epochs": plan.pseudo_warmup, "pool": len(data.pool), "epochs": state.pseudo_epochs}

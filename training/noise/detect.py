@@ -3,7 +3,9 @@
 :func:`detect_noisy_pairs` turns per-pair training losses (beta mixture, §7.1) and/or pair
 embeddings (kNN disagreement, §7.2) into a :class:`NoiseReport`: a noise probability and a
 flag per pair. ``method="both"`` averages the two probabilities, so a pair is flagged (at the
-default threshold 0.5) when one method is sure or both lean the same way.
+default threshold 0.5) when one method is sure or both lean the same way. ``method="signals"``
+fits a label-noise model on pretrained, label-free pair signals (:mod:`training.noise.signals`):
+it does not read the model being trained, so the trainer runs it once, before training.
 
 Handling (:func:`noisy_batch_targets`), per pair with noise probability ``w``:
 
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 from models.precision import autocast
 from training.noise.bmm import bmm_noise_probability
 from training.noise.knn import knn_noise_probability, pair_features
+from training.noise.signals import fit_label_noise
 
 if TYPE_CHECKING:
     from models.bi_encoder import BiEncoder
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NOISE_METHODS: tuple[str, ...] = ("none", "bmm", "knn", "both")
+NOISE_METHODS: tuple[str, ...] = ("none", "bmm", "knn", "both", "signals")
 NOISE_ACTIONS: tuple[str, ...] = ("downweight", "relabel", "forward")
 KNN_FEATURES: tuple[str, ...] = ("matcher", "bi-encoder")
 
@@ -62,6 +65,12 @@ class NoiseConfig:
     labels (the spec's "real match rate", computed from train). The report's
     ``estimated_match_rate`` is not used: with a rare class, a few points of noise probability
     on many non-matches inflate it.
+    ``method="signals"`` (:mod:`training.noise.signals`): EM label-noise model on the
+    ``signals_encoder`` bi-encoder cosine and the raw pair signals of the two records. It reads
+    no model in training, so the trainer detects once before the first epoch and trains the whole
+    budget on the corrected targets (like ``restart`` after a warm-up, without the warm-up);
+    ``warmup_epochs``, ``restart`` and ``require_disagreement`` (which needs the model's
+    losses) do not apply to it and are refused.
     """
 
     method: str = "bmm"
@@ -93,6 +102,8 @@ class NoiseConfig:
     # Handle the flag (0/1) instead of the probability: a flagged pair is dropped (downweight) or
     # fully relabelled. The soft probability leaves about a third of each flip's weight in place.
     hard_flags: bool = False
+    # Bi-encoder of the "signals" method: a packaged name or a saved folder (zero-shot, never tuned on labels).
+    signals_encoder: str = "minilm"
 
     def __post_init__(self) -> None:
         if self.method not in NOISE_METHODS[1:]:
@@ -107,6 +118,11 @@ class NoiseConfig:
             raise ValueError("warmup_epochs must be >= 1")
         if not 0.0 < self.flag_threshold <= 1.0:
             raise ValueError("flag_threshold must be in (0, 1]")
+        if self.before_training and (self.warmup_epochs is not None or self.restart or self.require_disagreement):
+            raise ValueError(
+                "noise method 'signals' detects once before training: warmup_epochs, restart and "
+                "require_disagreement do not apply"
+            )
 
     @property
     def uses_bmm(self) -> bool:
@@ -115,6 +131,11 @@ class NoiseConfig:
     @property
     def uses_knn(self) -> bool:
         return self.method in ("knn", "both")
+
+    @property
+    def before_training(self) -> bool:
+        """Detection independent of the model in training: once, before the first epoch."""
+        return self.method == "signals"
 
     def warmup_for(self, epochs: int) -> int:
         """Warm-up epochs for a run of ``epochs`` epochs."""
@@ -147,6 +168,11 @@ class NoiseReport:
     bmm_fits: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
+    # "signals": P(clean label = match | signals, label) per pair, the fitted flip rates
+    # (P(label 1 | true 0), P(label 0 | true 1)) and the noise model's parameters.
+    posterior: np.ndarray | None = None
+    rates: tuple[float, float] | None = None
+    signals_fit: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -185,6 +211,10 @@ class NoiseReport:
             out["bmm"] = self.bmm_fits
         if self.p_knn is not None:
             out["flagged_knn"] = int(self.settings.get("flagged_knn", 0))
+        if self.rates is not None:
+            out["fitted_flip_rates"] = {"label1_true0": self.rates[0], "label0_true1": self.rates[1]}
+        if self.signals_fit:
+            out["signals"] = self.signals_fit
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +240,8 @@ def detect_noisy_pairs(
     """Noise probability and flag of every labelled pair.
 
     ``losses``: per-pair loss against the given label from an eval-mode pass (needed by
-    ``bmm``/``both``); ``features``: one embedding row per pair (needed by ``knn``/``both``).
+    ``bmm``/``both``); ``features``: one embedding row per pair (needed by ``knn``/``both``), or
+    for ``signals`` the :func:`training.noise.signals.signal_features` rows.
     ``method`` overrides ``config.method``. Deterministic: the same inputs give the same report.
     """
     cfg = config or NoiseConfig()
@@ -220,9 +251,17 @@ def detect_noisy_pairs(
     if y.ndim != 1 or y.size == 0:
         raise ValueError("labels must be a non-empty 1-d sequence")
     settings = cfg.to_dict()
-    p_bmm = p_knn = knn_labels = None
+    p_bmm = p_knn = knn_labels = posterior = rates = None
     flagged_knn = None
     fits: dict[str, Any] = {}
+    signals_fit: dict[str, Any] = {}
+    p_signals = None
+    if cfg.method == "signals":
+        if features is None:
+            raise ValueError("noise method 'signals' needs the signal_features rows")
+        fit = fit_label_noise(features, y)
+        p_signals, posterior = fit.p_noise(y), fit.posterior
+        rates, signals_fit = (fit.rate_01, fit.rate_10), fit.summary()
     if cfg.uses_bmm:
         if losses is None:
             raise ValueError(f"noise method {cfg.method!r} needs per-pair losses")
@@ -247,6 +286,9 @@ def detect_noisy_pairs(
     elif p_bmm is not None:
         p_noise = p_bmm
         flagged = p_bmm >= cfg.flag_threshold
+    elif p_signals is not None:
+        p_noise = p_signals
+        flagged = p_signals >= cfg.flag_threshold
     else:
         assert p_knn is not None and flagged_knn is not None
         p_noise, flagged = p_knn, flagged_knn
@@ -268,6 +310,9 @@ def detect_noisy_pairs(
         bmm_fits=fits,
         settings=settings,
         epoch=epoch,
+        posterior=posterior,
+        rates=rates,
+        signals_fit=signals_fit,
     )
     s = report.summary()
     logger.info(
@@ -380,7 +425,8 @@ def corrected_targets(
     ``downweight``: the labels, each weight times ``1 - p_noise``; ``relabel``: the soft target
     ``(1 - p) y + p ẑ`` with ``ẑ`` the detecting model's hard prediction (0/1), weights unchanged;
     ``forward``: labels and weights unchanged (the loss corrects for the flips, see
-    :func:`forward_corrected_bce`).
+    :func:`forward_corrected_bce`). With ``predictions = 1 - labels`` the ``relabel`` target is
+    ``P(clean label = match)`` under the report (the ``signals`` method's posterior).
     """
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(report.p_noise, dtype=np.float64)
