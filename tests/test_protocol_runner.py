@@ -19,7 +19,7 @@ def test_every_cell_of_the_protocols_has_its_own_result_file() -> None:
     assert len(lea) == 3 * 3 * 2 and len(noise) == 3 * (1 + 2 * 2)
     names = [r.name for r in lea + noise]
     assert len(set(names)) == len(names)
-    assert "abt-buy__lea-typo__seed2" in names and "abt-buy__detect__seed3__flip40" in names
+    assert "abt-buy__lea-typo__seed2" in names and "abt-buy__signals__seed3__flip40" in names
 
 
 def test_length_grouped_runs_are_an_ablation_beside_the_random_batch_runs() -> None:
