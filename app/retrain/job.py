@@ -180,7 +180,14 @@ def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder
     from training.train_matcher import train_matcher
 
     options: dict[str, Any] = {}
-    if req.noise != "none":
+    if req.noise == "signals":
+        # Detected once before training on the serving bi-encoder's cosines: no warm-up, gate or restart.
+        options |= {
+            "noise": req.noise,
+            "noise_action": req.noise_action,
+            "noise_options": {"hard_flags": req.noise_hard, "signals_encoder": ctx.settings.encoder},
+        }
+    elif req.noise != "none":
         options |= {
             "noise": req.noise,
             "noise_action": req.noise_action,

@@ -34,8 +34,11 @@ class RetrainRequest(RequestModel):
     # The noise defaults are the best measured variant (docs/training.md, "Defaults";
     # docs/benchmarks/noise.md): beta-mixture detection after a 3-epoch warm-up, gated by the
     # model's disagreement, flagged pairs dropped, then a fresh model trained on the rest.
-    noise: Literal["none", "bmm", "knn", "both"] = Field(
-        default="bmm", description="label-noise detection on the training labels (matcher)"
+    noise: Literal["none", "bmm", "knn", "both", "signals"] = Field(
+        default="bmm",
+        description="label-noise detection on the training labels (matcher); 'signals' fits a label-noise "
+        "model on label-free pair signals (the service's bi-encoder cosine and the pair signals) once before "
+        "training, so noise_warmup, noise_gate and noise_restart do not apply to it",
     )
     noise_action: Literal["downweight", "relabel"] = "downweight"
     noise_warmup: int = Field(default=3, ge=1, le=50, description="epochs of plain training before detection")
@@ -65,7 +68,7 @@ class RetrainRequest(RequestModel):
     @model_validator(mode="after")
     def _detection_runs(self) -> RetrainRequest:
         # Without the restart, detection runs inside the epochs after the warm-up: none would be left.
-        if self.noise != "none" and not self.noise_restart and self.noise_warmup >= self.epochs:
+        if self.noise not in ("none", "signals") and not self.noise_restart and self.noise_warmup >= self.epochs:
             raise ValueError(
                 f"noise_warmup ({self.noise_warmup}) must be below epochs ({self.epochs}) without noise_restart, "
                 "or detection never runs"

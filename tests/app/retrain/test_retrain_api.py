@@ -238,3 +238,20 @@ def test_the_default_noise_handling_is_the_best_measured_variant(sqlite_retrain_
     noise = json.loads((folder / "manifest.json").read_text())["settings"]["noise"]
     assert (noise["method"], noise["action"], noise["warmup_epochs"]) == ("bmm", "downweight", 3)
     assert noise["require_disagreement"] and noise["restart"] and noise["hard_flags"]
+
+
+def test_signals_noise_detection_runs_once_before_training(sqlite_retrain_client, admin_headers) -> None:
+    import json
+
+    retrain_client = sqlite_retrain_client
+    _catalogue_and_labels(retrain_client)
+    body = BODY | {"noise": "signals", "noise_action": "relabel", "epochs": 2}
+    res = retrain_client.post("/v1/admin/retrain", json=body, headers=admin_headers)
+    job = wait_job(retrain_client, res.json()["job_id"], timeout=300)
+    assert job["state"] == "completed", job
+    version = job["result"]["matcher"]["version"]
+    folder = Path(model_versions.get(retrain_client.app.state.services.factory, version).path)
+    noise = json.loads((folder / "manifest.json").read_text())["settings"]["noise"]
+    assert (noise["method"], noise["action"]) == ("signals", "relabel")
+    assert not noise["restart"] and noise["warmup_epochs"] is None
+    assert noise["signals_encoder"] == str(retrain_client.app.state.services.settings.encoder)
