@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.pair_signals import pair_signals
+from models.pair_signals import FEATURE_NAMES, pair_signals
 from models.product_text import embed_text, title_of
 
 if TYPE_CHECKING:
@@ -62,24 +62,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Columns of :func:`signal_features`. The "absent" agreements are left out: they are one minus
-#: the other two, which the logistic model's intercept already covers.
-SIGNAL_NAMES: tuple[str, ...] = (
-    "cosine",
-    "identifier_match",
-    "identifier_conflict",
-    "identifier_score",
-    "left_coverage",
-    "right_coverage",
-    "token_f1",
-    "brand_match",
-    "brand_conflict",
-    "price_log_ratio",
-    "price_missing",
-)
+#: Columns of :func:`signal_features`: the cosine, then the pair signals at ``_RAW`` (their
+#: ``FEATURE_NAMES`` positions). The "absent" agreements are left out: they are one minus the
+#: other two, which the logistic model's intercept already covers.
+_RAW = tuple(i for i, name in enumerate(FEATURE_NAMES) if not name.endswith("_absent"))
+SIGNAL_NAMES: tuple[str, ...] = ("cosine", *(FEATURE_NAMES[i] for i in _RAW))
 _COL = {name: i for i, name in enumerate(SIGNAL_NAMES)}
-# pair_signals.FEATURE_NAMES positions of the SIGNAL_NAMES after the cosine.
-_RAW = (0, 1, 3, 4, 5, 6, 7, 8, 10, 11)
 
 #: Fisher z of the cosine is clipped here: identical texts (cosine 1) would be infinite.
 _COS_CLIP = 0.999
