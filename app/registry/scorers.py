@@ -84,20 +84,19 @@ def _scorer_and_own_thresholds(
             precision=settings.matcher_precision,
             pipeline_cosines=pipeline_cosines_fit(settings, load_head(row.path), encoder_id),
         )
-        match_at = head.threshold_for_precision(settings.match_precision)
-        return head, _own_decider(settings, head.name, match_at, head.threshold)
+        match_at = head.threshold_for_precision(settings.head_pair_precision)
+        return head, _own_decider(settings, head.name, match_at, head.threshold, settings.head_pair_precision)
     from app.pipeline.rerank import CrossEncoderScorer
 
     scorer = CrossEncoderScorer(row.version, row.path, device=settings.device, precision=settings.matcher_precision)
     match_at = scorer.threshold_for_precision(settings.match_precision)
-    return scorer, _own_decider(settings, row.version, match_at, float(scorer.calibration.get("threshold", 0.5)))
+    best_f1 = float(scorer.calibration.get("threshold", 0.5))
+    return scorer, _own_decider(settings, row.version, match_at, best_f1, settings.match_precision)
 
 
-def _own_decider(settings: Settings, version: str, match_at: float | None, best_f1: float) -> Decider:
+def _own_decider(settings: Settings, version: str, match_at: float | None, best_f1: float, target: float) -> Decider:
     """Match at the precision-targeted cut (else the best-F1 one), review from MATCHER_REVIEW_PROBABILITY."""
     if match_at is None:
         match_at = best_f1
-        logger.warning(
-            "matcher %s never reached precision %.2f; using its best-F1 threshold", version, settings.match_precision
-        )
+        logger.warning("matcher %s never reached precision %.2f; using its best-F1 threshold", version, target)
     return Decider(match_at, min(match_at, settings.matcher_review_probability))

@@ -71,18 +71,18 @@ def test_startup_registers_serves_and_is_idempotent(tmp_path, db_url, tiny_encod
         scorer = services.runtime.pipeline.scorer
         assert isinstance(scorer, HeadScorer) and scorer.name == row.version
         assert not scorer.pipeline_cosines, "the tiny-test blocker is not the head's bi-encoder"
-        # The head's cut for MATCH_PRECISION (0.95) decides; the review band as for matchers.
+        # The head's cut for HEAD_PAIR_PRECISION (0.9) decides; the review band as for matchers.
         decider = services.runtime.pipeline.decider
-        assert (decider.match_threshold, decider.review_threshold) == (0.6, 0.2)
+        assert (decider.match_threshold, decider.review_threshold) == (0.3, 0.2)
 
         _catalogue(client)
         res = client.post("/v1/match", json={"offer": OFFER, "top_k": 5, "explain": True})
         assert res.status_code == 200, res.text
         body = res.json()
         assert body["model_versions"]["scorer"] == row.version
-        assert body["thresholds"] == {"match": 0.6, "review": 0.2}
+        assert body["thresholds"] == {"match": 0.3, "review": 0.2}
         top = body["candidates"][0]["score"]
-        assert body["decision"] == ("match" if top >= 0.6 else "review" if top >= 0.2 else "no_match")
+        assert body["decision"] == ("match" if top >= 0.3 else "review" if top >= 0.2 else "no_match")
         explanation = body["candidates"][0]["explanation"]
         assert explanation and all("weight" in p and 0.0 <= p["similarity"] <= 1.0 for p in explanation)
 
