@@ -1,7 +1,7 @@
 """The released default matcher in ``artefacts/default-matcher/``, as `make run` serves it.
 
-Skipped while the folder holds only its README (no release committed); once a release is
-there, a broken, oversized or unlicensed folder fails here rather than at a user's start-up.
+A release is committed, so these run on every checkout: a missing, broken, oversized or
+unlicensed folder fails here rather than at a user's start-up.
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ from app.core.config import SHIPPED_DEFAULT_MATCHER
 from app.registry.default_matcher import check_folder, has_model
 from models.default_matcher import MODEL_CARD, load_default_matcher
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not has_model(SHIPPED_DEFAULT_MATCHER), reason="no default matcher release committed"),
-]
+pytestmark = pytest.mark.integration
 
 MAX_BYTES = 100 * 1024 * 1024
 
 
 def test_release_folder_is_complete_small_and_licensed() -> None:
+    assert has_model(SHIPPED_DEFAULT_MATCHER)
     assert check_folder(SHIPPED_DEFAULT_MATCHER).startswith("default-")
     files = [p for p in SHIPPED_DEFAULT_MATCHER.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= MAX_BYTES

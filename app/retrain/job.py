@@ -180,24 +180,19 @@ def _fit_matcher(ctx: JobContext, req: RetrainRequest, data: RetrainData, folder
     from training.train_matcher import train_matcher
 
     options: dict[str, Any] = {}
-    if req.noise == "signals":
-        # Detected once before training on the serving bi-encoder's cosines: no warm-up, gate or restart.
-        options |= {
-            "noise": req.noise,
-            "noise_action": req.noise_action,
-            "noise_options": {"hard_flags": req.noise_hard, "signals_encoder": ctx.settings.encoder},
-        }
-    elif req.noise != "none":
-        options |= {
-            "noise": req.noise,
-            "noise_action": req.noise_action,
-            "noise_options": {
+    if req.noise != "none":
+        noise_options: dict[str, Any]
+        if req.noise == "signals":
+            # Detected once before training on the serving bi-encoder's cosines: no warm-up, gate or restart.
+            noise_options = {"hard_flags": req.noise_hard, "signals_encoder": ctx.settings.encoder}
+        else:
+            noise_options = {
                 "warmup_epochs": req.noise_warmup,
                 "require_disagreement": req.noise_gate,
                 "restart": req.noise_restart,
                 "hard_flags": req.noise_hard,
-            },
-        }
+            }
+        options |= {"noise": req.noise, "noise_action": req.noise_action, "noise_options": noise_options}
     if req.pseudo_labels and data.unlabelled:
         options |= {"unlabelled_pairs": data.unlabelled, "pseudo_label": True}
     return train_matcher(
