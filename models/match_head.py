@@ -97,6 +97,10 @@ def feature_matrix(
     return np.concatenate(cols, axis=1)
 
 
+def _cut_table(raw: Any) -> dict[str, float | None]:
+    return {str(k): (None if v is None else float(v)) for k, v in dict(raw or {}).items()}
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
 
@@ -117,6 +121,10 @@ class MatchHead:
     bi_encoder: str = "minilm"
     bi_encoder_max_length: int = 64
     valid: dict[str, Any] = field(default_factory=dict)
+    # Cuts on the *top candidate* of ranked candidate lists (what the service decides on), chosen
+    # on leave-one-source-out probabilities; empty for a head fitted before ranked lists existed.
+    top1_threshold: float | None = None
+    top1_thresholds_for_precision: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def n_signals(self) -> int:
@@ -149,6 +157,8 @@ class MatchHead:
             "bi_encoder": self.bi_encoder,
             "bi_encoder_max_length": int(self.bi_encoder_max_length),
             "valid": self.valid,
+            "top1_threshold": None if self.top1_threshold is None else float(self.top1_threshold),
+            "top1_thresholds_for_precision": dict(self.top1_thresholds_for_precision),
         }
 
     @classmethod
@@ -170,13 +180,12 @@ class MatchHead:
             coef=arrays["coef"],
             intercept=float(data["intercept"]),
             threshold=float(data["threshold"]),
-            thresholds_for_precision={
-                str(k): (None if v is None else float(v))
-                for k, v in dict(data.get("thresholds_for_precision") or {}).items()
-            },  # fmt: skip
+            thresholds_for_precision=_cut_table(data.get("thresholds_for_precision")),
             bi_encoder=str(data.get("bi_encoder", "minilm")),
             bi_encoder_max_length=int(data.get("bi_encoder_max_length", 64)),
             valid=dict(data.get("valid") or {}),
+            top1_threshold=None if data.get("top1_threshold") is None else float(data["top1_threshold"]),
+            top1_thresholds_for_precision=_cut_table(data.get("top1_thresholds_for_precision")),
         )
 
 

@@ -89,13 +89,19 @@ class Settings(BaseSettings):
     # MATCH_PRECISION on validation; the review band starts at MATCHER_REVIEW_PROBABILITY.
     match_precision: float = Field(default=0.95, gt=0.0, le=1.0)
     matcher_review_probability: float = Field(default=0.2, ge=0.0, le=1.0)
-    # The default matcher's head (until a per-catalogue calibration replaces its cuts): the cut that
-    # reached HEAD_PAIR_PRECISION on its pooled validation *pairs*. The service decides on the top
-    # candidate of a ranked list, which is right more often than a pair above the same cut: end to
-    # end (docs/benchmarks.md, "End to end") the pairwise 0.9 cut gave automatic matches 96.7 %
-    # precise on Abt-Buy, while the pairwise 0.95 cut matched only 49 % of the offers there and 8 %
-    # on Amazon-Google. Precision on a new catalogue is only known from its own labels (refit).
+    # The default matcher's head decides at its cut on the *top candidate* of ranked lists that
+    # reached MATCH_PRECISION on its sources' validation offers (training/default_recipe/ranked.py).
+    # A head fitted before ranked lists has only pairwise cuts: it uses the one that reached
+    # HEAD_PAIR_PRECISION on its pooled validation pairs. The top candidate of a ranked list is
+    # right more often than a pair above the same cut: end to end (docs/benchmarks.md, "End to
+    # end") the pairwise 0.9 cut gave automatic matches 96.7 % precise on Abt-Buy, while the
+    # pairwise 0.95 cut matched only 49 % of the offers there and 8 % on Amazon-Google. Precision
+    # on a new catalogue is only known from its own labels (refit).
     head_pair_precision: float = Field(default=0.9, gt=0.0, le=1.0)
+    # Which top-1 cut: "f1", the best offer-level F1 of the validation decisions (a catalogue
+    # without labels: docs/benchmarks/default_loo.md shows the precision cuts do not transfer),
+    # or "precision", the cut for MATCH_PRECISION. A per-catalogue calibration replaces either.
+    head_match_cut: Literal["f1", "precision"] = "f1"
 
     # Per-catalogue calibration (POST /v1/admin/calibration, app/registry/calibration.py): the
     # serving scorer's thresholds refitted on the catalogue's own labelled pairs. The match cut

@@ -90,6 +90,14 @@ class HeadScorer:
         stats = ((self.head.valid.get("cross_fitted") or {}).get("for_precision")) or {}
         return cut_for_precision(self.head.thresholds_for_precision, stats, target, min_recall)
 
+    def top1_threshold_for_precision(self, target: float, min_coverage: float = 0.1) -> float | None:
+        """The head's cut on the *top candidate* of ranked lists that reached ``target`` precision on
+        its sources' validation offers, each source scored by a head fitted without it (None when the
+        head has no such cuts, or when the cut covered under ``min_coverage`` of the offers with a match)."""
+        top1 = (self.head.valid.get("top1") or {}).get("for_precision") or {}
+        stats = {k: {"recall": (v or {}).get("coverage")} for k, v in top1.items()}
+        return cut_for_precision(self.head.top1_thresholds_for_precision, stats, target, min_coverage)
+
     def score(
         self,
         offer: Mapping[str, Any],

@@ -6,7 +6,10 @@ that start-up registered, `app/registry/default_matcher.py`), else the zero-shot
 ``head.json`` (a default-matcher folder) serves its calibrated head (`app/pipeline/head_scorer.py`),
 any other the plain cross-encoder (`app/pipeline/rerank.py`); both decide with the cut that
 reached MATCH_PRECISION on their validation (else their best-F1 cut) and a review band from
-MATCHER_REVIEW_PROBABILITY. The scorer's active catalogue calibration
+MATCHER_REVIEW_PROBABILITY. A head decides at its cut on the top candidate of ranked lists
+(`training/default_recipe/ranked.py`): the best offer-F1 one, or with HEAD_MATCH_CUT=precision the
+one for MATCH_PRECISION; a head without such cuts uses its pairwise cut for HEAD_PAIR_PRECISION.
+The scorer's active catalogue calibration
 (`app/registry/calibration.py`), when one is stored, replaces those thresholds.
 """
 
@@ -84,6 +87,13 @@ def _scorer_and_own_thresholds(
             precision=settings.matcher_precision,
             pipeline_cosines=pipeline_cosines_fit(settings, load_head(row.path), encoder_id),
         )
+        if head.head.top1_threshold is not None:
+            best = head.head.top1_threshold
+            match_at = (
+                best if settings.head_match_cut == "f1" else head.top1_threshold_for_precision(settings.match_precision)
+            )
+            return head, _own_decider(settings, head.name, match_at, best, settings.match_precision)
+        # A head fitted before ranked lists: its cuts are pairwise, and HEAD_PAIR_PRECISION says which.
         match_at = head.threshold_for_precision(settings.head_pair_precision)
         return head, _own_decider(settings, head.name, match_at, head.threshold, settings.head_pair_precision)
     from app.pipeline.rerank import CrossEncoderScorer

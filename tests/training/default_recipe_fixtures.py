@@ -114,7 +114,13 @@ def write_all(root: Path) -> Path:
 
 
 SOURCES = (
-    SourceSpec("tiny-dm", "dm", "deepmatcher", {"title": "name", "description": "description", "price": "price"}),
+    SourceSpec(
+        "tiny-dm",
+        "dm",
+        "deepmatcher",
+        {"title": "name", "description": "description", "price": "price"},
+        unique_products=True,
+    ),
     SourceSpec(
         "tiny-lspc",
         "lspc",

@@ -53,12 +53,62 @@ def add_train_default(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--signals", default=None, help="pair-signal features of the head: pair_signals or none")
     p.add_argument("--margin", action="store_true", default=None, help="add the margin to the best other candidate")
+    p.add_argument(
+        "--head-fit",
+        choices=("pairs", "ranked", "both"),
+        default=None,
+        help="fit the head on the pooled validation pairs, the ranked lists' candidates, or both",
+    )
+    p.add_argument(
+        "--ranked-offers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="validation offers per source ranked like the service, for the top-1 cuts (0: none)",
+    )
     p.add_argument("--select-epoch", choices=("last", "best-valid"), default=None)
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_default, needs_settings=False)
+    add_train_default_head(train_sub)
     return p
+
+
+def add_train_default_head(train_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``default-head``: refit a trained default matcher's head and cuts (minutes)."""
+    p = train_sub.add_parser(
+        "default-head",
+        help="refit the head and match cuts of a trained default matcher (the cross-encoder stays)",
+        description="Refit a default matcher's head on its own training sources (docs/training.md).",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="a default-matcher folder")
+    p.add_argument("--out", default=None, metavar="DIR", help="write a refitted copy here (default: in place)")
+    p.add_argument("--data-root", default=None, metavar="DIR", help="benchmark data root (default: ../shared/data)")
+    p.add_argument("--head-fit", choices=("pairs", "ranked", "both"), default=None)
+    p.add_argument(
+        "--margin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the margin to the best other candidate as head features",
+    )
+    p.add_argument("--ranked-offers", type=int, default=None, metavar="N")
+    p.add_argument("--ranked-k", type=positive_int, default=None, metavar="K")
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.set_defaults(func=cmd_train_default_head, needs_settings=False)
+    return p
+
+
+def cmd_train_default_head(args: argparse.Namespace) -> int:
+    from training.default_recipe.refit import refit_head
+
+    result = refit_head(args.model, args.out, data_root=args.data_root, threads=args.threads,
+                        head_fit=args.head_fit, margin=args.margin, ranked_offers=args.ranked_offers,
+                        ranked_k=args.ranked_k)  # fmt: skip
+    top1 = result["head"]["valid"].get("top1") or {}
+    json.dump({"out_dir": result["out_dir"], "top1": top1}, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    return 0
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
@@ -75,6 +125,8 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         signals=args.signals,
         margin=args.margin,
         select_epoch=args.select_epoch,
+        head_fit=args.head_fit,
+        ranked_offers=args.ranked_offers,
         threads=args.threads,
         precision=args.precision,
     )
@@ -86,4 +138,4 @@ def cmd_train_default(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_train_default", "cmd_train_default"]
+__all__ = ["add_train_default", "add_train_default_head", "cmd_train_default", "cmd_train_default_head"]

@@ -45,7 +45,9 @@ class SourceSpec:
     match iff they share a cluster), so bi-encoder neighbours in another cluster are safe hard
     negatives; checked against the labels at load time. ``derived_from``: the source was built
     from that one's data (excluding it excludes this one too). ``licence_folder``: the folder
-    named in ``SOURCES.md``.
+    named in ``SOURCES.md``. ``unique_products``: every product is one record of the right table
+    (a catalogue, not a crawl of offers), so a retrieved product that is not an offer's labelled
+    match is a non-match (``ranked.py``); elsewhere it is unknown.
     """
 
     name: str
@@ -58,6 +60,7 @@ class SourceSpec:
     complete_clusters: bool = False
     derived_from: str | None = None
     licence_folder: str = ""
+    unique_products: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +92,7 @@ DEFAULT_SOURCES: tuple[SourceSpec, ...] = (
         "deepmatcher",
         {"title": "name", "description": "description", "price": "price"},
         licence_folder="abt-buy",
+        unique_products=True,
     ),
     SourceSpec(
         "amazon-google",
@@ -96,6 +100,7 @@ DEFAULT_SOURCES: tuple[SourceSpec, ...] = (
         "deepmatcher",
         {"title": "title", "brand": "manufacturer", "price": "price"},
         licence_folder="amazon-google",
+        unique_products=True,
     ),
     _lspc("computers", "medium"),
     _lspc("cameras", "large"),
@@ -157,7 +162,10 @@ class RecipeConfig:
     the final weights (the schedule decays to zero; nothing is chosen on in-domain validation)
     or ``"best-valid"``. Head: logistic regression on the pooled validation with
     ``head_folds``-fold cross-fitted thresholds; ``signals`` names the pair-signal features
-    (``"pair_signals"`` or ``"none"``); ``margin`` adds the margin to the best other candidate.
+    (``"pair_signals"`` or ``"none"``); ``margin`` adds the margin to the best other candidate;
+    ``head_fit`` fits it on the pooled pairs, the ranked lists' judged candidates or both. Match
+    cuts: on the top candidate of ``ranked_offers`` validation offers per source, each ranked
+    ``ranked_k`` deep like the service ranks (``ranked.py``, ``decide.py``).
     """
 
     sources: tuple[SourceSpec, ...] = DEFAULT_SOURCES
@@ -199,6 +207,10 @@ class RecipeConfig:
     margin: bool = False
     head_folds: int = 5
     head_l2: float = 1.0
+    head_fit: str = "both"
+    # ranked validation lists for the top-1 cuts (ranked.py); 0 offers: pairwise cuts only
+    ranked_offers: int = 300
+    ranked_k: int = 10
 
     def __post_init__(self) -> None:
         if self.pairs_per_epoch < 1 or self.epochs < 1 or self.batch_size < 1:
@@ -209,6 +221,12 @@ class RecipeConfig:
             raise ValueError("hard_negative_share must be in [0, 1)")
         if self.select_epoch not in ("last", "best-valid"):
             raise ValueError(f"select_epoch must be 'last' or 'best-valid', got {self.select_epoch!r}")
+        if self.head_fit not in ("pairs", "ranked", "both"):
+            raise ValueError(f"head_fit must be pairs, ranked or both, got {self.head_fit!r}")
+        if self.ranked_offers < 0 or self.ranked_k < 1:
+            raise ValueError("ranked_offers must be >= 0 and ranked_k >= 1")
+        if self.head_fit != "pairs" and self.ranked_offers == 0:
+            raise ValueError(f"head_fit={self.head_fit!r} needs ranked lists (ranked_offers > 0)")
         if "title" not in self.fields:
             raise ValueError("fields must include title")
         known = {s.name for s in self.sources}
@@ -253,7 +271,7 @@ class RecipeConfig:
 BUDGETS: dict[str, dict[str, Any]] = {
     "full": {},
     "short": {"pairs_per_epoch": 42_000, "epochs": 3},
-    "smoke": {"pairs_per_epoch": 320, "epochs": 1, "valid_per_source": 40},
+    "smoke": {"pairs_per_epoch": 320, "epochs": 1, "valid_per_source": 40, "ranked_offers": 20},
 }
 
 

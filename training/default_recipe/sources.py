@@ -50,6 +50,10 @@ class SourceData:
     # record id -> cluster id of the training records, where the clusters tell every match
     left_clusters: dict[str, str] | None = None
     right_clusters: dict[str, str] | None = None
+    # the same over training and validation records: judges ranked validation candidates
+    # (ranked.py); never the test records
+    judge_left_clusters: dict[str, str] | None = None
+    judge_right_clusters: dict[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -118,15 +122,27 @@ def source_from_dataset(dataset: PairDataset, spec: SourceSpec) -> SourceData:
     memo: dict[int, Product] = {}
     splits = {name: _convert(dataset.splits.get(name, []), spec, memo) for name in ("train", "valid", "test")}
     train_pairs = dataset.splits.get("train", [])
-    left_clusters = right_clusters = None
+    known_pairs = train_pairs + dataset.splits.get("valid", [])
+    left_clusters = right_clusters = judge_left = judge_right = None
     if spec.complete_clusters:
         if clusters_agree(train_pairs):
             left_clusters = {p.left.id: str(p.left.cluster_id) for p in train_pairs}
             right_clusters = {p.right.id: str(p.right.cluster_id) for p in train_pairs}
         else:
             logger.warning("%s: cluster ids disagree with the labels; no negatives are mined there", spec.name)
+        if left_clusters is not None and clusters_agree(known_pairs):
+            judge_left = {p.left.id: str(p.left.cluster_id) for p in known_pairs}
+            judge_right = {p.right.id: str(p.right.cluster_id) for p in known_pairs}
     return SourceData(
-        spec, splits["train"], splits["valid"], splits["test"], dataset.fingerprint(), left_clusters, right_clusters
+        spec,
+        splits["train"],
+        splits["valid"],
+        splits["test"],
+        dataset.fingerprint(),
+        left_clusters,
+        right_clusters,
+        judge_left,
+        judge_right,
     )
 
 

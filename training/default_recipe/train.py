@@ -9,8 +9,9 @@
    autocast, class-balanced BCE; pooled validation after every epoch; a checkpoint after every
    epoch in the work folder, so the same command continues an interrupted run.
 4. Round the kept weights to bf16 (the saved precision), score the pooled validation with them,
-   fit the cross-encoder's temperature calibration and the head (``head``), and write the
-   artefact folder (``artefact``).
+   fit the cross-encoder's temperature calibration and the head (``head``), rank every source's
+   validation offers like the service does and choose the head's match cuts on their top
+   candidates (``ranked``, ``decide``), and write the artefact folder (``artefact``).
 
 Every epoch's randomness (sample, dropout, typos, torch's RNG) is derived from
 ``(seed, epoch)``, so a resumed run trains on exactly what the uninterrupted one would have.
@@ -41,6 +42,7 @@ from models.lexical import EncodedPair
 from models.match_head import (
     BASE_FEATURES,
     MARGIN_FEATURES,
+    MatchHead,
     SignalFn,
     candidate_margins,
     feature_matrix,
@@ -53,11 +55,13 @@ from training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpo
 from training.data.typos import TypoAugmenter
 from training.default_recipe.artefact import save_default_matcher
 from training.default_recipe.config import RecipeConfig
+from training.default_recipe.decide import fit_head_and_cuts, ranked_features
 from training.default_recipe.dropout import drop_attributes
-from training.default_recipe.head import fit_head, per_source_metrics
+from training.default_recipe.head import per_source_metrics
 from training.default_recipe.lengths import choose_max_length
 from training.default_recipe.mining import mine_hard_negatives
 from training.default_recipe.mixture import Mixture, pooled_validation
+from training.default_recipe.ranked import ranked_validation
 from training.default_recipe.sources import ProductPair, SourceData, load_sources
 from training.metrics import pr_auc
 from training.progress_log import Heartbeat
@@ -351,6 +355,49 @@ def head_inputs(
     return feature_matrix(logits, cosines, rows, margins), logits
 
 
+def fit_recipe_head(
+    model: LeaCrossEncoder,
+    encoder: BiEncoder,
+    sources: Sequence[SourceData],
+    valid: Sequence[ProductPair],
+    cfg: RecipeConfig,
+    signal_set_: tuple[str, SignalFn | None, tuple[str, ...]],
+    encoder_ref: str,
+) -> tuple[MatchHead, np.ndarray]:
+    """The head and its cuts for a trained cross-encoder (pooled validation pairs, ranked lists),
+    and the cross-encoder's logits of the pooled pairs."""
+    signal_name, signal_fn, signal_names = signal_set_
+    n_signals = len(signal_names)
+    pair_x, logits = head_inputs(model, encoder, valid, cfg.fields, signal_fn, n_signals, cfg.margin,
+                                 cfg.eval_batch_size)  # fmt: skip
+    ranked = {"offers_per_source": cfg.ranked_offers, "k": cfg.ranked_k, "seed": cfg.seed}
+    lists = (
+        ranked_validation(sources, encoder, k=cfg.ranked_k, offers_per_source=cfg.ranked_offers, seed=cfg.seed)
+        if cfg.ranked_offers
+        else []
+    )
+    ranked_x = ranked_features(model, lists, cfg.fields, signal_fn, n_signals, cfg.margin, cfg.eval_batch_size)
+    names = BASE_FEATURES + signal_names + (MARGIN_FEATURES if cfg.margin else ())
+    head = fit_head_and_cuts(
+        pair_x,
+        np.asarray([p.label for p in valid]),
+        [p.source for p in valid],
+        lists,
+        ranked_x,
+        names,
+        fit=cfg.head_fit,
+        signals=signal_name,
+        margin=cfg.margin,
+        folds=cfg.head_folds,
+        l2=cfg.head_l2,
+        seed=cfg.seed,
+        bi_encoder=encoder_ref,
+        bi_encoder_max_length=encoder.max_length,
+        ranked_settings=ranked,
+    )
+    return head, logits
+
+
 def _finish(
     out: Path,
     model: LeaCrossEncoder,
@@ -364,17 +411,11 @@ def _finish(
     signal_set_: tuple[str, SignalFn | None, tuple[str, ...]],
     elapsed: float,
 ) -> dict[str, Any]:
-    signal_name, signal_fn, signal_names = signal_set_
     model.eval()
     labels = np.asarray([p.label for p in data.valid])
     sources = [p.source for p in data.valid]
-    features, logits = head_inputs(model, encoder, data.valid, cfg.fields, signal_fn, len(signal_names), cfg.margin,
-                                   cfg.eval_batch_size)  # fmt: skip
-    names = BASE_FEATURES + signal_names + (MARGIN_FEATURES if cfg.margin else ())
-    encoder_ref = "bi_encoder" if encoder_given else cfg.bi_encoder
-    head = fit_head(features, labels, sources, names, signals=signal_name, margin=cfg.margin, folds=cfg.head_folds,
-                    l2=cfg.head_l2, seed=cfg.seed, bi_encoder=encoder_ref,
-                    bi_encoder_max_length=encoder.max_length)  # fmt: skip
+    head, logits = fit_recipe_head(model, encoder, data.sources, data.valid, cfg, signal_set_,
+                                   "bi_encoder" if encoder_given else cfg.bi_encoder)  # fmt: skip
     return save_default_matcher(
         out,
         model,
@@ -392,4 +433,4 @@ def _finish(
     )
 
 
-__all__ = ["RecipeData", "epoch_texts", "head_inputs", "prepare_data", "train_default"]
+__all__ = ["RecipeData", "epoch_texts", "fit_recipe_head", "head_inputs", "prepare_data", "train_default"]

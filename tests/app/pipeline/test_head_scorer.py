@@ -34,10 +34,15 @@ def test_precisions_keep_the_scores_close(default_folder: Path) -> None:  # noqa
     assert bf16.matcher.bi_encoder is not None and bf16.matcher.bi_encoder.precision == "bf16"
     body = int8.matcher.model.model.base_model
     assert not any(type(m) is torch.nn.Linear for m in body.modules()), "the cross-encoder body runs in int8"
-    reference = _scores(fp32)
-    assert all(0.0 < s < 1.0 for s in reference)
+    assert all(0.0 < s < 1.0 for s in _scores(fp32))
+    # The head is the same function in every precision: what moves are its inputs, the
+    # cross-encoder logits and the bi-encoder cosines (a tiny random head can amplify them).
+    reference = fp32.matcher.score_pairs([OFFER] * len(CANDIDATES), CANDIDATES)
+    spread = float(np.ptp(reference.logits))
     for other in (bf16, int8):
-        assert max(abs(a - b) for a, b in zip(reference, _scores(other))) < 0.1
+        got = other.matcher.score_pairs([OFFER] * len(CANDIDATES), CANDIDATES)
+        assert np.abs(got.logits - reference.logits).max() < 0.1 * max(spread, 1.0)
+        assert np.abs(got.cosines - reference.cosines).max() < 0.05
     with pytest.raises(ValueError, match="precision must be one of"):
         HeadScorer("v1", str(default_folder), precision="fp16")
 
@@ -69,6 +74,13 @@ def test_cuts_need_useful_recall(default_folder: Path, tmp_path: Path) -> None: 
     assert scorer.threshold_for_precision(0.9) == 0.3
     assert scorer.threshold_for_precision(0.98) is None  # never reached: the caller uses the best-F1 cut
     assert scorer.threshold_for_precision(0.95, min_recall=0.6) is None
+    # Cuts on the top candidate of ranked lists, with their own coverage floor.
+    assert scorer.top1_threshold_for_precision(0.95) == 0.35
+    assert scorer.top1_threshold_for_precision(0.9) == 0.25
+    assert scorer.top1_threshold_for_precision(0.98) is None
+    assert scorer.top1_threshold_for_precision(0.95, min_coverage=0.75) is None
+    pairwise_only = HeadScorer("v1", str(known_cuts(default_folder, tmp_path / "old", top1=False)), precision="fp32")
+    assert pairwise_only.top1_threshold_for_precision(0.95) is None
 
 
 def test_when_the_pipeline_cosines_are_the_heads(default_folder: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -40,8 +40,10 @@ def with_head(folder: Path, dest: Path, **changes: Any) -> Path:
     return dest
 
 
-def known_cuts(folder: Path, dest: Path, match_at_95: float = 0.6) -> Path:
-    """A copy whose head reached precision 0.9 at 0.3 and 0.95 at ``match_at_95`` (recall 0.5), never 0.98."""
+def known_cuts(folder: Path, dest: Path, match_at_95: float = 0.6, top1: bool = True) -> Path:
+    """A copy whose head reached, on pairs, precision 0.9 at 0.3 and 0.95 at ``match_at_95``
+    (recall 0.5), never 0.98; and on top-1 decisions 0.9 at 0.25 and 0.95 at 0.35 (coverage 0.7),
+    never 0.98 (``top1=False``: a head from before ranked lists, pairwise cuts only)."""
     head = json.loads((folder / HEAD_FILE).read_text())
     valid = head.get("valid") or {}
     valid["cross_fitted"] = dict(valid.get("cross_fitted") or {})
@@ -50,10 +52,23 @@ def known_cuts(folder: Path, dest: Path, match_at_95: float = 0.6) -> Path:
         "0.95": {"threshold": match_at_95, "recall": 0.5},
         "0.98": None,
     }
+    valid.pop("top1", None)
+    top1_cuts: dict[str, float | None] = {}
+    if top1:
+        valid["top1"] = {
+            "for_precision": {
+                "0.9": {"threshold": 0.25, "coverage": 0.8},
+                "0.95": {"threshold": 0.35, "coverage": 0.7},
+                "0.98": None,
+            }
+        }
+        top1_cuts = {"0.9": 0.25, "0.95": 0.35, "0.98": None}
     return with_head(
         folder,
         dest,
         threshold=0.45,
         thresholds_for_precision={"0.9": 0.3, "0.95": match_at_95, "0.98": None},
+        top1_threshold=0.4 if top1 else None,
+        top1_thresholds_for_precision=top1_cuts,
         valid=valid,
     )

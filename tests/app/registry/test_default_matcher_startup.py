@@ -71,18 +71,18 @@ def test_startup_registers_serves_and_is_idempotent(tmp_path, db_url, tiny_encod
         scorer = services.runtime.pipeline.scorer
         assert isinstance(scorer, HeadScorer) and scorer.name == row.version
         assert not scorer.pipeline_cosines, "the tiny-test blocker is not the head's bi-encoder"
-        # The head's cut for HEAD_PAIR_PRECISION (0.9) decides; the review band as for matchers.
+        # The head's best offer-F1 cut on top-1 decisions decides; the review band as for matchers.
         decider = services.runtime.pipeline.decider
-        assert (decider.match_threshold, decider.review_threshold) == (0.3, 0.2)
+        assert (decider.match_threshold, decider.review_threshold) == (0.4, 0.2)
 
         _catalogue(client)
         res = client.post("/v1/match", json={"offer": OFFER, "top_k": 5, "explain": True})
         assert res.status_code == 200, res.text
         body = res.json()
         assert body["model_versions"]["scorer"] == row.version
-        assert body["thresholds"] == {"match": 0.3, "review": 0.2}
+        assert body["thresholds"] == {"match": 0.4, "review": 0.2}
         top = body["candidates"][0]["score"]
-        assert body["decision"] == ("match" if top >= 0.3 else "review" if top >= 0.2 else "no_match")
+        assert body["decision"] == ("match" if top >= 0.4 else "review" if top >= 0.2 else "no_match")
         explanation = body["candidates"][0]["explanation"]
         assert explanation and all("weight" in p and 0.0 <= p["similarity"] <= 1.0 for p in explanation)
 
@@ -104,6 +104,18 @@ def test_startup_registers_serves_and_is_idempotent(tmp_path, db_url, tiny_encod
         assert services.runtime.pipeline.scorer.name == row.version
         copies = list((settings.model_dir / "versions").iterdir())  # type: ignore[operator]
         assert [p.name for p in copies] == [row.version]
+
+
+def test_head_match_cut_and_a_head_without_top1_cuts(tmp_path, sqlite_url, tiny_encoder, default_folder):  # noqa: F811
+    shipped = known_cuts(default_folder, tmp_path / "shipped")
+    with serving(_settings(tmp_path / "p", sqlite_url, shipped, head_match_cut="precision"), tiny_encoder) as client:
+        decider = _services(client).runtime.pipeline.decider
+        assert (decider.match_threshold, decider.review_threshold) == (0.35, 0.2)  # top-1 cut for MATCH_PRECISION
+    older = known_cuts(default_folder, tmp_path / "older", top1=False)
+    with serving(_settings(tmp_path / "o", sqlite_url, older), tiny_encoder) as client:
+        decider = _services(client).runtime.pipeline.decider
+        # HEAD_PAIR_PRECISION (0.9) picks the pairwise cut of a head fitted before ranked lists.
+        assert (decider.match_threshold, decider.review_threshold) == (0.3, 0.2)
 
 
 def test_scorer_zero_shot_serves_zero_shot_even_over_the_active_default(
