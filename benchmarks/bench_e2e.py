@@ -58,6 +58,7 @@ from benchmarks.e2e_metrics import (  # noqa: E402
     evaluate,
     load_benchmark,
     offer_key,
+    redecide,
     restrict,
     reviewer_label,
     truths,
@@ -274,7 +275,8 @@ def match_offers(client: httpx.Client, offers: Sequence[Offer], top_k: int, batc
         answers = _ok(res, "match batch")["results"]
         for offer, answer in zip(chunk, answers, strict=True):
             ids = tuple(c["external_id"] for c in answer["candidates"])
-            run.results[offer.key] = OfferResult(answer["decision"], ids)
+            top = float(answer["candidates"][0]["score"]) if answer["candidates"] else None
+            run.results[offer.key] = OfferResult(answer["decision"], ids, top)
         run.thresholds, run.model_versions = answers[-1]["thresholds"], answers[-1]["model_versions"]
     return run
 
@@ -431,6 +433,29 @@ def scorer_plans(args: argparse.Namespace) -> list[ScorerPlan]:
     return plans
 
 
+def head_cuts(folder: Path) -> dict[str, float]:
+    """The match cuts a default-matcher head offers (``HEAD_MATCH_CUT`` / ``HEAD_PAIR_PRECISION``)."""
+    head = json.loads((folder / "head.json").read_text(encoding="utf-8"))
+    cuts = {f"pairwise precision {k}": v for k, v in (head.get("thresholds_for_precision") or {}).items()}
+    cuts |= {f"top-1 precision {k}": v for k, v in (head.get("top1_thresholds_for_precision") or {}).items()}
+    if head.get("top1_threshold") is not None:
+        cuts["top-1 best F1"] = head["top1_threshold"]
+    return {k: float(v) for k, v in cuts.items() if v is not None}
+
+
+def other_cuts(
+    folder: Path, results: dict[str, OfferResult], bench: Benchmark, served: dict[str, float]
+) -> dict[str, Any]:
+    """The same run's answers decided at each of the head's other cuts (same review cut)."""
+    review = float(served.get("review", 0.0))
+    out = {}
+    for name, cut in head_cuts(folder).items():
+        metrics = evaluate(redecide(results, cut, min(review, cut)), bench.pairs, bench.known)
+        out[name] = {"match_at": cut, "metrics": metrics}
+        logger.info("  at %s (%.3f): %s", name, cut, summary_line(metrics))
+    return out
+
+
 def run_scorer(plan: ScorerPlan, bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
     name, matcher = plan.name, plan.matcher
     token = secrets.token_hex(16)
@@ -463,6 +488,8 @@ def run_scorer(plan: ScorerPlan, bench: Benchmark, args: argparse.Namespace) -> 
                 "metrics": evaluate(results, bench.pairs, bench.known),
             }
             logger.info("%s: %s", name, summary_line(out["metrics"]))
+            if plan.default_matcher is not None:
+                out["at_other_cuts"] = other_cuts(plan.default_matcher, results, bench, first.thresholds)
             if args.labels:
                 out["labels"] = label_study(client, admin, bench, first, args.labels, args)
     return out

@@ -22,6 +22,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine  # noqa: E402
 from models.default_matcher import load_default_matcher  # noqa: E402
-from models.match_head import BASE_FEATURES, MARGIN_FEATURES  # noqa: E402
+from models.match_head import BASE_FEATURES, MARGIN_FEATURES, candidate_margins  # noqa: E402
 from training.default_recipe.decide import ranked_features  # noqa: E402
 from training.default_recipe.head import fit_logistic, leave_source_out  # noqa: E402
 from training.default_recipe.mixture import pooled_validation, source_weights  # noqa: E402
@@ -58,11 +59,39 @@ def _keys(lists: list[RankedList]) -> list[str]:
     return [f"{r.source}\t{r.offer_id}\t{c}" for r in lists for c in r.candidate_ids]
 
 
+def _base_rows(matcher: Any, lists: list[RankedList], keys: list[str], known: dict[str, np.ndarray]) -> np.ndarray:
+    """Logit, cosine and signal rows of every candidate; those not in ``known`` are scored (and added)."""
+    missing = []
+    for r in lists:
+        todo = [i for i, c in enumerate(r.candidate_ids) if _key(r, c) not in known]
+        if todo:
+            missing.append(replace(
+                r,
+                candidate_ids=tuple(r.candidate_ids[i] for i in todo),
+                candidates=tuple(r.candidates[i] for i in todo),
+                cosines=tuple(r.cosines[i] for i in todo),
+                labels=tuple(r.labels[i] for i in todo),
+            ))  # fmt: skip
+    if missing:
+        logger.info("scoring %d new candidates", sum(len(r.candidates) for r in missing))
+        rows = ranked_features(matcher.model, missing, matcher.fields, matcher.signals, matcher.head.n_signals, False)
+        known.update(zip(_keys(missing), rows, strict=True))
+    return np.stack([known[k] for k in keys])
+
+
+def _key(r: RankedList, candidate: str) -> str:
+    return f"{r.source}\t{r.offer_id}\t{candidate}"
+
+
+def _keys(lists: list[RankedList]) -> list[str]:
+    return [_key(r, c) for r in lists for c in r.candidate_ids]
+
+
 def features(args: argparse.Namespace) -> dict[str, Any]:
     """Pair and ranked-list feature rows (margin columns last) and the lists' labels.
 
     The lists and their labels are rebuilt every run (a labelling change needs no rescoring);
-    feature rows are cached in ``--cache`` by (source, offer, candidate) and pair index.
+    logit/cosine/signal rows are cached in ``--cache`` by (source, offer, candidate).
     """
     cache = Path(args.cache)
     cached = dict(np.load(cache, allow_pickle=False)) if cache.is_file() and not args.refresh else {}
@@ -77,17 +106,18 @@ def features(args: argparse.Namespace) -> dict[str, Any]:
     else:
         pair_x, _ = head_inputs(matcher.model, matcher.bi_encoder, valid, matcher.fields, matcher.signals, n_signals,
                                 True, 128)  # fmt: skip
-    lists = ranked_validation(sources, matcher.bi_encoder, k=args.k, offers_per_source=args.offers, seed=cfg.seed)
+    lists = ranked_validation(sources, matcher.bi_encoder, k=args.k, offers_per_source=args.offers,
+                              absent_share=args.absent, seed=cfg.seed)  # fmt: skip
     keys = _keys(lists)
-    known = dict(zip(cached.get("ranked_keys", np.zeros(0, dtype=str)).tolist(), cached.get("ranked_x", [])))
-    if all(k in known for k in keys):
-        ranked_x = np.stack([known[k] for k in keys])
-    else:
-        ranked_x = ranked_features(matcher.model, lists, matcher.fields, matcher.signals, n_signals, True, 128)
+    known = dict(zip(cached.get("ranked_keys", np.zeros(0, dtype=str)).tolist(), cached.get("ranked_base", [])))
+    base = _base_rows(matcher, lists, keys, known)
+    groups = [(r.source, r.offer_id) for r in lists for _ in r.candidates]
+    ranked_x = np.concatenate([base, candidate_margins(base[:, 0], groups)], axis=1)
     logger.info("features of %d pairs and %d ranked candidates in %.0f s", len(valid), len(keys),
                 time.perf_counter() - t0)  # fmt: skip
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, pair_x=pair_x, ranked_x=ranked_x, ranked_keys=np.asarray(keys))
+    order = sorted(known)
+    np.savez(cache, pair_x=pair_x, ranked_keys=np.asarray(order), ranked_base=np.stack([known[k] for k in order]))
     stored = matcher.head
     return {
         "pair_x": pair_x,
@@ -172,7 +202,11 @@ def variants(data: dict[str, Any], l2: float) -> dict[str, Any]:
             w = source_weights(list(src))
             probs = leave_source_out(x, y, w, list(src), data["ranked_x"][:, cols], list(data["ranked_src"]), l2)
             name = f"fit on {fit}{', margin' if margin else ''}"
-            out[name] = transfer(lists.top(probs), lists)
+            top = lists.top(probs)
+            out[name] = transfer(top, lists)
+            # What decide.py stores: the cuts on every fully judged source's decisions at once.
+            best, table = top1_cuts(subset(top, lists.judged), TARGETS)
+            out[name]["recipe_cuts"] = {"best_f1": best, **{f"p{k}": v for k, v in table.items()}}
             _, _, coef, _ = fit_logistic(x, y, w, l2)
             names = data["feature_names"][: x.shape[1]]
             out[name]["coef_all_sources"] = dict(zip(names, [float(c) for c in coef], strict=True))
@@ -183,29 +217,67 @@ def variants(data: dict[str, Any], l2: float) -> dict[str, Any]:
     return out
 
 
+SHOWN = ("abt-buy", "amazon-google", "wdc-products")
+
+
+def table(result: dict[str, Any]) -> str:
+    """The markdown table of docs/benchmarks/default_loo.md: judged precision / coverage of the
+    top-1 decisions of each fully judged source at the cut chosen without it."""
+
+    def cell(stats: dict[str, Any] | None) -> str:
+        return "–" if stats is None else f"{100 * stats['precision']:.1f} / {100 * stats['coverage']:.1f}"
+
+    names = [n for n in SHOWN if any(n in v["per_source"] for v in result["variants"].values())]
+    lines = [
+        "| head fitted on | cut | " + " | ".join(f"{n} P / C" for n in names) + " | mean offer-F1 |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for name, v in result["variants"].items():
+        if "summary" not in v:
+            lines.append(f"| {name} | | " + " | ".join(cell(v["per_source"].get(n)) for n in names) + " | – |")
+            continue
+        for cut, label in (("best_f1", "top-1 best F1"), ("p0.95", "top-1 precision 0.95"), ("oracle", "oracle")):
+            cells = " | ".join(cell(v["per_source"][n][cut]) for n in names)
+            mean = 100 * v["summary"][cut]["f1"]
+            lines.append(f"| {name.removeprefix('fit on ')} | {label} | {cells} | {mean:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "artefacts" / "default-matcher"))
     p.add_argument("--data-root", default=None)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--offers", type=int, default=300, help="validation offers per source")
+    p.add_argument("--absent", type=float, default=0.5, help="share of offers whose product is taken out")
     p.add_argument("--l2", type=float, default=1.0)
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / "out" / "head_ranked_features.npz"))
     p.add_argument("--refresh", action="store_true")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "head_ranked.json"))
+    p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text(encoding="utf-8"))))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = features(args)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "model": str(args.model),
-        "settings": {"k": args.k, "offers_per_source": args.offers, "l2": args.l2, "targets": TARGETS},
+        "settings": {
+            "k": args.k,
+            "offers_per_source": args.offers,
+            "absent_share": args.absent,
+            "l2": args.l2,
+            "targets": TARGETS,
+        },  # fmt: skip
         "variants": variants(data, args.l2),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
     logger.info("wrote %s", args.out)
+    print(table(result))
     return 0
 
 

@@ -56,10 +56,24 @@ class OfferResult:
 
     decision: str
     candidates: tuple[str, ...] = ()
+    top_score: float | None = None
 
     @property
     def top(self) -> str | None:
         return self.candidates[0] if self.candidates else None
+
+
+def redecide(results: Mapping[str, OfferResult], match_at: float, review_at: float) -> dict[str, OfferResult]:
+    """The same answers decided at other cuts (the service's rule: the top score against the
+    match cut, then the review cut); the ranking does not depend on the cuts."""
+    out = {}
+    for key, res in results.items():
+        score = res.top_score
+        decision = (
+            NO_MATCH if score is None else MATCH if score >= match_at else REVIEW if score >= review_at else NO_MATCH
+        )
+        out[key] = OfferResult(decision, res.candidates, score)
+    return out
 
 
 # An offer the service could not be asked about (no usable title): nobody matched it.

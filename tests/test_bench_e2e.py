@@ -22,6 +22,7 @@ from benchmarks.e2e_metrics import (
     load_benchmark,
     offer_key,
     record_fields,
+    redecide,
     reviewer_label,
 )
 from tests.training.test_eval_matcher import train_tiny_matcher, write_tiny_deepmatcher
@@ -79,6 +80,35 @@ def test_metrics_without_other_splits_and_for_missing_offers() -> None:
     partial = evaluate({k: v for k, v in RESULTS.items() if k != "a"}, PAIRS, KNOWN)
     assert partial["decisions"][NO_MATCH] == 2 and partial["pairwise"]["tp"] == 0
     assert partial["recall_at_10"] == pytest.approx(2 / 3)
+
+
+def test_the_same_answers_decided_at_other_cuts(tmp_path: Path) -> None:
+    scored = {
+        k: OfferResult(v.decision, v.candidates, s)
+        for (k, v), s in zip(RESULTS.items(), (0.9, 0.5, 0.8, 0.7, 0.3, 0.1))
+    }
+    again = redecide(scored, 0.75, 0.4)
+    assert {k: r.decision for k, r in again.items()} == {
+        "a": MATCH, "b": REVIEW, "c": MATCH, "d": REVIEW, "e": NO_MATCH, "f": NO_MATCH,
+    }  # fmt: skip
+    assert again["d"].candidates == RESULTS["d"].candidates and again["d"].top_score == 0.7
+    assert redecide({"x": OfferResult(MATCH)}, 0.5, 0.2)["x"].decision == NO_MATCH  # nothing retrieved
+    m = evaluate(again, PAIRS, KNOWN)
+    assert m["auto_match_precision"] == 1.0 and m["pairwise"]["fp"] == 0  # d's wrong top is no longer matched
+    folder = tmp_path / "head"
+    folder.mkdir()
+    (folder / "head.json").write_text(json.dumps({
+        "thresholds_for_precision": {"0.9": 0.6, "0.98": None},
+        "top1_thresholds_for_precision": {"0.95": 0.85},
+        "top1_threshold": 0.75,
+    }))  # fmt: skip
+    bench = bench_e2e.Benchmark("t", [], [], PAIRS, KNOWN)
+    out = bench_e2e.other_cuts(folder, scored, bench, {"match": 0.75, "review": 0.4})
+    assert {k: v["match_at"] for k, v in out.items()} == {
+        "pairwise precision 0.9": 0.6, "top-1 precision 0.95": 0.85, "top-1 best F1": 0.75,
+    }  # fmt: skip
+    assert out["top-1 best F1"]["metrics"] == m
+    assert out["top-1 precision 0.95"]["metrics"]["decisions"][MATCH] == 1
 
 
 def test_reviewer_answers() -> None:

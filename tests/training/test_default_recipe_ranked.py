@@ -64,6 +64,24 @@ def test_ranked_lists_label_candidates_like_the_service_would_be_judged(data_roo
             assert label == (UNKNOWN if pair is None else pair.label)
 
 
+def test_absent_products_are_taken_out_of_the_ranking(data_root: Path) -> None:
+    catalogue = load_source(SOURCES[0], data_root)
+    present = ranked_lists_of(catalogue, _encoder(), k=5, offers_per_source=6, seed=0)
+    absent = ranked_lists_of(catalogue, _encoder(), k=5, offers_per_source=6, absent_share=0.99, seed=0)
+    matches = {(p.left_id, p.right_id) for p in catalogue.train + catalogue.valid if p.label == 1}
+    assert [r.offer_id for r in absent] == [r.offer_id for r in present]
+    assert all(r.has_match for r in present) and not any(r.has_match for r in absent)
+    for r in absent:
+        assert r.fully_judged and set(r.labels) == {0}  # every candidate is known to be wrong
+        assert not any((r.offer_id, c) in matches for c in r.candidate_ids)
+    clustered = load_source(SOURCES[2], data_root)  # complete cluster ids judge every candidate
+    lists = ranked_lists_of(clustered, _encoder(), k=4, offers_per_source=5, absent_share=0.5, seed=0)
+    assert all(r.fully_judged and UNKNOWN not in r.labels for r in lists)
+    assert {r.has_match for r in lists} == {True, False}
+    crawl = load_source(SOURCES[1], data_root)  # not fully judged: nothing is taken out
+    assert all(r.has_match for r in ranked_lists_of(crawl, _encoder(), k=4, offers_per_source=5, absent_share=0.99))
+
+
 def test_top1_decisions_and_cuts_on_known_lists() -> None:
     # Four offers with 2 candidates each, one without candidates; labels per candidate.
     sizes = [2, 2, 2, 2, 0]
@@ -112,7 +130,7 @@ def test_the_recipe_stores_top1_cuts_beside_the_pairwise_ones(trained: Path) -> 
         assert (cut is None) == (stats is None)
         if stats is not None:
             assert stats["threshold"] == cut and stats["offers"] > 0 and 0.0 <= stats["coverage"] <= 1.0
-    assert head.thresholds_for_precision and head.valid["fit"] == "both"
+    assert head.thresholds_for_precision and head.valid["fit"] == "pairs"
     assert MatchHead.from_dict(head.to_dict()).top1_thresholds_for_precision == head.top1_thresholds_for_precision
 
 
@@ -131,7 +149,7 @@ def test_refit_head_writes_a_new_folder_and_leaves_the_old_one(trained: Path, da
     with pytest.raises(FileExistsError):
         refit_head(trained, out, data_root=data_root)
     cfg = config_from_manifest(json.loads((trained / "manifest.json").read_text())["settings"])
-    assert cfg.head_fit == "both" and cfg.valid_per_source == tiny_config().valid_per_source
+    assert cfg.head_fit == "pairs" and cfg.valid_per_source == tiny_config().valid_per_source
     assert cfg.sources == SOURCES  # the folder's own sources, read back from its manifest
 
 

@@ -94,6 +94,13 @@ def add_train_default_head(train_sub: argparse._SubParsersAction) -> argparse.Ar
     )
     p.add_argument("--ranked-offers", type=int, default=None, metavar="N")
     p.add_argument("--ranked-k", type=positive_int, default=None, metavar="K")
+    p.add_argument(
+        "--ranked-absent-share",
+        type=float,
+        default=None,
+        metavar="F",
+        help="share of ranked offers whose product is taken out of the catalogue (default 0.5)",
+    )
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_train_default_head, needs_settings=False)
     return p
@@ -104,7 +111,7 @@ def cmd_train_default_head(args: argparse.Namespace) -> int:
 
     result = refit_head(args.model, args.out, data_root=args.data_root, threads=args.threads,
                         head_fit=args.head_fit, margin=args.margin, ranked_offers=args.ranked_offers,
-                        ranked_k=args.ranked_k)  # fmt: skip
+                        ranked_k=args.ranked_k, ranked_absent_share=args.ranked_absent_share)  # fmt: skip
     top1 = result["head"]["valid"].get("top1") or {}
     json.dump({"out_dir": result["out_dir"], "top1": top1}, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

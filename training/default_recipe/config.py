@@ -165,7 +165,8 @@ class RecipeConfig:
     (``"pair_signals"`` or ``"none"``); ``margin`` adds the margin to the best other candidate;
     ``head_fit`` fits it on the pooled pairs, the ranked lists' judged candidates or both. Match
     cuts: on the top candidate of ``ranked_offers`` validation offers per source, each ranked
-    ``ranked_k`` deep like the service ranks (``ranked.py``, ``decide.py``).
+    ``ranked_k`` deep like the service ranks, ``ranked_absent_share`` of them with their product
+    taken out of the catalogue (``ranked.py``, ``decide.py``).
     """
 
     sources: tuple[SourceSpec, ...] = DEFAULT_SOURCES
@@ -207,10 +208,11 @@ class RecipeConfig:
     margin: bool = False
     head_folds: int = 5
     head_l2: float = 1.0
-    head_fit: str = "both"
+    head_fit: str = "pairs"
     # ranked validation lists for the top-1 cuts (ranked.py); 0 offers: pairwise cuts only
     ranked_offers: int = 300
     ranked_k: int = 10
+    ranked_absent_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.pairs_per_epoch < 1 or self.epochs < 1 or self.batch_size < 1:
@@ -223,8 +225,8 @@ class RecipeConfig:
             raise ValueError(f"select_epoch must be 'last' or 'best-valid', got {self.select_epoch!r}")
         if self.head_fit not in ("pairs", "ranked", "both"):
             raise ValueError(f"head_fit must be pairs, ranked or both, got {self.head_fit!r}")
-        if self.ranked_offers < 0 or self.ranked_k < 1:
-            raise ValueError("ranked_offers must be >= 0 and ranked_k >= 1")
+        if self.ranked_offers < 0 or self.ranked_k < 1 or not 0.0 <= self.ranked_absent_share < 1.0:
+            raise ValueError("ranked_offers must be >= 0, ranked_k >= 1 and ranked_absent_share in [0, 1)")
         if self.head_fit != "pairs" and self.ranked_offers == 0:
             raise ValueError(f"head_fit={self.head_fit!r} needs ranked lists (ranked_offers > 0)")
         if "title" not in self.fields:

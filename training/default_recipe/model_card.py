@@ -84,6 +84,7 @@ def model_card(manifest: Manifest) -> str:
     lines += ["", "| source | pairs | F1 at the pooled cut | F1 at its own best cut |", "|---|---:|---:|---:|"]
     for name, row in (m.get("valid_pooled", {}).get("per_source") or {}).items():
         lines.append(f"| {name} | {row['pairs']} | {_pct(row['f1'])} | {_pct(row.get('oracle_f1'))} |")
+    lines += _top1_section(m.get("valid_pooled", {}).get("top1"))
     lines += [
         "",
         "Transfer to unseen catalogues is measured by leaving each benchmark out "
@@ -91,6 +92,39 @@ def model_card(manifest: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _top1_section(top1: dict[str, Any] | None) -> list[str]:
+    """The serving cuts: top-1 decisions over ranked validation lists (training/default_recipe/ranked.py)."""
+    if not top1:
+        return []
+    settings = top1.get("settings") or {}
+    best = top1.get("best_f1") or {}
+    lines = [
+        "",
+        "## Serving cuts: the top candidate of ranked lists",
+        "",
+        f"{settings.get('offers_per_source')} validation offers per source ranked like the service ranks them "
+        f"(hybrid top-{settings.get('k')}), {_pct(settings.get('absent_share'))} % of those with a known match "
+        f"meeting the catalogue without it; each source scored by a head fitted without it ({top1.get('scored_by')}); "
+        f"cuts chosen on {', '.join(top1.get('cuts_from') or [])}. Precision is of the judged top-1 decisions, "
+        "coverage of the offers whose match is in the catalogue.",
+        "",
+        "| cut | threshold | precision (95 % interval) | coverage | offers matched |",
+        "|---|---:|---|---:|---:|",
+    ]
+    rows = [("best offer-F1 (HEAD_MATCH_CUT=f1)", best)]
+    rows += [(f"precision {k}", v) for k, v in (top1.get("for_precision") or {}).items()]
+    for name, stats in rows:
+        if not stats:
+            lines.append(f"| {name} | – | not reached | – | – |")
+            continue
+        low, high = stats.get("precision_ci95") or (None, None)
+        lines.append(
+            f"| {name} | {stats['threshold']:.4f} | {_pct(stats['precision'])} ({_pct(low)}–{_pct(high)}) "
+            f"| {_pct(stats['coverage'])} | {stats['matched']} |"
+        )
+    return lines
 
 
 __all__ = ["model_card"]

@@ -11,6 +11,10 @@ ranked lists built like the service builds them:
   distractors, no test label is read);
 * offers: up to ``offers_per_source`` left records of the source's *validation* pairs;
 * candidates: the offer's hybrid top-k (the service's pool, lexical candidates and weight);
+* absent products: for ``absent_share`` of the offers of a fully judged source whose match is
+  known, every known match is taken out of the offer's ranking, so the lists also hold offers
+  whose product the catalogue lacks (a new catalogue never holds every offer's product; the
+  benchmarks' validation offers mostly have their match, 70-100 %);
 * labels, from the source's training and validation pairs (never its test pairs): a labelled
   match is 1, a labelled non-match 0; where the cluster ids of training and validation records
   tell every match (WDC Products), a shared cluster is 1 and another cluster 0; any other
@@ -104,6 +108,32 @@ def _judge(source: SourceData, offer_id: str, pos: set[str], neg: set[str], cand
     return 0 if (pos and source.spec.unique_products) else UNKNOWN
 
 
+def _removed_matches(
+    source: SourceData,
+    offers: Sequence[tuple[str, Product, set[str], set[str]]],
+    cat_ids: Sequence[str],
+    share: float,
+    seed: int,
+) -> list[set[int]]:
+    """Per offer, the catalogue rows taken out of its ranking: for ``share`` of the fully judged
+    offers with a known match, every known match (its labelled matches and, with cluster ids, its
+    cluster), so the offer meets the catalogue as one that does not hold its product."""
+    if not share or not fully_judged(source):
+        return [set() for _ in offers]
+    rng = random.Random(f"{seed}:absent:{source.name}")
+    row = {c: i for i, c in enumerate(cat_ids)}
+    left, right = source.judge_left_clusters or {}, source.judge_right_clusters or {}
+    members: dict[str, set[int]] = {}
+    for c, i in row.items():
+        if c in right:
+            members.setdefault(right[c], set()).add(i)
+    out = []
+    for offer_id, _, pos, _ in offers:
+        matches = {row[c] for c in pos if c in row} | members.get(left.get(offer_id, "\0"), set())
+        out.append(matches if matches and rng.random() < share else set())
+    return out
+
+
 def fully_judged(source: SourceData) -> bool:
     """Whether every retrieved candidate of an offer with a known match gets a label: a catalogue
     of unique products, or cluster ids that tell every match."""
@@ -116,6 +146,7 @@ def ranked_lists_of(
     *,
     k: int = 10,
     offers_per_source: int = 300,
+    absent_share: float = 0.0,
     seed: int = 0,
     pool: int = DEFAULT_POOL,
     lexical_candidates: int = DEFAULT_LEXICAL_CANDIDATES,
@@ -132,17 +163,19 @@ def ranked_lists_of(
     corpus = encoder.encode(corpus_text, batch_size=batch_size)
     queries = encoder.encode(query_text, batch_size=batch_size)
     lexical = BM25(corpus_text).scores(query_text)
-    fused = hybrid_scores(queries, corpus, lexical, pool, lexical_weight, lexical_candidates=lexical_candidates)
+    left, right = source.judge_left_clusters or {}, source.judge_right_clusters or {}
+    removed = _removed_matches(source, offers, cat_ids, absent_share, seed)
+    fused = hybrid_scores(queries, corpus, lexical, pool, lexical_weight, removed, lexical_candidates)
     top = ranked_from_scores(fused, k)
     out: list[RankedList] = []
     judged = fully_judged(source)
-    left, right = source.judge_left_clusters or {}, source.judge_right_clusters or {}
     catalogue_clusters = {right[i] for i in cat_ids if i in right}
     for row, (offer_id, offer, pos, neg) in enumerate(offers):
-        has_match = bool(pos) or left.get(offer_id, "\0") in catalogue_clusters
+        gone = bool(removed[row])
+        has_match = not gone and (bool(pos) or left.get(offer_id, "\0") in catalogue_clusters)
         idx = [int(j) for j in top[row] if j >= 0]
         ids = tuple(cat_ids[j] for j in idx)
-        labels = tuple(_judge(source, offer_id, pos, neg, c) for c in ids)
+        labels = tuple(_judge(source, offer_id, pos, neg, c) for c in ids)  # a removed match was known: 0s
         cosines = tuple(float(v) for v in (corpus[idx] @ queries[row]))
         out.append(
             RankedList(
@@ -160,7 +193,7 @@ def ranked_validation(sources: Sequence[SourceData], encoder: TextEncoder, **kwa
         found = sum(1 for r in lists if r.has_match and 1 in r.labels)
         with_match = sum(1 for r in lists if r.has_match)
         logger.info(
-            "ranked validation %s: %d offers, %d with a labelled match, %d of them retrieved",
+            "ranked validation %s: %d offers, %d with a match in the catalogue, %d of them retrieved",
             source.name,
             len(lists),
             with_match,

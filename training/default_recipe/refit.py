@@ -113,6 +113,7 @@ def _head_settings(cfg: RecipeConfig) -> dict[str, Any]:
         "head_fit": cfg.head_fit,
         "ranked_offers": cfg.ranked_offers,
         "ranked_k": cfg.ranked_k,
+        "ranked_absent_share": cfg.ranked_absent_share,
     }
 
 

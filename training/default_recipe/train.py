@@ -370,12 +370,12 @@ def fit_recipe_head(
     n_signals = len(signal_names)
     pair_x, logits = head_inputs(model, encoder, valid, cfg.fields, signal_fn, n_signals, cfg.margin,
                                  cfg.eval_batch_size)  # fmt: skip
-    ranked = {"offers_per_source": cfg.ranked_offers, "k": cfg.ranked_k, "seed": cfg.seed}
-    lists = (
-        ranked_validation(sources, encoder, k=cfg.ranked_k, offers_per_source=cfg.ranked_offers, seed=cfg.seed)
-        if cfg.ranked_offers
-        else []
-    )
+    ranked = {"offers_per_source": cfg.ranked_offers, "k": cfg.ranked_k, "absent_share": cfg.ranked_absent_share,
+              "seed": cfg.seed}  # fmt: skip
+    lists = []
+    if cfg.ranked_offers:
+        lists = ranked_validation(sources, encoder, k=cfg.ranked_k, offers_per_source=cfg.ranked_offers,
+                                  absent_share=cfg.ranked_absent_share, seed=cfg.seed)  # fmt: skip
     ranked_x = ranked_features(model, lists, cfg.fields, signal_fn, n_signals, cfg.margin, cfg.eval_batch_size)
     names = BASE_FEATURES + signal_names + (MARGIN_FEATURES if cfg.margin else ())
     head = fit_head_and_cuts(
