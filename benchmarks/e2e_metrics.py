@@ -64,16 +64,12 @@ class OfferResult:
 
 
 def redecide(results: Mapping[str, OfferResult], match_at: float, review_at: float) -> dict[str, OfferResult]:
-    """The same answers decided at other cuts (the service's rule: the top score against the
-    match cut, then the review cut); the ranking does not depend on the cuts."""
-    out = {}
-    for key, res in results.items():
-        score = res.top_score
-        decision = (
-            NO_MATCH if score is None else MATCH if score >= match_at else REVIEW if score >= review_at else NO_MATCH
-        )
-        out[key] = OfferResult(decision, res.candidates, score)
-    return out
+    """The same answers decided at other cuts by the service's own rule
+    (:class:`app.pipeline.scoring.Decider`); the ranking does not depend on the cuts."""
+    from app.pipeline.scoring import Decider
+
+    decider = Decider(match_at, review_at)
+    return {k: OfferResult(decider.decide(r.top_score), r.candidates, r.top_score) for k, r in results.items()}
 
 
 # An offer the service could not be asked about (no usable title): nobody matched it.

@@ -50,6 +50,13 @@ def fit_logistic(
     return mean, scale, beta[:-1], float(beta[-1])
 
 
+def logistic_probabilities(
+    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float
+) -> np.ndarray:
+    """Probabilities of the rows of ``x`` under a fitted :func:`fit_logistic` head."""
+    return 1.0 / (1.0 + np.exp(-np.clip(((x - mean) / scale) @ coef + intercept, -60, 60)))
+
+
 def _folds(sources: Sequence[str], labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold of every pair, stratified by (source, label) so each fold sees every source."""
     rng = np.random.default_rng(seed)
@@ -71,8 +78,7 @@ def cross_fitted(
         test = fold == f
         if not test.any() or test.all():
             continue
-        mean, scale, coef, b = fit_logistic(x[~test], y[~test], w[~test], l2)
-        out[test] = 1.0 / (1.0 + np.exp(-np.clip(((x[test] - mean) / scale) @ coef + b, -60, 60)))
+        out[test] = logistic_probabilities(x[test], *fit_logistic(x[~test], y[~test], w[~test], l2))
     return out
 
 
@@ -158,9 +164,8 @@ def leave_source_out(
         keep = fit_names != name
         if len(set(y[keep].tolist())) < 2:
             raise ValueError(f"leaving {name} out leaves no fitting set with both classes")
-        mean, scale, coef, b = fit_logistic(x[keep], y[keep], w[keep], l2)
         sel = pred_names == name
-        out[sel] = 1.0 / (1.0 + np.exp(-np.clip(((predict_x[sel] - mean) / scale) @ coef + b, -60, 60)))
+        out[sel] = logistic_probabilities(predict_x[sel], *fit_logistic(x[keep], y[keep], w[keep], l2))
     return out
 
 
@@ -191,4 +196,12 @@ def per_source_metrics(
     return out
 
 
-__all__ = ["cross_fitted", "f1_at", "fit_head", "fit_logistic", "leave_source_out", "per_source_metrics"]
+__all__ = [
+    "cross_fitted",
+    "f1_at",
+    "fit_head",
+    "fit_logistic",
+    "leave_source_out",
+    "logistic_probabilities",
+    "per_source_metrics",
+]
