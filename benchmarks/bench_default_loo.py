@@ -129,8 +129,9 @@ def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
         train_default(folder, config, data_root=args.data, work_dir=work / "model.work", progress=args.progress)
     t1 = time.perf_counter()
     matcher = load_default_matcher(folder)
-    result, zero_shot = judge(matcher, load_target_test(run.target, args.data))
+    result, zero_shot, per_pair = judge(matcher, load_target_test(run.target, args.data))
     t2 = time.perf_counter()
+    write_pair_scores(args.results / PROTOCOL, run.name, per_pair)
     manifest = matcher.manifest
     return {
         "run": run.name,
@@ -157,15 +158,37 @@ def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def judge(matcher: Any, test: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The default matcher and the zero-shot scorer (at each of its two cuts) on the same pairs."""
+def judge(matcher: Any, test: list[Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The default matcher and the zero-shot scorer (at each of its two cuts) on the same pairs,
+    and every pair's scores (:func:`pair_scores`)."""
     from app.core.config import Settings
-    from training.default_recipe.loo import evaluate_default_matcher, score_baseline
+    from training.default_recipe.loo import evaluate_default_matcher, score_baseline, score_default_matcher
 
-    result = evaluate_default_matcher(matcher, test)
-    scores, thresholds = zero_shot_scores(test, int(Settings.model_fields["encoder_max_length"].default))
-    zero_shot = {name: score_baseline_from(scores, test, thr, score_baseline) for name, thr in thresholds.items()}
-    return result, zero_shot
+    scores = score_default_matcher(matcher, test)
+    result = evaluate_default_matcher(matcher, test, scores)
+    zs, thresholds = zero_shot_scores(test, int(Settings.model_fields["encoder_max_length"].default))
+    zero_shot = {name: score_baseline_from(zs, test, thr, score_baseline) for name, thr in thresholds.items()}
+    return result, zero_shot, pair_scores(test, scores, zs)
+
+
+def pair_scores(pairs: list[Any], scores: Any, zero_shot: list[float]) -> dict[str, Any]:
+    """Each test pair's ids, label and scores, in test order: what a later blend or stacking
+    study needs without the model folder (gone with the session) or another hour of inference."""
+    return {
+        "pairs": [[p.left_id, p.right_id, int(p.label)] for p in pairs],
+        "head_probability": [round(float(x), 6) for x in scores.probabilities],
+        "cross_encoder_logit": [round(float(x), 5) for x in scores.logits],
+        "cosine": [round(float(x), 6) for x in scores.cosines],
+        "zero_shot": [round(float(x), 6) for x in zero_shot],
+    }
+
+
+def write_pair_scores(folder: Path, name: str, payload: dict[str, Any]) -> Path:
+    """``<folder>/scores/<name>.json``: beside the result files, outside their glob."""
+    path = folder / "scores" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, separators=(",", ":")) + "\n", encoding="utf-8")
+    return path
 
 
 def score_baseline_from(scores: list[float], pairs: list[Any], threshold: float, fn: Any) -> dict[str, Any]:
@@ -260,6 +283,7 @@ def cmd_indomain(args: argparse.Namespace) -> int:
     manifest = matcher.manifest
     excluded = set((manifest.settings.get("config") or {}).get("excluded") or [])
     tests: dict[str, Any] = {}
+    scores: dict[str, Any] = {}
     for name, spec in IN_DOMAIN_TESTS.items():
         if spec.source in excluded:
             logger.info("%s: %s was left out of this model's training, not in-domain", name, spec.source)
@@ -269,7 +293,8 @@ def cmd_indomain(args: argparse.Namespace) -> int:
             continue
         t0 = time.perf_counter()
         data = load_source(source_spec(spec.source, DEFAULT_SOURCES), args.data, **spec.reader_overrides)
-        result, zero_shot = judge(matcher, data.test)
+        result, zero_shot, per_pair = judge(matcher, data.test)
+        scores[name] = per_pair
         tests[name] = {
             "label": spec.label,
             "ditto_f1": spec.ditto_f1,
@@ -293,6 +318,7 @@ def cmd_indomain(args: argparse.Namespace) -> int:
     path = args.results / INDOMAIN / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    write_pair_scores(args.results / INDOMAIN, name, scores)
     print(indomain_table([payload]))
     print(f"written {path}")
     return 0

@@ -275,8 +275,8 @@ def match_offers(client: httpx.Client, offers: Sequence[Offer], top_k: int, batc
         answers = _ok(res, "match batch")["results"]
         for offer, answer in zip(chunk, answers, strict=True):
             ids = tuple(c["external_id"] for c in answer["candidates"])
-            top = float(answer["candidates"][0]["score"]) if answer["candidates"] else None
-            run.results[offer.key] = OfferResult(answer["decision"], ids, top)
+            scores = tuple(float(c["score"]) for c in answer["candidates"])
+            run.results[offer.key] = OfferResult(answer["decision"], ids, scores[0] if scores else None, scores)
         run.thresholds, run.model_versions = answers[-1]["thresholds"], answers[-1]["model_versions"]
     return run
 
@@ -486,6 +486,7 @@ def run_scorer(plan: ScorerPlan, bench: Benchmark, args: argparse.Namespace) -> 
                 "thresholds": first.thresholds,
                 "latency": first.latency(),
                 "metrics": evaluate(results, bench.pairs, bench.known),
+                "answers": answers_of(results),
             }
             logger.info("%s: %s", name, summary_line(out["metrics"]))
             if plan.default_matcher is not None:
@@ -496,6 +497,24 @@ def run_scorer(plan: ScorerPlan, bench: Benchmark, args: argparse.Namespace) -> 
 
 
 # --------------------------------------------------------------------------- output
+
+
+def answers_of(results: dict[str, OfferResult]) -> dict[str, Any]:
+    """Each offer's decision and ranked candidates with their scores (written beside the result
+    file by :func:`write_answers`): what a study of other cuts, blends or rankings needs later."""
+    return {
+        key: [r.decision, [[c, round(s, 6)] for c, s in zip(r.candidates, r.scores, strict=False)]]
+        for key, r in sorted(results.items())
+    }
+
+
+def write_answers(path: Path, runs: list[dict[str, Any]]) -> Path:
+    """Move every run's ``answers`` out of ``runs`` into ``<results>/e2e_answers/<path stem>.json``."""
+    answers = {run["scorer"]: run.pop("answers") for run in runs if "answers" in run}
+    out = path.parent / "e2e_answers" / f"{path.stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(answers, separators=(",", ":")) + "\n", encoding="utf-8")
+    return out
 
 
 def _pct(value: float | None) -> str:
@@ -660,7 +679,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "runs": runs,
     }
-    path = write_json(args.out or RESULTS / f"e2e_{bench.name}.json", payload)
+    target = args.out or RESULTS / f"e2e_{bench.name}.json"
+    write_answers(target, runs)
+    path = write_json(target, payload)
     print(table(bench.name, runs))
     print(f"written {path}")
     return 0

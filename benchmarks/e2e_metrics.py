@@ -16,6 +16,7 @@ No HTTP and no service here, so the metrics are testable on hand-made decisions.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -57,6 +58,7 @@ class OfferResult:
     decision: str
     candidates: tuple[str, ...] = ()
     top_score: float | None = None
+    scores: tuple[float, ...] = ()  # every candidate's score, as ``candidates``
 
     @property
     def top(self) -> str | None:
@@ -69,7 +71,7 @@ def redecide(results: Mapping[str, OfferResult], match_at: float, review_at: flo
     from app.pipeline.scoring import Decider
 
     decider = Decider(match_at, review_at)
-    return {k: OfferResult(decider.decide(r.top_score), r.candidates, r.top_score) for k, r in results.items()}
+    return {k: dataclasses.replace(r, decision=decider.decide(r.top_score)) for k, r in results.items()}
 
 
 # An offer the service could not be asked about (no usable title): nobody matched it.

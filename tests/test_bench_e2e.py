@@ -92,6 +92,8 @@ def test_the_same_answers_decided_at_other_cuts(tmp_path: Path) -> None:
         "a": MATCH, "b": REVIEW, "c": MATCH, "d": REVIEW, "e": NO_MATCH, "f": NO_MATCH,
     }  # fmt: skip
     assert again["d"].candidates == RESULTS["d"].candidates and again["d"].top_score == 0.7
+    kept = redecide({"x": OfferResult(REVIEW, ("p1", "p2"), 0.9, (0.9, 0.2))}, 0.5, 0.2)["x"]
+    assert kept.decision == MATCH and kept.scores == (0.9, 0.2)  # the whole ranking is kept
     assert redecide({"x": OfferResult(MATCH)}, 0.5, 0.2)["x"].decision == NO_MATCH  # nothing retrieved
     m = evaluate(again, PAIRS, KNOWN)
     assert m["auto_match_precision"] == 1.0 and m["pairwise"]["fp"] == 0  # d's wrong top is no longer matched
@@ -216,6 +218,15 @@ def test_whole_run_through_the_service(
     else:
         assert first["refit"]["status"] in (404, 405)
     assert "| dozen | zero-shot | 12 |" in capsys.readouterr().out
+    # Every offer's answer, ranked candidates with their scores, beside the result file.
+    assert "answers" not in run
+    answers = json.loads((tmp_path / "e2e_answers" / "e2e.json").read_text())["zero-shot"]
+    assert len(answers) == 12  # an offer that could not be sent counts as no_match here too
+    decisions = [decision for decision, _ in answers.values()]
+    assert {d: decisions.count(d) for d in set(decisions)} == {k: v for k, v in m["decisions"].items() if v}
+    for _, ranked in answers.values():
+        scores = [score for _, score in ranked]
+        assert scores == sorted(scores, reverse=True) and all(isinstance(c, str) for c, _ in ranked)
 
 
 @pytest.mark.slow

@@ -165,3 +165,9 @@ def test_indomain_benchmark_judges_a_model_on_the_test_splits_present(
     assert 0.0 <= test["test"]["head"]["f1"] <= test["test"]["head"]["oracle_f1"] <= 1.0
     assert set(test["zero_shot"]) == {"match_threshold", "review_threshold"}
     assert "| tiny | Abt-Buy | 18 |" in capsys.readouterr().out
+    # Every test pair's scores, in test order, for studies after the model folder is gone.
+    scores = json.loads((results / "default_indomain" / "scores" / "tiny.json").read_text())["abt-buy"]
+    assert len(scores["pairs"]) == 18 and sum(y for _, _, y in scores["pairs"]) == test["test"]["positives"]
+    for key in ("head_probability", "cross_encoder_logit", "cosine", "zero_shot"):
+        assert len(scores[key]) == 18, key
+    assert all(0.0 <= x <= 1.0 for x in scores["head_probability"])

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from models.calibration import threshold_for_best_f1
-from models.default_matcher import DefaultMatcher
+from models.default_matcher import DefaultMatcher, PairScores
 from training.default_recipe.config import DEFAULT_SOURCES, RecipeConfig, SourceSpec
 from training.default_recipe.head import f1_at
 from training.default_recipe.sources import ProductPair, load_source
@@ -83,10 +83,19 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> 
     }
 
 
-def evaluate_default_matcher(matcher: DefaultMatcher, pairs: Sequence[ProductPair]) -> dict[str, Any]:
+def score_default_matcher(matcher: DefaultMatcher, pairs: Sequence[ProductPair]) -> PairScores:
+    """The matcher's scores of each pair, one offer's candidates grouped as the service groups them."""
+    return matcher.score_pairs([p.left for p in pairs], [p.right for p in pairs], groups=[p.left_id for p in pairs])
+
+
+def evaluate_default_matcher(
+    matcher: DefaultMatcher, pairs: Sequence[ProductPair], scores: PairScores | None = None
+) -> dict[str, Any]:
     """The head's probabilities at its own threshold (and oracle), and the cross-encoder alone
-    (temperature-calibrated, at its own validation threshold) beside it."""
-    scores = matcher.score_pairs([p.left for p in pairs], [p.right for p in pairs], groups=[p.left_id for p in pairs])
+    (temperature-calibrated, at its own validation threshold) beside it; ``scores`` are
+    :func:`score_default_matcher`'s, computed here when not given."""
+    if scores is None:
+        scores = score_default_matcher(matcher, pairs)
     labels = np.asarray([p.label for p in pairs])
     out: dict[str, Any] = {
         "pairs": len(pairs),
@@ -114,6 +123,7 @@ __all__ = [
     "evaluate_default_matcher",
     "load_target_test",
     "loo_config",
+    "score_default_matcher",
     "score_baseline",
     "source_spec",
 ]
