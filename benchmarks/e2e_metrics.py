@@ -6,6 +6,8 @@ No HTTP and no service here, so the metrics are testable on hand-made decisions.
 * The right table (`tableB.csv`) is the catalogue; its ids are the products' external ids.
 * The offers are the distinct left records (`tableA.csv`) of the test pairs. Two left ids with
   identical content are one offer to the service, so they share one decision.
+* Columns beyond the service's fields (a model number, a currency) are sent as ``attributes``,
+  as a user would send them; ids and cluster ids are not.
 * A test pair ``(offer, product, label)`` is predicted positive iff the offer's decision is
   ``match`` and its top candidate is that product (:func:`evaluate`).
 * Whether an automatic ``match`` is right, and what a reviewer who knows the truth answers, is
@@ -38,6 +40,12 @@ FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 # The product schema's limits (app/schemas/product.py): longer text would fail the whole batch.
 TEXT_LIMITS = {"title": 2_000, "brand": 255, "category": 255, "description": 20_000}
+# Every other column goes along as an attribute ("modelno", "pricecurrency"), as a user would send
+# it, except the ones that identify a record or its cluster: the id, and labels in disguise.
+NOT_ATTRIBUTES = frozenset({"id", "cluster_id", "page_url", "ltable_id", "rtable_id", "label"})
+ATTRIBUTE_CHARS = 1_000
+MAX_ATTRIBUTES = 50
+ATTRIBUTES_JSON_CHARS = 15_000  # the schema allows 20,000
 _HAS_WORD = re.compile(r"\w", re.UNICODE)
 _PRICE_JUNK = re.compile(r"[^0-9.eE+-]")
 
@@ -118,6 +126,24 @@ def _price(value: str | None) -> float | None:
     return price if math.isfinite(price) and price >= 0 else None
 
 
+def _attributes(row: Mapping[str, str | None]) -> dict[str, str]:
+    """The row's other columns, within the schema's bounds on count and serialised size."""
+    mapped = {c for columns in FIELD_COLUMNS.values() for c in columns}
+    out: dict[str, str] = {}
+    size = 2
+    for column, raw in row.items():
+        if not column or column in mapped or column.casefold() in NOT_ATTRIBUTES:
+            continue
+        value = _text(raw, ATTRIBUTE_CHARS)
+        if value is None:
+            continue
+        size += len(json.dumps({column: value})) - 1
+        if len(out) == MAX_ATTRIBUTES or size > ATTRIBUTES_JSON_CHARS:
+            break
+        out[column] = value
+    return out
+
+
 def record_fields(row: Mapping[str, str | None]) -> dict[str, Any] | None:
     """The service fields of one benchmark row (only the present ones), or None without a usable title."""
     out: dict[str, Any] = {}
@@ -126,6 +152,9 @@ def record_fields(row: Mapping[str, str | None]) -> dict[str, Any] | None:
         value = _price(raw) if name == "price" else _text(raw, TEXT_LIMITS[name])
         if value is not None:
             out[name] = value
+    attributes = _attributes(row)
+    if attributes:
+        out["attributes"] = attributes
     title = out.get("title")
     return out if title and _HAS_WORD.search(title) else None
 

@@ -130,10 +130,21 @@ _MAX_JOIN = 3
 _TEXT_CACHE = 65_536
 _WORD_CACHE = 262_144
 
-# Attribute keys that hold a manufacturer identifier (lower-cased, spaces as underscores).
-_IDENTIFIER_KEYS = frozenset(
-    {"model", "model_number", "modelnumber", "mpn", "part_number", "partnumber", "manufacturer_part_number"}
+#: Attribute keys whose values are manufacturer model or part numbers, compared after case-folding
+#: and dropping everything but letters and digits ("Item model number", "Model #", "MPN",
+#: "Manufacturer Part Number"). Not a shop's own number (SKU, ASIN: another shop never has it), and
+#: not a barcode (GTIN, EAN, UPC): one shop lists the barcode where the other lists the part
+#: number, and the two never agree although the product is the same (ProMap's Walmart-Target pairs).
+IDENTIFIER_KEYS = frozenset(
+    """model modelnumber modelno modelid itemmodelnumber mpn partnumber partno manufacturerpartnumber
+    mfrpartnumber mfrpart mfgpartnumber mfgpart""".split()
 )
+_KEY_JUNK = re.compile(r"[\W_]+")
+
+
+def identifier_key(key: object) -> bool:
+    """Whether an attribute named ``key`` holds a manufacturer identifier (:data:`IDENTIFIER_KEYS`)."""
+    return _KEY_JUNK.sub("", str(key).casefold()) in IDENTIFIER_KEYS
 
 
 # --------------------------------------------------------------------------- tokens
@@ -487,13 +498,28 @@ class PairSignals:
         ]
 
 
+#: A catalogue stores its products' model numbers in a column this wide (``products.model_numbers``).
+MODEL_NUMBERS_CHARS = 255
+
+
+def model_numbers(attributes: Mapping[str, Any] | None) -> str | None:
+    """The values of the attributes that hold manufacturer identifiers (:func:`identifier_key`),
+    space-joined and cut at :data:`MODEL_NUMBERS_CHARS`: what a catalogue keeps beside each product,
+    so that matching reads them without its whole attribute JSON. ``None`` when there are none."""
+    if not isinstance(attributes, Mapping):
+        return None
+    values = [clean_text(str(v)) for k, v in attributes.items() if v not in (None, "") and identifier_key(k)]
+    text = " ".join(v for v in values if v)[:MODEL_NUMBERS_CHARS].strip()
+    return text or None
+
+
 def _attribute_identifiers(record: Mapping[str, Any]) -> list[str]:
     attributes = record.get("attributes")
     if not isinstance(attributes, Mapping):
         return []
     out: list[str] = []
     for key, value in attributes.items():
-        if str(key).strip().casefold().replace(" ", "_") in _IDENTIFIER_KEYS and value not in (None, ""):
+        if value not in (None, "") and identifier_key(key):
             out.extend(t for t in tokenize(str(value)) if is_identifier(t))
     return out
 
@@ -510,9 +536,15 @@ def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSigna
     raw_left, raw_right = _tokens(_record_text(left)), _tokens(_record_text(right))
     lt = _unique(join_fragments(raw_left, raw_right))
     rt = _unique(join_fragments(raw_right, raw_left))
-    left_ids = _unique(identifiers(lt) + _attribute_identifiers(left))
-    right_ids = _unique(identifiers(rt) + _attribute_identifiers(right))
+    title_left, title_right = identifiers(lt), identifiers(rt)
+    attr_left, attr_right = _attribute_identifiers(left), _attribute_identifiers(right)
+    left_ids, right_ids = _unique(title_left + attr_left), _unique(title_right + attr_right)
     identifier, id_score = _identifier_agreement(left_ids, right_ids)
+    if identifier == CONFLICT and not (attr_left and attr_right):
+        # A model number that only one side's attributes list is often just missing from the
+        # other side's title (or is a part number where the title names a processor): it can
+        # confirm a match, never contradict one. Two attribute lists, or two titles, can.
+        identifier, id_score = _identifier_agreement(_unique(title_left), _unique(title_right))
     left_cov = _coverage(lt, rt)
     right_cov = _coverage(rt, lt)
     left_title = _tokens(title_of(left))

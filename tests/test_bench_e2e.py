@@ -155,6 +155,18 @@ def test_reader_maps_columns_and_merges_identical_offers(tmp_path: Path) -> None
     assert record_fields({"name": "t" * 3000, "description": ""}) == {"title": "t" * 2000}
 
 
+def test_other_columns_go_along_as_attributes_but_ids_and_clusters_do_not() -> None:
+    row = {"id": "7", "title": "Sony DSC-W800", "modelno": " DSC-W800/B ", "cluster_id": "42", "page_url": "u",
+           "pricecurrency": "USD", "empty": "", "note": "x" * 5000}  # fmt: skip
+    fields = record_fields(row)
+    assert fields is not None
+    assert fields["attributes"] == {"modelno": "DSC-W800/B", "pricecurrency": "USD", "note": "x" * 1000}
+    # The offer's identity is its matchable fields; its attributes do not split one offer in two.
+    assert offer_key(fields) == offer_key({"title": "Sony DSC-W800"})
+    wide = record_fields({"title": "t", **{f"c{i}": "v" * 900 for i in range(40)}})
+    assert wide is not None and 0 < len(json.dumps(wide["attributes"])) <= 15_000  # within the schema's bound
+
+
 # Offers of _write_dozen with no product in the catalogue: two vague ones (another model of the
 # brand's product, say) and two unrelated ones.
 NO_MATCH_OFFERS = (7, 9, 10, 11)

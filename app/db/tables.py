@@ -40,6 +40,9 @@ class Product(Base):
     description: Mapped[str | None] = mapped_column(Text)
     image_urls: Mapped[list[str]] = mapped_column(JSON, default=list)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The model and part numbers among the attributes (models.pair_signals.model_numbers): the
+    # matcher's identifier signals read them while matching, which never loads the attributes.
+    model_numbers: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str | None] = mapped_column(String(255))
     content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     text_hash: Mapped[str] = mapped_column(String(64), nullable=False)

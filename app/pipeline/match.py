@@ -208,4 +208,6 @@ def product_mapping(product: Product) -> dict[str, Any]:
         "price": product.price,
         "currency": product.currency,
         "description": product.description,
+        # Only the identifier attributes, from their own column: the pair signals read nothing else.
+        "attributes": {"model": product.model_numbers} if product.model_numbers else {},
     }

@@ -14,6 +14,7 @@ from app.db.base import serialise_writers, utcnow
 from app.db.tables import Product
 from app.pipeline.encoder import Encoder
 from app.schemas.product import ProductRow
+from models.pair_signals import model_numbers
 from models.product_text import content_hash, embed_text, norm_key, text_hash
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def upsert_batch(
                 **data,
                 "brand_norm": norm_key(data.get("brand")),
                 "category_norm": norm_key(data.get("category")),
+                "model_numbers": model_numbers(data.get("attributes")),
                 "updated_at": utcnow(),
             }
             state = current.get(ext)

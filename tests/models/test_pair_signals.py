@@ -6,11 +6,14 @@ import pytest
 
 from models.pair_signals import (
     FEATURE_NAMES,
+    MODEL_NUMBERS_CHARS,
     PRICE_LOG_RATIO_CAP,
     PairSignals,
     f_beta,
+    identifier_key,
     identifier_similarity,
     is_identifier,
+    model_numbers,
     pair_signals,
     price_of,
     tokenize,
@@ -111,6 +114,26 @@ def test_identifier_attribute_counts() -> None:
     offer = {"title": "Sony noise cancelling headphones", "attributes": {"MPN": "WH-1000XM5"}}
     s = pair_signals(offer, COLOURLESS)
     assert s.identifier == "match" and s.left_identifiers == ("wh1000xm5",)
+
+
+@pytest.mark.parametrize(
+    ("key", "counts"),
+    [
+        ("Item model number", True),
+        ("Model #", True),
+        ("manufacturer_part_number", True),
+        ("Mfr. Part Number", True),
+        ("GTIN-13", False),  # a barcode: the other shop lists the part number instead
+        ("modelno", True),
+        ("ASIN", False),  # one shop's number: another shop never has it
+        ("SKU", False),
+        ("Colour", False),
+    ],
+)
+def test_attribute_keys_that_hold_identifiers(key: str, counts: bool) -> None:
+    assert identifier_key(key) is counts
+    offer = {"title": "Sony noise cancelling headphones", "attributes": {key: "WH-1000XM5"}}
+    assert (pair_signals(offer, COLOURLESS).identifier == "match") is counts
 
 
 # --------------------------------------------------------------------------- coverage
@@ -242,3 +265,31 @@ def test_a_shared_code_does_not_outweigh_a_sibling_model() -> None:
     assert same.identifier == "match"
     hub = pair_signals({"title": "belkin usb3 hub f4u058"}, {"title": "belkin usb3 hub f4u059"})
     assert hub.identifier == "conflict"
+
+
+def test_model_numbers_keeps_only_identifier_attributes_within_the_column() -> None:
+    attrs = {
+        "MPN": " WH-1000XM5 ",
+        "Colour": "black",
+        "UPC": "027242923232",
+        "ASIN": "B09XS7JWHH",
+        "model": "",
+        "Part No": "1000XM5-B",
+    }
+    assert model_numbers(attrs) == "WH-1000XM5 1000XM5-B"
+    assert model_numbers({"Colour": "black"}) is None and model_numbers(None) is None
+    long = model_numbers({"Part Number": "X" * 1000})
+    assert long is not None and len(long) == MODEL_NUMBERS_CHARS
+
+
+def test_a_model_number_in_one_sides_attributes_confirms_but_never_contradicts() -> None:
+    offer = {"title": "Samsung Galaxy S21 Ultra 128GB", "attributes": {"Manufacturer Part Number": "SM-G998U"}}
+    # The other title carries it (with a region suffix): a match. It names another code (a
+    # processor): not a conflict by itself.
+    assert pair_signals(offer, {"title": "Samsung Galaxy S21 Ultra SM-G998U/DS 128GB"}).identifier == "match"
+    assert pair_signals(offer, {"title": "Samsung Galaxy S21 Ultra i56300u"}).identifier == "absent"
+    # Both sides list model numbers: they can disagree.
+    listed = {"title": "Samsung Galaxy S21 Ultra", "attributes": {"Model": "SM-G991U"}}
+    assert pair_signals(offer, listed).identifier == "conflict"
+    # Two titles still contradict each other as before.
+    assert pair_signals({"title": "Sony WH-1000XM4"}, {"title": "Sony WH-1000XM5"}).identifier == "conflict"

@@ -124,3 +124,17 @@ def test_timings_cover_every_stage_and_add_up_within_the_route(client):
     batch = client.post("/v1/match/batch", json={"items": [{"offer": {"title": "Acme widget"}}] * 2})
     assert all(set(r["timings_ms"]) == STAGES for r in batch.json()["results"])
     assert "total" in _server_timing(batch.headers["server-timing"])
+
+
+def test_catalogue_model_numbers_decide_between_products_with_one_title(client):
+    """The model numbers in a product's attributes reach the pair signals while matching."""
+    for ext, model in (("cam-w800", "DSC-W800"), ("cam-w830", "DSC-W830")):
+        body = {"title": "Sony Cyber-shot compact camera", "attributes": {"Manufacturer Part Number": model}}
+        assert client.put(f"/v1/products/{ext}", json=body).status_code in (200, 201)
+    for model, expected in (("DSC-W830", "cam-w830"), ("DSC-W800", "cam-w800")):
+        offer = {"title": "Sony Cyber-shot compact camera", "attributes": {"Item model number": model}}
+        res = client.post("/v1/match", json={"offer": offer, "top_k": 2})
+        assert res.status_code == 200, res.text
+        first, second = res.json()["candidates"]
+        # Same title, same embedding: only the identifier agreement tells them apart.
+        assert first["external_id"] == expected and first["score"] > second["score"], res.json()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from app.db.base import Base
 from app.db.migrate import downgrade, upgrade
@@ -69,4 +72,35 @@ def test_calibrations_migration_down_and_up(db_url):
     assert calibrations.retire(factory, "matcher:v1") == 1
     assert calibrations.active(factory, "matcher:v1") is None
     assert calibrations.labels_through(factory, "matcher:v1") == 30
+    engine.dispose()
+
+
+def test_model_numbers_migration_fills_the_column_from_stored_attributes(db_url):
+    """0006 on a catalogue stored before it: each product's model numbers come from its attributes."""
+    engine = create_engine(db_url)
+    downgrade(db_url, "0005")
+    engine.dispose()
+    assert "model_numbers" not in {c["name"] for c in inspect(engine).get_columns("products")}
+    insert = text(
+        "INSERT INTO products (external_id, title, image_urls, attributes, content_hash, text_hash, created_at, "
+        "updated_at) VALUES (:ext, :title, '[]', :attributes, 'c', 't', :now, :now)"
+    )
+    rows = [
+        {"ext": "a", "title": "Sony headphones", "attributes": json.dumps({"MPN": "WH-1000XM5", "Colour": "black"})},
+        {"ext": "b", "title": "A cable", "attributes": json.dumps({"Length": "2 m"})},
+        {"ext": "c", "title": "A lamp", "attributes": "{}"},
+    ]
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(insert, [{**r, "now": now} for r in rows])
+    upgrade(db_url)
+    engine.dispose()
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT external_id, model_numbers FROM products")).all())
+    assert got == {"a": "WH-1000XM5", "b": None, "c": None}
+    downgrade(db_url, "0005")  # and back down: the column goes, the products stay
+    engine.dispose()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM products")).scalar_one() == 3
+    upgrade(db_url)
     engine.dispose()
