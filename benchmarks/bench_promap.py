@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from benchmarks.bench_default_loo import pct  # noqa: E402
 from benchmarks.common import RESULTS, git_rev, machine  # noqa: E402
 from training.default_recipe.sources import ProductPair  # noqa: E402
 
@@ -132,10 +133,6 @@ def judge_file(matcher: Any, pairs: list[ProductPair]) -> dict[str, Any]:
             "zero_shot": [round(float(x), 6) for x in zs],
         },
     }
-
-
-def pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def table(result: dict[str, Any]) -> str:

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_promap import read_promap
+
+HEADER = ["name1", "short_description1", "specification1", "price1", "id1", "name2", "long_description2",
+          "specification2", "price2", "id2", "match"]  # fmt: skip
+
+
+def _write(folder: Path, rows: list[list[str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "shop-test_data.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(HEADER)
+        writer.writerows(rows)
+
+
+def test_reader_maps_promap_rows_to_service_products(tmp_path: Path) -> None:
+    spec1 = json.dumps([{"key": "Brand", "value": "Sony"}, {"key": "Manufacturer Part Number", "value": "DSC-W800"}])
+    spec2 = json.dumps([{"key": "Manufacturer", "value": "Sony"}, {"key": "Item model number", "value": "DSCW800"}])
+    _write(
+        tmp_path,
+        [
+            ["Sony camera", "a compact", spec1, "$1,099.50", "w1", "Sony Cyber-shot", "long", spec2, "", "a1", "1"],
+            ["", "", "[]", "", "w2", "Some product", "", "not json", "5", "a2", "0"],  # no title: left out
+            ["Lamp", "", "not json", "abc", "", "Desk lamp", "", "[]", "12", "", "0"],
+        ],
+    )
+    (pairs,) = read_promap(tmp_path, attributes=True).values()
+    assert [p.label for p in pairs] == [1, 0]
+    first = pairs[0]
+    assert first.left == {
+        "title": "Sony camera",
+        "brand": "Sony",
+        "description": "a compact",
+        "price": 1099.5,
+        "attributes": {"Brand": "Sony", "Manufacturer Part Number": "DSC-W800"},
+    }
+    assert first.right["brand"] == "Sony" and first.right["description"] == "long" and "price" not in first.right
+    assert (first.left_id, first.right_id) == ("w1", "a1")
+    lamp = pairs[1]
+    assert lamp.left == {"title": "Lamp"} and lamp.left_id.startswith("shop-test_data:2")  # bad JSON, bad price
+    (plain,) = read_promap(tmp_path, attributes=False).values()
+    assert "attributes" not in plain[0].left and plain[0].left["brand"] == "Sony"
+
+
+def test_reader_needs_a_folder_with_promap_files(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no \\*test_data.csv"):
+        read_promap(tmp_path, attributes=True)
