@@ -161,13 +161,16 @@ def run_one(run: LooRun, args: argparse.Namespace) -> dict[str, Any]:
 def judge(matcher: Any, test: list[Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The default matcher and the zero-shot scorer (at each of its two cuts) on the same pairs,
     and every pair's scores (:func:`pair_scores`)."""
+    import numpy as np
+
     from app.core.config import Settings
-    from training.default_recipe.loo import evaluate_default_matcher, score_baseline, score_default_matcher
+    from training.default_recipe.loo import binary_metrics, evaluate_default_matcher, score_default_matcher
 
     scores = score_default_matcher(matcher, test)
     result = evaluate_default_matcher(matcher, test, scores)
     zs, thresholds = zero_shot_scores(test, int(Settings.model_fields["encoder_max_length"].default))
-    zero_shot = {name: score_baseline_from(zs, test, thr, score_baseline) for name, thr in thresholds.items()}
+    labels = np.asarray([p.label for p in test])
+    zero_shot = {name: binary_metrics(np.asarray(zs), labels, thr) for name, thr in thresholds.items()}
     return result, zero_shot, pair_scores(test, scores, zs)
 
 
@@ -189,11 +192,6 @@ def write_pair_scores(folder: Path, name: str, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, separators=(",", ":")) + "\n", encoding="utf-8")
     return path
-
-
-def score_baseline_from(scores: list[float], pairs: list[Any], threshold: float, fn: Any) -> dict[str, Any]:
-    by_pair = {id(p): s for p, s in zip(pairs, scores, strict=True)}
-    return fn(pairs, lambda p: by_pair[id(p)], threshold)
 
 
 def runs_for(args: argparse.Namespace) -> list[LooRun]:

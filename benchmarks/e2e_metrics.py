@@ -46,6 +46,7 @@ NOT_ATTRIBUTES = frozenset({"id", "cluster_id", "page_url", "ltable_id", "rtable
 ATTRIBUTE_CHARS = 1_000
 MAX_ATTRIBUTES = 50
 ATTRIBUTES_JSON_CHARS = 15_000  # the schema allows 20,000
+_FIELD_SOURCES = frozenset(c for columns in FIELD_COLUMNS.values() for c in columns)
 _HAS_WORD = re.compile(r"\w", re.UNICODE)
 _PRICE_JUNK = re.compile(r"[^0-9.eE+-]")
 
@@ -128,11 +129,10 @@ def _price(value: str | None) -> float | None:
 
 def _attributes(row: Mapping[str, str | None]) -> dict[str, str]:
     """The row's other columns, within the schema's bounds on count and serialised size."""
-    mapped = {c for columns in FIELD_COLUMNS.values() for c in columns}
     out: dict[str, str] = {}
     size = 2
     for column, raw in row.items():
-        if not column or column in mapped or column.casefold() in NOT_ATTRIBUTES:
+        if not column or column in _FIELD_SOURCES or column.casefold() in NOT_ATTRIBUTES:
             continue
         value = _text(raw, ATTRIBUTE_CHARS)
         if value is None:

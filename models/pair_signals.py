@@ -544,7 +544,7 @@ def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSigna
         # A model number that only one side's attributes list is often just missing from the
         # other side's title (or is a part number where the title names a processor): it can
         # confirm a match, never contradict one. Two attribute lists, or two titles, can.
-        identifier, id_score = _identifier_agreement(_unique(title_left), _unique(title_right))
+        identifier, id_score = _identifier_agreement(title_left, title_right)
     left_cov = _coverage(lt, rt)
     right_cov = _coverage(rt, lt)
     left_title = _tokens(title_of(left))

@@ -8,7 +8,7 @@ labelled as such, to separate a score that does not transfer from a threshold th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,14 +108,6 @@ def evaluate_default_matcher(
     return out
 
 
-def score_baseline(
-    pairs: Sequence[ProductPair], scorer: Callable[[ProductPair], float], threshold: float
-) -> dict[str, Any]:
-    """Another scorer (the zero-shot one, in the benchmark script) on the same pairs."""
-    scores = np.asarray([scorer(p) for p in pairs], dtype=np.float64)
-    return binary_metrics(scores, np.asarray([p.label for p in pairs]), threshold)
-
-
 __all__ = [
     "LOO_TARGETS",
     "LooTarget",
@@ -124,6 +116,5 @@ __all__ = [
     "load_target_test",
     "loo_config",
     "score_default_matcher",
-    "score_baseline",
     "source_spec",
 ]
