@@ -23,6 +23,20 @@ logger = logging.getLogger(__name__)
 _MIN_REFINE_CANDIDATES = 64
 
 
+def exact_rescore(exact_index: faiss.Index, queries: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inner products of each query with its found keys, in float64 then rounded to float32,
+    re-sorted by (score desc, key asc); -1 padding stays last with score -inf."""
+    found = keys >= 0
+    if not found.any():
+        return np.full(keys.shape, -np.inf, dtype=np.float32), keys
+    vectors = exact_index.reconstruct_batch(np.ascontiguousarray(np.where(found, keys, 0).ravel(), dtype=np.int64))
+    vectors = vectors.reshape(*keys.shape, -1).astype(np.float64)
+    scores = np.einsum("qd,qkd->qk", queries.astype(np.float64), vectors).astype(np.float32)
+    scores[~found] = -np.inf
+    order = np.lexsort((np.where(found, keys, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=-1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(keys, order, axis=1)
+
+
 class Backend:
     """Base class: one FAISS index plus the rules for using it. The owner does the locking."""
 
@@ -141,6 +155,16 @@ class HNSWBackend(Backend):
         index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params.hnsw_ef_construction  # build-time field, set before any add
         return cls(index, params)
+
+    def search(
+        self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None, widen: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # The graph walk scores neighbours in SIMD batches whose grouping follows the graph, so
+        # the same pair can differ in the last float32 bit between two graphs of the same
+        # vectors (incremental vs rebuilt). Rescoring the found keys exactly makes the answer a
+        # function of the vectors alone, which restarts and rebuilds rely on.
+        _, keys = super().search(queries, k, sel, widen)
+        return exact_rescore(self.exact_index, queries, keys)
 
     def search_params(self, k: int, sel: faiss.IDSelector | None, widen: float) -> Any:
         ef = max(self.params.hnsw_ef_search, k)
