@@ -24,6 +24,7 @@ Scorers, each in its own run with its own DATA_DIR (labels given to one never re
   `POST /v1/admin/models/{version}/promote`, over the zero-shot scorer.
 
     .venv/bin/python benchmarks/bench_e2e.py --data ../shared/data/abt-buy --labels 25,50,100,200
+    .venv/bin/python benchmarks/bench_e2e.py --data ../shared/data/promap-en/promapen-test_data.csv
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_promap import e2e_benchmark as promap_benchmark  # noqa: E402
 from benchmarks.common import RESULTS, git_rev, machine, percentile  # noqa: E402
 from benchmarks.e2e_metrics import (  # noqa: E402
     UNSENT,
@@ -629,7 +631,12 @@ def _steps(text: str) -> list[int]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="a DeepMatcher-format benchmark folder")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="a DeepMatcher-format benchmark folder, or a ProMap pair CSV (its right records are the catalogue)",
+    )
     parser.add_argument("--matcher", type=Path, help="a trained matcher folder (productmatch train matcher)")
     parser.add_argument("--labels", type=_steps, default=[], help="review labels, e.g. 25,50,100,200")
     parser.add_argument("--top-k", type=int, default=10)
@@ -651,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     args = parse_args(argv)
     host = machine()  # before the run: its load average is the one the run started under
-    bench = load_benchmark(args.data)
+    bench = load_benchmark(args.data) if args.data.is_dir() else promap_benchmark(args.data)
     logger.info(
         "%s: %d products, %d offers, %d test pairs",
         bench.name,

@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.bench_default_loo import pct  # noqa: E402
 from benchmarks.common import RESULTS, git_rev, machine  # noqa: E402
+from benchmarks.e2e_metrics import Benchmark, Offer, bounded_attributes, offer_key, record_fields  # noqa: E402
 from training.default_recipe.sources import ProductPair  # noqa: E402
 
 logger = logging.getLogger("bench_promap")
@@ -93,24 +94,67 @@ def record(row: dict[str, str], side: str, attributes: bool) -> dict[str, Any]:
     return out
 
 
+def read_promap_file(path: Path, attributes: bool) -> list[ProductPair]:
+    """One ProMap CSV: its pairs with a title on both sides."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    pairs = []
+    for i, row in enumerate(rows):
+        left, right = record(row, "1", attributes), record(row, "2", attributes)
+        if not left["title"] or not right["title"]:
+            continue
+        left_id = row.get("id1") or f"{path.stem}:{i}:1"
+        right_id = row.get("id2") or f"{path.stem}:{i}:2"
+        pairs.append(ProductPair(left, right, int(row["match"]), path.stem, left_id, right_id))
+    return pairs
+
+
 def read_promap(folder: Path, attributes: bool) -> dict[str, list[ProductPair]]:
-    """Every ``*test_data.csv`` of ``folder``: its pairs with a title on both sides, by file stem."""
+    """Every ``*test_data.csv`` of ``folder``, by file stem."""
     files = sorted(folder.glob("*test_data.csv"))
     if not files:
         raise SystemExit(f"no *test_data.csv under {folder}")
-    out: dict[str, list[ProductPair]] = {}
-    for path in files:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        pairs = []
-        for i, row in enumerate(rows):
-            left, right = record(row, "1", attributes), record(row, "2", attributes)
-            if not left["title"] or not right["title"]:
-                continue
-            left_id = row.get("id1") or f"{path.stem}:{i}:1"
-            right_id = row.get("id2") or f"{path.stem}:{i}:2"
-            pairs.append(ProductPair(left, right, int(row["match"]), path.stem, left_id, right_id))
-        out[path.stem] = pairs
+    return {path.stem: read_promap_file(path, attributes) for path in files}
+
+
+def e2e_benchmark(path: Path) -> Benchmark:
+    """One ProMap CSV as an end-to-end benchmark for ``bench_e2e.py``.
+
+    Its distinct right records (by ``id2``) are the catalogue, its distinct left records the
+    offers, and its pairs the labelled test pairs. The catalogue thus holds each offer's hand-picked
+    close and medium non-matches beside its match (if it has one), and a left record whose pairs are
+    all non-matches is an offer whose product the catalogue lacks. The specifications go along as
+    attributes within the service's bounds, as a user would send them.
+    """
+    bench = Benchmark(path.name.removesuffix(".csv").removesuffix("-test_data"), [], [], [])
+    product_of: dict[str, str] = {}
+    offers: dict[str, Offer] = {}
+    for pair in read_promap_file(path, attributes=True):
+        right, left = _bounded(pair.right), _bounded(pair.left)
+        if right is None or left is None:
+            bench.pairs_skipped += 1
+            continue
+        if pair.right_id not in product_of:
+            # ProMap's ids are page URLs, which an external id may not be (no "/").
+            product_of[pair.right_id] = f"r{len(product_of) + 1:05d}"
+            bench.products.append({"external_id": product_of[pair.right_id], **right})
+        key = offer_key(left)
+        offer = offers.setdefault(key, Offer(key, left, ()))
+        if pair.left_id not in offer.left_ids:
+            offers[key] = Offer(key, offer.fields, (*offer.left_ids, pair.left_id))
+        bench.pairs.append((key, product_of[pair.right_id], pair.label))
+    bench.offers = list(offers.values())
+    bench.known = list(bench.pairs)
+    return bench
+
+
+def _bounded(fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The record as the service accepts it: schema text limits, bounded attributes."""
+    row = {name: fields.get(name) for name in ("title", "brand", "description")}
+    row["price"] = None if fields.get("price") is None else str(fields["price"])
+    out = record_fields(row)
+    if out is not None and (attributes := bounded_attributes(fields.get("attributes") or {})):
+        out["attributes"] = attributes
     return out
 
 

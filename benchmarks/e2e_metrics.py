@@ -127,8 +127,8 @@ def _price(value: str | None) -> float | None:
     return price if math.isfinite(price) and price >= 0 else None
 
 
-def _attributes(row: Mapping[str, str | None]) -> dict[str, str]:
-    """The row's other columns, within the schema's bounds on count and serialised size."""
+def bounded_attributes(row: Mapping[str, str | None]) -> dict[str, str]:
+    """The row's other columns (or a record's attributes), within the schema's bounds on count and serialised size."""
     out: dict[str, str] = {}
     size = 2
     for column, raw in row.items():
@@ -152,7 +152,7 @@ def record_fields(row: Mapping[str, str | None]) -> dict[str, Any] | None:
         value = _price(raw) if name == "price" else _text(raw, TEXT_LIMITS[name])
         if value is not None:
             out[name] = value
-    attributes = _attributes(row)
+    attributes = bounded_attributes(row)
     if attributes:
         out["attributes"] = attributes
     title = out.get("title")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_promap import read_promap
+from benchmarks.bench_promap import e2e_benchmark, read_promap
+from benchmarks.e2e_metrics import ATTRIBUTES_JSON_CHARS
 
 HEADER = ["name1", "short_description1", "specification1", "price1", "id1", "name2", "long_description2",
           "specification2", "price2", "id2", "match"]  # fmt: skip
@@ -52,3 +53,22 @@ def test_reader_maps_promap_rows_to_service_products(tmp_path: Path) -> None:
 def test_reader_needs_a_folder_with_promap_files(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no \\*test_data.csv"):
         read_promap(tmp_path, attributes=True)
+
+
+def test_a_promap_file_as_an_end_to_end_benchmark(tmp_path: Path) -> None:
+    spec = json.dumps([{"key": "Item model number", "value": "DSCW800"}] + [
+        {"key": f"key {n}", "value": "x" * 900} for n in range(40)
+    ])  # fmt: skip
+    camera, lamp = ["Sony camera", "a compact", "[]", "99", "https://w/1"], ["Desk lamp", "", "[]", "", "https://w/2"]
+    w800, alpha = ["Sony W800", "", spec, "", "https://a/1"], ["Sony Alpha", "", "[]", "", "https://a/2"]
+    _write(tmp_path, [camera + w800 + ["1"], camera + alpha + ["0"], lamp + w800 + ["0"]])
+    bench = e2e_benchmark(tmp_path / "shop-test_data.csv")
+    assert bench.name == "shop"
+    assert [p["external_id"] for p in bench.products] == ["r00001", "r00002"]  # a URL is no external id
+    w800_product = bench.products[0]
+    assert w800_product["title"] == "Sony W800" and w800_product["attributes"]["Item model number"] == "DSCW800"
+    assert len(json.dumps(w800_product["attributes"])) <= ATTRIBUTES_JSON_CHARS  # the service's bound, not all 41
+    assert [o.fields["title"] for o in bench.offers] == ["Sony camera", "Desk lamp"]
+    camera_key, lamp_key = (o.key for o in bench.offers)
+    assert bench.pairs == [(camera_key, "r00001", 1), (camera_key, "r00002", 0), (lamp_key, "r00001", 0)]
+    assert bench.known == bench.pairs and bench.offers[0].left_ids == ("https://w/1",)
