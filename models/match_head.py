@@ -37,7 +37,8 @@ def signal_set(name: str) -> tuple[SignalFn | None, tuple[str, ...]]:
     """The pair-signal function and feature names a head JSON refers to by ``name``.
 
     ``"none"``: no signals. ``"pair_signals"``: :mod:`models.pair_signals` (imported here, so a
-    checkout without it fails only when such a head is loaded). Any other name is a function the
+    checkout without it fails only when such a head is loaded); ``"pair_signals_v2"``: the same
+    and the titles' quantity agreement (:data:`models.pair_signals.FEATURE_NAMES_V2`). Any other name is a function the
     caller passes itself (tests, experiments).
     """
     if name == "none":
@@ -49,6 +50,13 @@ def signal_set(name: str) -> tuple[SignalFn | None, tuple[str, ...]]:
             return list(pair_signals(left, right).as_features())
 
         return signals, tuple(FEATURE_NAMES)
+    if name == "pair_signals_v2":
+        from models.pair_signals import FEATURE_NAMES_V2, pair_signals
+
+        def signals_v2(left: Mapping[str, Any], right: Mapping[str, Any]) -> Sequence[float]:
+            return pair_signals(left, right).as_features_v2()
+
+        return signals_v2, tuple(FEATURE_NAMES_V2)
     raise KeyError(f"pair-signal set {name!r} is not built in; pass its function explicitly")
 
 

@@ -11,7 +11,8 @@ Public API (stable; the feature order is :data:`FEATURE_NAMES`):
   ``name``, ``brand`` or ``manufacturer``, ``price``, ``currency``, ``attributes`` ...). By
   convention ``left`` is the offer and ``right`` the catalogue product; only the coverages are
   directional, every other signal is symmetric.
-* :class:`PairSignals` with ``as_features()`` and :meth:`PairSignals.f_beta`.
+* :class:`PairSignals` with ``as_features()`` (``as_features_v2()`` adds the quantity agreement,
+  :data:`FEATURE_NAMES_V2`) and :meth:`PairSignals.f_beta`.
 * :func:`tokenize`, :func:`identifiers` and :func:`identifier_similarity`, the building blocks.
 
 Tokens come from :func:`models.product_text.embed_text` (the text the bi-encoder embeds: NFKC,
@@ -50,6 +51,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
 from models.product_text import clean_text, embed_text, title_of
+from models.quantities import quantity_agreement
 
 Agreement = Literal["match", "conflict", "absent"]
 MATCH: Agreement = "match"
@@ -71,6 +73,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "price_log_ratio",
     "price_missing",
 )
+
+#: The second signal set (``"pair_signals_v2"`` in a head): :data:`FEATURE_NAMES` and the
+#: agreement of the quantities the titles name (:mod:`models.quantities`). Heads fitted on the
+#: first set keep reading :data:`FEATURE_NAMES`, so both stay.
+FEATURE_NAMES_V2: tuple[str, ...] = (*FEATURE_NAMES, "quantity_match", "quantity_conflict", "quantity_absent")
 
 #: Words below this normalised Levenshtein similarity do not cover each other. 0.8 lets a
 #: five-letter word differ by one edit ("blakc"/"black") and keeps four-letter words exact.
@@ -474,6 +481,8 @@ class PairSignals:
     price_log_ratio: float | None
     left_identifiers: tuple[str, ...] = ()
     right_identifiers: tuple[str, ...] = ()
+    #: ``match`` / ``conflict`` / ``absent`` of the titles' quantities (:mod:`models.quantities`).
+    quantity: Agreement = ABSENT
 
     def f_beta(self, beta: float = 1.0) -> float:
         """:func:`f_beta` of the coverages (``beta`` = 1 is :attr:`token_f1`)."""
@@ -495,6 +504,15 @@ class PairSignals:
             float(self.brand == ABSENT),
             0.0 if price is None else min(price, PRICE_LOG_RATIO_CAP),
             float(price is None),
+        ]
+
+    def as_features_v2(self) -> list[float]:
+        """Numbers in :data:`FEATURE_NAMES_V2` order: :meth:`as_features` and the quantity one-hot."""
+        return [
+            *self.as_features(),
+            float(self.quantity == MATCH),
+            float(self.quantity == CONFLICT),
+            float(self.quantity == ABSENT),
         ]
 
 
@@ -559,4 +577,5 @@ def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSigna
         price_log_ratio=_price_log_ratio(left, right),
         left_identifiers=tuple(left_ids),
         right_identifiers=tuple(right_ids),
+        quantity=quantity_agreement(title_of(left), title_of(right)),
     )

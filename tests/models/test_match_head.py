@@ -76,5 +76,16 @@ def test_signal_sets() -> None:
     assert fn is not None and len(names) > 0
     rows = signal_rows(fn, [{"title": "sony wh-1000xm5"}], [{"title": "Sony WH1000XM5 black"}], len(names))
     assert rows.shape == (1, len(names))
+    fn2, names2 = signal_set("pair_signals_v2")
+    assert names2[: len(names)] == names and names2[len(names) :] == (
+        "quantity_match",
+        "quantity_conflict",
+        "quantity_absent",
+    )
+    assert fn2 is not None
+    left, right = [{"title": "Senna 200 Count"}], [{"title": "Senna 500 Count"}]
+    rows2 = signal_rows(fn2, left, right, len(names2))
+    assert rows2[0, : len(names)].tolist() == signal_rows(fn, left, right, len(names))[0].tolist()
+    assert rows2[0, len(names) :].tolist() == [0.0, 1.0, 0.0]
     with pytest.raises(KeyError):
         signal_set("nope")

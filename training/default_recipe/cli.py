@@ -101,6 +101,12 @@ def add_train_default_head(train_sub: argparse._SubParsersAction) -> argparse.Ar
         metavar="F",
         help="share of ranked offers whose product is taken out of the catalogue (default 0.5)",
     )
+    p.add_argument(
+        "--signals",
+        choices=("none", "pair_signals", "pair_signals_v2"),
+        default=None,
+        help="the head's pair-signal set (default: the folder's; pair_signals_v2 adds quantity agreement)",
+    )
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_train_default_head, needs_settings=False)
     return p
@@ -111,7 +117,8 @@ def cmd_train_default_head(args: argparse.Namespace) -> int:
 
     result = refit_head(args.model, args.out, data_root=args.data_root, threads=args.threads,
                         head_fit=args.head_fit, margin=args.margin, ranked_offers=args.ranked_offers,
-                        ranked_k=args.ranked_k, ranked_absent_share=args.ranked_absent_share)  # fmt: skip
+                        ranked_k=args.ranked_k, ranked_absent_share=args.ranked_absent_share,
+                        signals=args.signals)  # fmt: skip
     top1 = result["head"]["valid"].get("top1") or {}
     json.dump({"out_dir": result["out_dir"], "top1": top1}, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

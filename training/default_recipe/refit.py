@@ -24,7 +24,7 @@ import torch
 
 from models.artefacts import write_manifest
 from models.default_matcher import MODEL_CARD, load_default_matcher
-from models.match_head import HEAD_FILE
+from models.match_head import HEAD_FILE, signal_set
 from models.precision import default_threads
 from training.default_recipe.artefact import git_commit
 from training.default_recipe.config import DEFAULT_SOURCES, RecipeConfig, SourceSpec
@@ -69,7 +69,7 @@ def refit_head(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Refit the head of ``folder`` into ``out`` (a copy; default: in place). ``overrides``:
-    recipe fields such as ``head_fit``, ``margin``, ``ranked_offers``, ``ranked_k``."""
+    recipe fields such as ``head_fit``, ``margin``, ``ranked_offers``, ``ranked_k``, ``signals``."""
     from training.default_recipe.train import fit_recipe_head
 
     torch.set_num_threads(int(threads) if threads else default_threads())
@@ -81,10 +81,14 @@ def refit_head(
     cfg = config_from_manifest(matcher.manifest.settings, **{k: v for k, v in overrides.items() if v is not None})
     sources = load_sources(cfg.active_sources(), data_root)
     valid = pooled_validation(sources, cfg.valid_per_source, seed=cfg.seed)
-    names = tuple(matcher.head.feature_names[2 : 2 + matcher.head.n_signals])
+    if cfg.signals == matcher.head.signals:
+        names = tuple(matcher.head.feature_names[2 : 2 + matcher.head.n_signals])
+        signals = (matcher.head.signals, matcher.signals, names)
+    else:  # another built-in signal set (a new head feature needs no retraining of the cross-encoder)
+        fn, names = signal_set(cfg.signals)
+        signals = (cfg.signals, fn, names)
     matcher.model.eval()
-    head, _ = fit_recipe_head(matcher.model, matcher.bi_encoder, sources, valid, cfg,
-                              (matcher.head.signals, matcher.signals, names), matcher.head.bi_encoder)  # fmt: skip
+    head, _ = fit_recipe_head(matcher.model, matcher.bi_encoder, sources, valid, cfg, signals, matcher.head.bi_encoder)
     if dst != src:
         if dst.exists():
             raise FileExistsError(f"{dst} exists; refit into a new folder or in place")
@@ -109,6 +113,7 @@ def refit_head(
 
 def _head_settings(cfg: RecipeConfig) -> dict[str, Any]:
     return {
+        "signals": cfg.signals,
         "margin": cfg.margin,
         "head_fit": cfg.head_fit,
         "ranked_offers": cfg.ranked_offers,
