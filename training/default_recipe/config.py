@@ -162,11 +162,12 @@ class RecipeConfig:
     the final weights (the schedule decays to zero; nothing is chosen on in-domain validation)
     or ``"best-valid"``. Head: logistic regression on the pooled validation with
     ``head_folds``-fold cross-fitted thresholds; ``signals`` names the pair-signal features
-    (``"pair_signals"``, ``"pair_signals_v2"`` with the titles' quantity agreement, or ``"none"``); ``margin`` adds the margin to the best other candidate;
-    ``head_fit`` fits it on the pooled pairs, the ranked lists' judged candidates or both. Match
-    cuts: on the top candidate of ``ranked_offers`` validation offers per source, each ranked
-    ``ranked_k`` deep like the service ranks, ``ranked_absent_share`` of them with their product
-    taken out of the catalogue (``ranked.py``, ``decide.py``).
+    (``"pair_signals"``, ``"pair_signals_v2"`` with the titles' quantity agreement, or
+    ``"none"``); ``margin`` adds the margin to the best other candidate; ``head_fit`` fits it
+    on the pooled pairs, the ranked lists' judged candidates or both. Match cuts: on the top
+    candidate of ``ranked_offers`` validation offers per source, each ranked ``ranked_k`` deep
+    like the service ranks, ``ranked_absent_share`` of them with their product taken out of the
+    catalogue (``ranked.py``, ``decide.py``).
     """
 
     sources: tuple[SourceSpec, ...] = DEFAULT_SOURCES
