@@ -155,15 +155,16 @@ def test_refit_head_writes_a_new_folder_and_leaves_the_old_one(trained: Path, da
 
 def test_refit_head_can_take_another_signal_set(trained: Path, data_root: Path, tmp_path: Path) -> None:
     old = load_default_matcher(trained).head
-    assert old.signals == "pair_signals"
-    refit_head(trained, tmp_path / "v2", data_root=data_root, signals="pair_signals_v2", ranked_k=4)
-    matcher = load_default_matcher(tmp_path / "v2")  # checks the stored names against the set's
+    assert old.signals == "pair_signals_v2"  # the recipe's default
+    refit_head(trained, tmp_path / "v1", data_root=data_root, signals="pair_signals", ranked_k=4)
+    matcher = load_default_matcher(tmp_path / "v1")  # checks the stored names against the set's
     head = matcher.head
-    assert head.signals == "pair_signals_v2" and head.n_signals == old.n_signals + 3
-    assert "quantity_conflict" in head.feature_names and len(head.coef) == len(head.feature_names)
-    manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
-    assert manifest["settings"]["config"]["signals"] == "pair_signals_v2"
-    assert config_from_manifest(manifest["settings"]).signals == "pair_signals_v2"  # a later refit keeps it
+    assert head.signals == "pair_signals" and head.n_signals == old.n_signals - 3
+    assert "quantity_conflict" in old.feature_names and "quantity_conflict" not in head.feature_names
+    assert len(head.coef) == len(head.feature_names)
+    manifest = json.loads((tmp_path / "v1" / "manifest.json").read_text())
+    assert manifest["settings"]["config"]["signals"] == "pair_signals"
+    assert config_from_manifest(manifest["settings"]).signals == "pair_signals"  # a later refit keeps it
 
 
 def test_cli_wires_default_head() -> None:

@@ -51,7 +51,12 @@ def add_train_default(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--valid-per-source", type=positive_int, default=None)
     p.add_argument("--max-length", type=positive_int, default=None, help="default: from the token lengths")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--signals", default=None, help="pair-signal features of the head: pair_signals or none")
+    p.add_argument(
+        "--signals",
+        choices=("none", "pair_signals", "pair_signals_v2"),
+        default=None,
+        help="pair-signal features of the head (default pair_signals_v2: pair_signals and the quantity agreement)",
+    )
     p.add_argument("--margin", action="store_true", default=None, help="add the margin to the best other candidate")
     p.add_argument(
         "--head-fit",

@@ -205,7 +205,7 @@ class RecipeConfig:
     select_epoch: str = "last"
     eval_batch_size: int = 128
     # head
-    signals: str = "pair_signals"
+    signals: str = "pair_signals_v2"
     margin: bool = False
     head_folds: int = 5
     head_l2: float = 1.0
