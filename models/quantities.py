@@ -5,7 +5,7 @@ Near-identical products differ most often in one number with a unit: "1.75 oz (P
 "1.75 Ounce 2 Pack", "200 Count" and "500 Count", "32 fl oz" and "1 Gallon", "25 Watt" and "18W",
 "128GB" and "256GB". Every catalogue writes such differences the same way, so a disagreement is
 evidence against a match without any training on the catalogue (on the labelled pairs of
-Abt-Buy, 1,192 of the 1,203 pairs whose titles disagree on a quantity are non-matches).
+Abt-Buy, 1,160 of the 1,170 pairs whose titles disagree on a quantity are non-matches).
 
 A quantity is a number followed by a unit, or a pack phrase ("pack of 6", "set of 4", "6-pack",
 "2 x"). Units are grouped into families whose values are converted to one base unit, so that
