@@ -33,30 +33,30 @@ MARGIN_CLIP = 10.0
 SignalFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Sequence[float]]
 
 
+#: The signal sets :func:`signal_set` builds in (what ``--signals`` offers).
+SIGNAL_SETS: tuple[str, ...] = ("none", "pair_signals", "pair_signals_v2")
+
+
 def signal_set(name: str) -> tuple[SignalFn | None, tuple[str, ...]]:
     """The pair-signal function and feature names a head JSON refers to by ``name``.
 
     ``"none"``: no signals. ``"pair_signals"``: :mod:`models.pair_signals` (imported here, so a
     checkout without it fails only when such a head is loaded); ``"pair_signals_v2"``: the same
-    and the titles' quantity agreement (:data:`models.pair_signals.FEATURE_NAMES_V2`). Any other name is a function the
-    caller passes itself (tests, experiments).
+    and the titles' quantity agreement (:data:`models.pair_signals.FEATURE_NAMES_V2`). Any other
+    name is a function the caller passes itself (tests, experiments).
     """
     if name == "none":
         return None, ()
-    if name == "pair_signals":
-        from models.pair_signals import FEATURE_NAMES, pair_signals
+    if name in SIGNAL_SETS:
+        from models.pair_signals import FEATURE_NAMES, FEATURE_NAMES_V2, pair_signals
+
+        with_quantities = name == "pair_signals_v2"
 
         def signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> Sequence[float]:
-            return list(pair_signals(left, right).as_features())
+            found = pair_signals(left, right)
+            return found.as_features_v2() if with_quantities else found.as_features()
 
-        return signals, tuple(FEATURE_NAMES)
-    if name == "pair_signals_v2":
-        from models.pair_signals import FEATURE_NAMES_V2, pair_signals
-
-        def signals_v2(left: Mapping[str, Any], right: Mapping[str, Any]) -> Sequence[float]:
-            return pair_signals(left, right).as_features_v2()
-
-        return signals_v2, tuple(FEATURE_NAMES_V2)
+        return signals, tuple(FEATURE_NAMES_V2 if with_quantities else FEATURE_NAMES)
     raise KeyError(f"pair-signal set {name!r} is not built in; pass its function explicitly")
 
 

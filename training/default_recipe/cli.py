@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 
+from models.match_head import SIGNAL_SETS
 from models.precision import PRECISION_HELP, PRECISIONS
 from training.cli_args import positive_int
 from training.default_recipe.config import BUDGETS, DEFAULT_SOURCES, budget_config
@@ -53,7 +54,7 @@ def add_train_default(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
         "--signals",
-        choices=("none", "pair_signals", "pair_signals_v2"),
+        choices=SIGNAL_SETS,
         default=None,
         help="pair-signal features of the head (default pair_signals_v2: pair_signals and the quantity agreement)",
     )
@@ -108,7 +109,7 @@ def add_train_default_head(train_sub: argparse._SubParsersAction) -> argparse.Ar
     )
     p.add_argument(
         "--signals",
-        choices=("none", "pair_signals", "pair_signals_v2"),
+        choices=SIGNAL_SETS,
         default=None,
         help="the head's pair-signal set (default: the folder's; pair_signals_v2 adds quantity agreement)",
     )
