@@ -565,8 +565,8 @@ def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSigna
         identifier, id_score = _identifier_agreement(title_left, title_right)
     left_cov = _coverage(lt, rt)
     right_cov = _coverage(rt, lt)
-    left_title = _tokens(title_of(left))
-    right_title = _tokens(title_of(right))
+    left_text, right_text = title_of(left), title_of(right)
+    left_title, right_title = _tokens(left_text), _tokens(right_text)
     return PairSignals(
         identifier=identifier,
         identifier_score=id_score,
@@ -577,5 +577,5 @@ def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSigna
         price_log_ratio=_price_log_ratio(left, right),
         left_identifiers=tuple(left_ids),
         right_identifiers=tuple(right_ids),
-        quantity=quantity_agreement(title_of(left), title_of(right)),
+        quantity=quantity_agreement(left_text, right_text),
     )
