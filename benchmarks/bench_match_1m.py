@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_match_capacity import step  # noqa: E402
 from benchmarks.bench_match_load import serve  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
-from benchmarks.common import OUT, machine, peak_rss_mb, percentile, rss_mb, write_result  # noqa: E402
+from benchmarks.common import OUT, machine, parse_env, peak_rss_mb, percentile, rss_mb, write_result  # noqa: E402
 from benchmarks.loadgen import run_load  # noqa: E402
 
 PRODUCT_COLUMNS = (
@@ -126,7 +126,24 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8771)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="match_1m", help="results file benchmarks/results/<name>.json")
+    parser.add_argument(
+        "--blocking",
+        default="hybrid",
+        help="comma list of hybrid (BM25 + dense, the default) and dense (BLOCKING_LEXICAL_WEIGHT=0), one server each",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="server setting, repeatable (e.g. SCORER=zero-shot, PRECISION=bf16)",
+    )
     args = parser.parse_args()
+    server_env = parse_env(args.env)
+    blockings = {"hybrid": {}, "dense": {"BLOCKING_LEXICAL_WEIGHT": "0"}}
+    unknown = set(args.blocking.split(",")) - set(blockings)
+    if unknown:
+        raise SystemExit(f"--blocking takes hybrid and/or dense, not {sorted(unknown)}")
     src = OUT / f"cat-{args.source_size}"
     if not (src / "productmatch.db").exists():
         raise SystemExit(f"{src} missing: run bench_ingest.py --sizes {args.source_size} first")
@@ -137,15 +154,16 @@ def main() -> None:
     rng = random.Random(args.seed + 7)
     offers = [offer_for(products[rng.randrange(args.source_size)], rng) for _ in range(5000)]
     runs = []
-    for kind in args.kinds.split(","):
+    for kind, blocking in [(k, b) for k in args.kinds.split(",") for b in args.blocking.split(",")]:
         shutil.rmtree(dst / "index", ignore_errors=True)
         t0 = time.perf_counter()
-        proc = serve(dst, args.port, {"INDEX_KIND": kind})
+        proc = serve(dst, args.port, {**server_env, **blockings[blocking], "INDEX_KIND": kind})
         ready_s = time.perf_counter() - t0
         base = f"http://127.0.0.1:{args.port}"
         try:
             run: dict[str, Any] = {
                 "kind": kind,
+                "blocking": blocking,
                 "start_to_ready_s": round(ready_s, 1),
                 "rss_mb_ready": rss_mb(proc.pid),
             }
@@ -169,7 +187,7 @@ def main() -> None:
             "padding": padding,
             "settings": {
                 "encoder": "all-MiniLM-L6-v2 zero-shot",
-                "scorer": "cosine + token_set_ratio",
+                "server_env": server_env,
                 "database": "sqlite",
                 "variant_vector_noise": args.noise,
                 "start_to_ready": "process start -> /readyz 200, including the index build from the database",

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_match_load import serve, wait_ready  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
-from benchmarks.common import OUT, machine, percentile, write_result  # noqa: E402
+from benchmarks.common import OUT, machine, parse_env, percentile, write_result  # noqa: E402
 from benchmarks.loadgen import run_fixed_rate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8767)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="match_capacity")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="server setting for productmatch, repeatable (e.g. SCORER=default, PRECISION=bf16)",
+    )
     args = parser.parse_args()
+    server_env = parse_env(args.env)
     data_dir = OUT / f"cat-{args.size}"
     if not (data_dir / "productmatch.db").exists():
         raise SystemExit(f"{data_dir} missing: run bench_ingest.py --sizes {args.size} first")
@@ -104,7 +112,10 @@ def main() -> None:
     results: dict[str, Any] = {}
     for system in args.systems.split(","):
         print(f"{system}:", flush=True)
-        proc = serve(data_dir, args.port) if system == "productmatch" else serve_plain(data_dir, args.port + 1)
+        if system == "productmatch":
+            proc = serve(data_dir, args.port, server_env)
+        else:
+            proc = serve_plain(data_dir, args.port + 1)
         base = f"http://127.0.0.1:{args.port if system == 'productmatch' else args.port + 1}"
         try:
             results[system] = [sweep(base, offers, k, args) for k in args.ks]
@@ -128,7 +139,8 @@ def main() -> None:
                 "step_seconds": args.step_seconds,
                 "rates": args.rates,
                 "encoder": "all-MiniLM-L6-v2 zero-shot (both systems)",
-                "productmatch": "productmatch serve: SQLite, flat FAISS index, zero-shot scorer, 1 uvicorn worker",
+                "productmatch": "productmatch serve: SQLite, flat FAISS index, 1 uvicorn worker",
+                "productmatch_env": server_env,
                 "plain": "benchmarks/plain_st_server.py: SentenceTransformer.encode + faiss.IndexFlatIP, 1 worker",
                 "client": "open loop, same machine, latency counted from the scheduled send time",
             },

@@ -91,3 +91,14 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings to a dict; a malformed one stops the run before any server starts."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env wants KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
