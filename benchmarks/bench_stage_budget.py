@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_match_1m import pad_catalogue  # noqa: E402
 from benchmarks.bench_match_load import serve  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
-from benchmarks.common import OUT, machine, percentile, write_result  # noqa: E402
+from benchmarks.common import OUT, machine, parse_env, percentile, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["parse", "encode", "dense_search", "lexical", "load", "rerank", "decide", "queue", "respond", "serialize"]
@@ -291,6 +291,13 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8781)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="results file benchmarks/results/NAME.json (stage_budget_<size>)")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="server setting for every run, repeatable (e.g. MATCHER_QUANTIZE=int8)",
+    )
     args = p.parse_args()
     source = args.source_size or args.size
     args.name = args.name or f"stage_budget_{args.size}"
@@ -306,7 +313,10 @@ def main() -> None:
     kind = args.index_kind or ("flat" if args.size <= 100_000 else "ivfpq")
     offers = offers_for(source, args.warmup + args.requests, args.seed)
     precision = args.precision or catalogue_precision(data_dir)
-    base_env = {"INDEX_KIND": kind, "LOG_LEVEL": "WARNING", "PRECISION": precision}
+    extra = parse_env(args.env)
+    # The per-model *_QUANTIZE knobs refuse an explicit PRECISION next to them (app/core/config.py).
+    knobs = {"ENCODER_QUANTIZE", "MATCHER_QUANTIZE"} & extra.keys()
+    base_env = {"INDEX_KIND": kind, "LOG_LEVEL": "WARNING", **({} if knobs else {"PRECISION": precision}), **extra}
     scorers = {"zero-shot": {"SCORER": "zero-shot"}}
     if args.matcher is not None:
         scorers["matcher"] = {"SCORER": "default", "DEFAULT_MATCHER": str(args.matcher.resolve())}
