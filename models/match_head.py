@@ -34,7 +34,7 @@ SignalFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Sequence[float]]
 
 
 #: The signal sets :func:`signal_set` builds in (what ``--signals`` offers).
-SIGNAL_SETS: tuple[str, ...] = ("none", "pair_signals", "pair_signals_v2")
+SIGNAL_SETS: tuple[str, ...] = ("none", "pair_signals", "pair_signals_v2", "pair_signals_v3")
 
 
 def signal_set(name: str) -> tuple[SignalFn | None, tuple[str, ...]]:
@@ -42,21 +42,25 @@ def signal_set(name: str) -> tuple[SignalFn | None, tuple[str, ...]]:
 
     ``"none"``: no signals. ``"pair_signals"``: :mod:`models.pair_signals` (imported here, so a
     checkout without it fails only when such a head is loaded); ``"pair_signals_v2"``: the same
-    and the titles' quantity agreement (:data:`models.pair_signals.FEATURE_NAMES_V2`). Any other
+    and the titles' quantity agreement (:data:`models.pair_signals.FEATURE_NAMES_V2`);
+    ``"pair_signals_v3"``: those and the titles' colour agreement (``FEATURE_NAMES_V3``). Any other
     name is a function the caller passes itself (tests, experiments).
     """
     if name == "none":
         return None, ()
     if name in SIGNAL_SETS:
-        from models.pair_signals import FEATURE_NAMES, FEATURE_NAMES_V2, pair_signals
+        from models.pair_signals import FEATURE_NAMES, FEATURE_NAMES_V2, FEATURE_NAMES_V3, PairSignals, pair_signals
 
-        with_quantities = name == "pair_signals_v2"
+        features, names = {
+            "pair_signals": (PairSignals.as_features, FEATURE_NAMES),
+            "pair_signals_v2": (PairSignals.as_features_v2, FEATURE_NAMES_V2),
+            "pair_signals_v3": (PairSignals.as_features_v3, FEATURE_NAMES_V3),
+        }[name]
 
         def signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> Sequence[float]:
-            found = pair_signals(left, right)
-            return found.as_features_v2() if with_quantities else found.as_features()
+            return features(pair_signals(left, right))
 
-        return signals, tuple(FEATURE_NAMES_V2 if with_quantities else FEATURE_NAMES)
+        return signals, tuple(names)
     raise KeyError(f"pair-signal set {name!r} is not built in; pass its function explicitly")
 
 

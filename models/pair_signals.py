@@ -12,7 +12,8 @@ Public API (stable; the feature order is :data:`FEATURE_NAMES`):
   convention ``left`` is the offer and ``right`` the catalogue product; only the coverages are
   directional, every other signal is symmetric.
 * :class:`PairSignals` with ``as_features()`` (``as_features_v2()`` adds the quantity agreement,
-  :data:`FEATURE_NAMES_V2`) and :meth:`PairSignals.f_beta`.
+  :data:`FEATURE_NAMES_V2`; ``as_features_v3()`` the colour agreement too, :data:`FEATURE_NAMES_V3`)
+  and :meth:`PairSignals.f_beta`.
 * :func:`tokenize`, :func:`identifiers` and :func:`identifier_similarity`, the building blocks.
 
 Tokens come from :func:`models.product_text.embed_text` (the text the bi-encoder embeds: NFKC,
@@ -78,6 +79,10 @@ FEATURE_NAMES: tuple[str, ...] = (
 #: agreement of the quantities the titles name (:mod:`models.quantities`). Heads fitted on the
 #: first set keep reading :data:`FEATURE_NAMES`, so both stay.
 FEATURE_NAMES_V2: tuple[str, ...] = (*FEATURE_NAMES, "quantity_match", "quantity_conflict", "quantity_absent")
+
+#: The third signal set (``"pair_signals_v3"``): :data:`FEATURE_NAMES_V2` and the agreement of the
+#: colours the titles name (:func:`colour_agreement`).
+FEATURE_NAMES_V3: tuple[str, ...] = (*FEATURE_NAMES_V2, "colour_match", "colour_conflict", "colour_absent")
 
 #: Words below this normalised Levenshtein similarity do not cover each other. 0.8 lets a
 #: five-letter word differ by one edit ("blakc"/"black") and keeps four-letter words exact.
@@ -180,6 +185,25 @@ def _tokens(text: str) -> tuple[str, ...]:
         if token:
             tokens.append(token)
     return tuple(tokens)
+
+
+# One colour, several spellings: "grey" and "gray" must not read as a conflict.
+_COLOUR_SPELLINGS = {"grey": "gray", "violet": "purple"}
+
+
+def colours(tokens: Sequence[str]) -> frozenset[str]:
+    """The colour words among a title's tokens, one spelling per colour."""
+    return frozenset(_COLOUR_SPELLINGS.get(t, t) for t in tokens if t in _COLOURS)
+
+
+def colour_agreement(left_title: Sequence[str], right_title: Sequence[str]) -> Agreement:
+    """``conflict`` when both titles name colours and share none ("Red" / "Black"): one model's
+    variants. ``match`` when they share one, ``absent`` when a side names none (a title that
+    leaves its colour out says nothing about it)."""
+    left, right = colours(left_title), colours(right_title)
+    if not left or not right:
+        return ABSENT
+    return MATCH if left & right else CONFLICT
 
 
 def is_measure(token: str) -> bool:
@@ -483,6 +507,8 @@ class PairSignals:
     right_identifiers: tuple[str, ...] = ()
     #: ``match`` / ``conflict`` / ``absent`` of the titles' quantities (:mod:`models.quantities`).
     quantity: Agreement = ABSENT
+    #: ``match`` / ``conflict`` / ``absent`` of the titles' colours (:func:`colour_agreement`).
+    colour: Agreement = ABSENT
 
     def f_beta(self, beta: float = 1.0) -> float:
         """:func:`f_beta` of the coverages (``beta`` = 1 is :attr:`token_f1`)."""
@@ -513,6 +539,15 @@ class PairSignals:
             float(self.quantity == MATCH),
             float(self.quantity == CONFLICT),
             float(self.quantity == ABSENT),
+        ]
+
+    def as_features_v3(self) -> list[float]:
+        """Numbers in :data:`FEATURE_NAMES_V3` order: :meth:`as_features_v2` and the colour one-hot."""
+        return [
+            *self.as_features_v2(),
+            float(self.colour == MATCH),
+            float(self.colour == CONFLICT),
+            float(self.colour == ABSENT),
         ]
 
 
@@ -578,4 +613,5 @@ def pair_signals(left: Mapping[str, Any], right: Mapping[str, Any]) -> PairSigna
         left_identifiers=tuple(left_ids),
         right_identifiers=tuple(right_ids),
         quantity=quantity_agreement(left_text, right_text),
+        colour=colour_agreement(left_title, right_title),
     )

@@ -21,7 +21,10 @@ Agreement of two titles (:func:`quantity_agreement`):
 * ``absent``: no family named on both sides.
 
 A side may name several values of one family ("80 ct (Pack of 6)"); one common value is enough
-for that family to agree, because titles often add a pack size the other side leaves out.
+for that family to agree, because titles often add a pack size the other side leaves out. When
+both sides name the same number of values of a family ("4GB RAM, 500GB" and "4GB RAM, 128GB"),
+every value needs a counterpart. A number glued to a word by a hyphen ("i5-3210M") belongs to a
+model code and is not read.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ _family("frequency", 0.001, "mhz")
 _NUMBER = r"(\d{1,3}(?:,\d{3})+|\d+(?:[.,]\d+)?)"
 _UNIT_ALTERNATION = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
 # A unit must end the word: "5g" is a unit, "5gb" another one, "5gx" none.
-_WITH_UNIT = re.compile(rf"(?<![\w.,]){_NUMBER}\s*-?\s*({_UNIT_ALTERNATION})(?![a-z0-9])")
+# A number glued to a word by a hyphen is part of a model code ("i5-3210m" is no length).
+_WITH_UNIT = re.compile(rf"(?<![\w.,])(?<!\w-){_NUMBER}\s*-?\s*({_UNIT_ALTERNATION})(?![a-z0-9])")
 _PACK_OF = re.compile(r"\b(?:pack|set|case|box|bundle|lot)\s+of\s+(\d+)\b")
 _TIMES = re.compile(r"(?<![\w.,])(\d{1,3})\s*x\s+(?=\d)")
 # "3 in 1", "2-in-1": a product type, not three inches.
@@ -151,6 +155,14 @@ def quantity_agreement(left_title: str, right_title: str) -> QuantityAgreement:
     if not shared:
         return "absent"
     for family in shared:
-        if not any(_same(a, b) for a in left[family] for b in right[family]):
+        if not _family_agrees(left[family], right[family]):
             return "conflict"
     return "match"
+
+
+def _family_agrees(left: tuple[float, ...], right: tuple[float, ...]) -> bool:
+    if len(left) == len(right) > 1:
+        # Both sides list the same number of values ("4GB RAM, 500GB" / "4GB RAM, 128GB"): each
+        # needs a counterpart, or one common value (the RAM) would hide the difference.
+        return all(any(_same(a, b) for b in right) for a in left) and all(any(_same(a, b) for a in left) for b in right)
+    return any(_same(a, b) for a in left for b in right)

@@ -87,5 +87,12 @@ def test_signal_sets() -> None:
     rows2 = signal_rows(fn2, left, right, len(names2))
     assert rows2[0, : len(names)].tolist() == signal_rows(fn, left, right, len(names))[0].tolist()
     assert rows2[0, len(names) :].tolist() == [0.0, 1.0, 0.0]
+    fn3, names3 = signal_set("pair_signals_v3")
+    assert fn3 is not None and names3[: len(names2)] == names2
+    assert names3[len(names2) :] == ("colour_match", "colour_conflict", "colour_absent")
+    left, right = [{"title": "Alta Luggage 20 inch Red"}], [{"title": "Alta Luggage 20 inch - Black"}]
+    rows3 = signal_rows(fn3, left, right, len(names3))
+    assert rows3[0, : len(names2)].tolist() == signal_rows(fn2, left, right, len(names2))[0].tolist()
+    assert rows3[0, len(names2) :].tolist() == [0.0, 1.0, 0.0]
     with pytest.raises(KeyError):
         signal_set("nope")

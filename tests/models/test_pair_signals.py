@@ -6,6 +6,7 @@ import pytest
 
 from models.pair_signals import (
     FEATURE_NAMES,
+    FEATURE_NAMES_V3,
     MODEL_NUMBERS_CHARS,
     PRICE_LOG_RATIO_CAP,
     PairSignals,
@@ -293,3 +294,25 @@ def test_a_model_number_in_one_sides_attributes_confirms_but_never_contradicts()
     assert pair_signals(offer, listed).identifier == "conflict"
     # Two titles still contradict each other as before.
     assert pair_signals({"title": "Sony WH-1000XM4"}, {"title": "Sony WH-1000XM5"}).identifier == "conflict"
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "agreement"),
+    [
+        ("Alta 20in Luggage - Red", "Alta 20in Luggage - Black", "conflict"),
+        ("ChefWave Espresso Machine (Red)", "ChefWave Espresso Machine (Black) with cups", "conflict"),
+        ("Fountain - Black, White Finish", "Fountain white", "match"),  # one shared colour is enough
+        ("Sony headphones grey", "Sony headphones Gray", "match"),  # one colour, two spellings
+        ("Sony WH-1000XM5 black", "SONY WH-1000XM5", "absent"),  # a title without a colour says nothing
+        ("Glade Clean Linen", "Glade Lavender & Peach Blossom", "absent"),
+    ],
+)
+def test_colour_agreement(left: str, right: str, agreement: str) -> None:
+    assert pair_signals({"title": left}, {"title": right}).colour == agreement
+    assert pair_signals({"title": right}, {"title": left}).colour == agreement
+
+
+def test_third_feature_set_adds_the_colour_one_hot() -> None:
+    signals = pair_signals({"title": "Alta Luggage Red"}, {"title": "Alta Luggage Blue"})
+    assert signals.as_features_v3() == [*signals.as_features_v2(), 0.0, 1.0, 0.0]
+    assert len(signals.as_features_v3()) == len(FEATURE_NAMES_V3)

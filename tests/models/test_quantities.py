@@ -37,6 +37,7 @@ def test_quantities_by_family_in_base_units(title: str, expected: dict[str, tupl
         "Canon EOS 5D Mark II",
         "Sony WH-1000XM5 headphones",  # a model number, not a quantity
         "1920x1080 monitor",
+        "Intel Core i5-3210M",  # a processor model, not 3,210 metres
         "",
     ],
 )
@@ -58,6 +59,10 @@ def test_what_is_no_quantity(title: str) -> None:
         ("Lysol Wipes 80 ct. (Pack of 6)", "Lysol Wipes 80 count", "match"),  # one common value is enough
         ("Sony camera", "Sony camera 16GB", "absent"),
         ("Kingston 16GB USB", "Kingston 2 Pack", "absent"),  # no family on both sides
+        # as many values on both sides: each needs a counterpart (the common RAM hid the disk)
+        ("MacBook Pro 4GB RAM, 500GB SSD", "MacBook Pro 4GB RAM, 128GB HDD", "conflict"),
+        ("MacBook Pro 4GB RAM, 500GB SSD", "MacBook Pro 500GB 4GB", "match"),
+        ("MacBook Pro 4GB RAM, 500GB SSD", "MacBook Pro 4GB RAM", "match"),  # one side names fewer
     ],
 )
 def test_agreement(left: str, right: str, agreement: str) -> None:
