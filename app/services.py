@@ -20,7 +20,7 @@ from app.db.base import make_engine, make_session_factory, ping
 from app.db.tables import Job
 from app.jobs.context import Handler, JobContext
 from app.jobs.queue import JobQueue, make_queue
-from app.jobs.reembed import reembed_all, reembed_batch
+from app.jobs.reembed import GapFiller, reembed_all
 from app.jobs.worker import Worker
 from app.pipeline.calibration import own_decider
 from app.pipeline.encoder import Encoder
@@ -226,6 +226,7 @@ class Services:
         catalogue calibrations (stored by any process)."""
         s = self.settings
         ticks = 0
+        gaps = GapFiller(self.factory)
         while not self._stop.wait(s.index_sync_interval):
             ticks += 1
             try:
@@ -237,7 +238,7 @@ class Services:
                     rt = self.runtime
                     assert rt is not None
                     # A write racing a promotion may have embedded with the old model.
-                    reembed_batch(self.factory, rt.encoder)
+                    gaps.fill(rt.encoder)
                 rt.index.catch_up()
                 rt.index.maybe_snapshot()
                 if rt.pipeline.rescorer is not None:

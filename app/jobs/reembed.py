@@ -37,3 +37,30 @@ def reembed_all(factory: sessionmaker[Session], encoder: Encoder, batch: int = 5
             done += n
             bar.update(n)
     return done
+
+
+class GapFiller:
+    """:func:`reembed_batch` for the follower's periodic check, without rescanning a catalogue
+    that cannot have changed.
+
+    Finding the gaps is an anti-join over every product (a second of database work at a million
+    products). A gap only opens through a write (every product write logs a change) or a switch
+    of encoder, so after a scan that found nothing, the next scan waits until the change log has
+    moved or the encoder differs. The log position is read before the scan: a write committed
+    during it moves the position and is looked at next time.
+    """
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+        self._clean: tuple[str, int] | None = None
+
+    def fill(self, encoder: Encoder, batch: int = 512) -> int:
+        """Embed up to ``batch`` products missing a vector, or return 0 without a scan."""
+        with self.factory() as session:
+            position = (encoder.model_id, repo.max_change_seq(session))
+        if position == self._clean:
+            return 0
+        done = reembed_batch(self.factory, encoder, batch)
+        if done == 0:
+            self._clean = position
+        return done
