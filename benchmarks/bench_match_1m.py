@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_match_capacity import step  # noqa: E402
 from benchmarks.bench_match_load import serve  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
-from benchmarks.common import OUT, machine, parse_env, peak_rss_mb, percentile, rss_mb, write_result  # noqa: E402
+from benchmarks.common import OUT, add_env_option, machine, parse_env, peak_rss_mb, percentile, rss_mb, write_result  # noqa: E402
 from benchmarks.loadgen import run_load  # noqa: E402
 
 PRODUCT_COLUMNS = (
@@ -131,13 +131,7 @@ def main() -> None:
         default="hybrid",
         help="comma list of hybrid (BM25 + dense, the default) and dense (BLOCKING_LEXICAL_WEIGHT=0), one server each",
     )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="server setting, repeatable (e.g. SCORER=zero-shot, PRECISION=bf16)",
-    )
+    add_env_option(parser, "server setting, repeatable (e.g. SCORER=zero-shot, PRECISION=bf16)")
     args = parser.parse_args()
     server_env = parse_env(args.env)
     blockings = {"hybrid": {}, "dense": {"BLOCKING_LEXICAL_WEIGHT": "0"}}

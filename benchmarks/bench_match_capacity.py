@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_match_load import serve, wait_ready  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
-from benchmarks.common import OUT, machine, parse_env, percentile, write_result  # noqa: E402
+from benchmarks.common import OUT, add_env_option, machine, parse_env, percentile, write_result  # noqa: E402
 from benchmarks.loadgen import run_fixed_rate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,13 +93,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8767)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="match_capacity")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="server setting for productmatch, repeatable (e.g. SCORER=default, PRECISION=bf16)",
-    )
+    add_env_option(parser, "server setting for productmatch, repeatable (e.g. SCORER=default, PRECISION=bf16)")
     args = parser.parse_args()
     server_env = parse_env(args.env)
     data_dir = OUT / f"cat-{args.size}"
@@ -112,11 +106,9 @@ def main() -> None:
     results: dict[str, Any] = {}
     for system in args.systems.split(","):
         print(f"{system}:", flush=True)
-        if system == "productmatch":
-            proc = serve(data_dir, args.port, server_env)
-        else:
-            proc = serve_plain(data_dir, args.port + 1)
-        base = f"http://127.0.0.1:{args.port if system == 'productmatch' else args.port + 1}"
+        port = args.port if system == "productmatch" else args.port + 1
+        proc = serve(data_dir, port, server_env) if system == "productmatch" else serve_plain(data_dir, port)
+        base = f"http://127.0.0.1:{port}"
         try:
             results[system] = [sweep(base, offers, k, args) for k in args.ks]
         finally:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_match_1m import pad_catalogue  # noqa: E402
 from benchmarks.bench_match_load import serve  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
-from benchmarks.common import OUT, machine, parse_env, percentile, write_result  # noqa: E402
+from benchmarks.common import OUT, add_env_option, machine, parse_env, percentile, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["parse", "encode", "dense_search", "lexical", "load", "rerank", "decide", "queue", "respond", "serialize"]
@@ -291,13 +291,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8781)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="results file benchmarks/results/NAME.json (stage_budget_<size>)")
-    p.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="server setting for every run, repeatable (e.g. MATCHER_QUANTIZE=int8)",
-    )
+    add_env_option(p, "server setting for every run, repeatable (e.g. MATCHER_QUANTIZE=int8)")
     args = p.parse_args()
     source = args.source_size or args.size
     args.name = args.name or f"stage_budget_{args.size}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -91,6 +92,11 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def add_env_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--env KEY=VALUE`` (repeatable): server settings a benchmark passes on; read with :func:`parse_env`."""
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help=help_text)
 
 
 def parse_env(items: list[str]) -> dict[str, str]:
