@@ -97,13 +97,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="ingest", help="results file benchmarks/results/<name>.json")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("auto", "bf16", "fp32", "int8"),
+        help="the encoder's serving precision (PRECISION); the catalogue's vectors are tagged with it",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     from app.pipeline.encoder import Encoder
     from models.product_text import embed_text
 
-    encoder = Encoder.load("minilm")
+    encoder = Encoder.load("minilm", precision=args.precision)
     info = machine()
     runs = [ingest(int(n), encoder, args.seed) for n in args.sizes.split(",")]
     texts = [embed_text(p) for p in catalogue(args.embed_texts, args.seed + 1)]
@@ -115,6 +121,7 @@ def main() -> None:
             "command": " ".join(sys.argv),
             "settings": {
                 "encoder": "all-MiniLM-L6-v2",
+                "precision": encoder.precision,
                 "max_length": 64,
                 "batch_size": 64,
                 "chunk_rows": 1000,
