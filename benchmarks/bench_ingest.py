@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.catalogue_gen import catalogue, write_jsonl  # noqa: E402
 from benchmarks.common import OUT, machine, median, write_result  # noqa: E402
+from models.serving_precision import SERVING_PRECISIONS  # noqa: E402
 
 
 def ingest(n: int, encoder, seed: int) -> dict:  # type: ignore[no-untyped-def]
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument(
         "--precision",
         default="fp32",
-        choices=("auto", "bf16", "fp32", "int8"),
+        choices=SERVING_PRECISIONS,
         help="the encoder's serving precision (PRECISION); the catalogue's vectors are tagged with it",
     )
     args = parser.parse_args()
