@@ -491,13 +491,28 @@ def _csv(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _known(names: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    """``names`` if each is one of ``known``; else a clear error before any run starts (a typo
+    would otherwise surface minutes later, inside the first training run)."""
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what} {unknown}: choose from {', '.join(known)}")
+    return names
+
+
 def protocol_runs(args: argparse.Namespace) -> list[Run]:
     if args.protocol == "lea":
-        return lea_runs(_csv(args.datasets), _csv(args.variants or ",".join(LEA_VARIANTS)),
-                        [int(s) for s in _csv(args.seeds or "1,2")], args.length_grouping)  # fmt: skip
+        return lea_runs(
+            _known(_csv(args.datasets), tuple(DATASETS), "datasets"),
+            _known(_csv(args.variants or ",".join(LEA_VARIANTS)), LEA_VARIANTS, "lea variants"),
+            [int(s) for s in _csv(args.seeds or "1,2")],
+            args.length_grouping,
+        )
     return noise_runs(
         [float(r) for r in _csv(args.rates)],
-        _csv(args.variants or ",".join(NOISE_VARIANTS)),
+        _known(
+            _csv(args.variants or ",".join(NOISE_VARIANTS)), NOISE_VARIANTS + NOISE_EXTRA_VARIANTS, "noise variants"
+        ),
         [int(s) for s in _csv(args.seeds or "1,2,3")],
         args.length_grouping,
     )

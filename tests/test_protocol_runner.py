@@ -40,6 +40,17 @@ def test_length_grouped_runs_are_an_ablation_beside_the_random_batch_runs() -> N
     assert "length-grouped | 75.00" in ablation and "random | 78.00" in ablation
 
 
+def test_an_unknown_variant_or_dataset_is_refused_before_any_run() -> None:
+    # Run files are named "vanilla-typo"; the variant is "vanilla+typo": the mix-up must not
+    # start a protocol that fails inside its first training run.
+    for argv in (["run", "lea", "--variants", "vanilla-typo"], ["run", "lea", "--datasets", "abt_buy"],
+                 ["run", "noise", "--variants", "relabel"]):  # fmt: skip
+        with pytest.raises(SystemExit, match="unknown"):
+            protocol.protocol_runs(protocol.parse_args(argv))
+    runs = protocol.protocol_runs(protocol.parse_args(["run", "lea", "--variants", "vanilla+typo", "--seeds", "1"]))
+    assert [r.name for r in runs] == [f"{d}__vanilla-typo__seed1" for d in protocol.DATASETS]
+
+
 def test_finished_runs_are_skipped(tmp_path: Path) -> None:
     runs = protocol.lea_runs(["abt-buy"], ["vanilla", "lea+typo"], [1])
     protocol.write_result(runs[0], {"run": runs[0].name}, tmp_path)
