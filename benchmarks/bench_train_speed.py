@@ -6,8 +6,8 @@ same training pairs in three settings, in one run on the same machine:
 * ``fp32-random``: fp32, random batches (the loop as it was before bf16 and grouping; it
   already tokenises once per dataset, so it is, if anything, faster than the old loop);
 * ``fp32-grouped``: fp32, length-grouped batches;
-* ``bf16-random``: bf16 autocast on AMX, random batches (the default where supported);
-* ``bf16-grouped``: bf16 and length-grouped batches (``--length-grouping``);
+* ``bf16-random``: bf16 autocast on AMX, random batches (``--no-length-grouping``);
+* ``bf16-grouped``: bf16 and length-grouped batches (the trainer's default where bf16 is native);
 * ``baseline``: the loop of ``--baseline-rev`` (the fp32 loop this work started from), run
   from a git worktree of that revision in a subprocess, on the same pairs and settings.
 
