@@ -242,10 +242,7 @@ class MatcherConfig:
     noise_options: NoiseConfig | dict[str, Any] | None = None
     pseudo_label: PseudoLabelConfig | dict[str, Any] | bool | None = None
     precision: str = "auto"
-    # On: 11 seed-paired full runs (8 epochs, Abt-Buy and Amazon-Google, every variant) put
-    # grouped batches level with random ones (clean F1 +0.04 +- 0.62 s.e., noisy +0.63 +- 0.82)
-    # (docs/benchmarks/matcher_protocol.md, "Length grouping").
-    length_grouping: bool = True
+    length_grouping: bool = True  # why it is on: the class docstring
 
     def __post_init__(self) -> None:
         if self.augment not in (None, *AUGMENTS):
