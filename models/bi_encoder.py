@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
+from models.construction import builds_models
 from models.pooling import mean_pool
 from models.precision import autocast
 
@@ -44,6 +45,7 @@ class BiEncoder(nn.Module):
         self.precision = "fp32"
 
     @classmethod
+    @builds_models
     def from_pretrained(
         cls, name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGTH, attn_implementation: str | None = None
     ) -> BiEncoder:
@@ -62,6 +64,7 @@ class BiEncoder(nn.Module):
         return model
 
     @classmethod
+    @builds_models
     def from_config(
         cls, config: dict, tokenizer_from: str | Path = "minilm", max_length: int = DEFAULT_MAX_LENGTH
     ) -> BiEncoder:

@@ -38,6 +38,7 @@ from transformers import (
 
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
+from models.construction import builds_models
 from models.lea_attention import LeaContext, LeaOptions, LexicalBias, install_lea_attention
 from models.lexical import DEFAULT_MAX_LENGTH, EncodedPair, LeaCollator, LexicalBatch
 from models.precision import autocast
@@ -122,6 +123,7 @@ class LeaCrossEncoder(nn.Module):
     # -- constructors ------------------------------------------------------------------------
 
     @classmethod
+    @builds_models
     def from_pretrained(
         cls,
         name_or_path: str | Path,
@@ -156,6 +158,7 @@ class LeaCrossEncoder(nn.Module):
         return out
 
     @classmethod
+    @builds_models
     def from_config(
         cls,
         config_overrides: dict[str, Any],
@@ -217,6 +220,7 @@ class LeaCrossEncoder(nn.Module):
             save_file(state, str(folder / LEA_WEIGHTS), metadata={"format": str(LEA_FORMAT)})
 
     @classmethod
+    @builds_models
     def load(cls, folder: str | Path, attn_implementation: str | None = None) -> LeaCrossEncoder:
         """Read a folder written by :meth:`save`; refuses pickled weights."""
         folder = Path(folder)

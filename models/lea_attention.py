@@ -39,6 +39,7 @@ from transformers import PreTrainedModel
 from transformers.models.bert.modeling_bert import BertSdpaSelfAttention, BertSelfAttention
 from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
 
+from models.construction import builds_models
 from models.lexical import DEFAULT_N_BINS
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class LexicalBias(nn.Module):
     gamma: torch.Tensor
     gamma_set: torch.Tensor
 
+    @builds_models
     def __init__(
         self,
         n_layers: int,

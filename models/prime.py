@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.construction import builds_models
+
 logger = logging.getLogger(__name__)
 
 
@@ -61,6 +63,7 @@ def balanced_kmeans(vectors: np.ndarray, leaf_size: int, seed: int = 0, iters: i
 class LabelPrototypeNetwork(nn.Module):
     """``l_r = norm(mean(TEL([u_r, v_c(r), z_r])))`` with a bank of free vectors."""
 
+    @builds_models
     def __init__(self, dim: int, n_free: int, nhead: int = 8, dim_feedforward: int = 1024, dropout: float = 0.1):
         super().__init__()
         self.dim = dim
@@ -100,6 +103,7 @@ class LabelPrototypeNetwork(nn.Module):
 class PairHead(nn.Module):
     """ALC-style pair classifier: ``[q, l, |q - l|, q * l]`` -> MLP (hidden 2d, GELU) -> logit."""
 
+    @builds_models
     def __init__(self, dim: int):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(4 * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, 1))

@@ -17,6 +17,7 @@ from typing import TypeVar
 import torch
 
 from models.bi_encoder import BiEncoder
+from models.construction import builds_models
 from models.lea import LeaCrossEncoder
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def _select_engine() -> str:
     return str(torch.backends.quantized.engine)
 
 
+@builds_models
 def quantize_linear_int8(module: _M) -> _M:
     """``module`` with every ``nn.Linear`` swapped for a dynamic int8 one, in place."""
     _select_engine()
@@ -50,6 +52,7 @@ def quantize_linear_int8(module: _M) -> _M:
     return module  # inplace=True: quantize_dynamic swapped the layers inside `module` itself
 
 
+@builds_models
 def quantize_int8(model: BiEncoder) -> BiEncoder:
     """A copy of ``model`` whose ``nn.Linear`` layers are dynamically quantised to int8."""
     quantized = copy.deepcopy(model)

