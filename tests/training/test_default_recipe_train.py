@@ -126,12 +126,29 @@ def test_resume_after_interruption_gives_the_same_model(
     assert head["coef"] == ref["coef"] and head["threshold"] == ref["threshold"]
 
 
+def test_length_grouping_pads_less_on_the_same_pairs(
+    trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    root, _, random_run = trained
+    grouped = train_default(
+        tmp_path / "model", tiny_config(length_grouping=True), data_root=root, bi_encoder=_encoder(), progress=False
+    )
+    for g, r in zip(grouped["history"], random_run["history"], strict=True):
+        assert g["pairs"] == r["pairs"] and g["positives"] == r["positives"]  # the same epoch texts
+        assert g["length_grouping"] and not r["length_grouping"]
+        assert g["padding_share"] < r["padding_share"]
+    assert load_default_matcher(tmp_path / "model").threshold > 0.0
+
+
 def test_loo_config_and_cli_wiring() -> None:
     cfg = loo_config("wdc-products")
     assert {"wdc-products", "wdc-block-small"} <= cfg.excluded()
     args = build_parser().parse_args(["train", "default", "--out", "x", "--exclude", "abt-buy,amazon-google",
                                       "--budget", "smoke"])  # fmt: skip
     assert args.exclude == ("abt-buy", "amazon-google") and args.budget == "smoke" and not args.needs_settings
+    assert args.length_grouping is None  # the config's default decides
+    grouped = build_parser().parse_args(["train", "default", "--out", "x", "--length-grouping"])
+    assert grouped.length_grouping is True
 
 
 def test_excluded_source_is_not_trained_on(trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:

@@ -73,6 +73,12 @@ def add_train_default(train_sub: argparse._SubParsersAction) -> argparse.Argumen
         help="validation offers per source ranked like the service, for the top-1 cuts (0: none)",
     )
     p.add_argument("--select-epoch", choices=("last", "best-valid"), default=None)
+    p.add_argument(
+        "--length-grouping",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batches of similar token length (less padding; off by default until measured leave-one-out)",
+    )
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -147,6 +153,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         select_epoch=args.select_epoch,
         head_fit=args.head_fit,
         ranked_offers=args.ranked_offers,
+        length_grouping=args.length_grouping,
         threads=args.threads,
         precision=args.precision,
     )

@@ -63,6 +63,7 @@ from training.default_recipe.mining import mine_hard_negatives
 from training.default_recipe.mixture import Mixture, pooled_validation
 from training.default_recipe.ranked import ranked_validation
 from training.default_recipe.sources import ProductPair, SourceData, load_sources
+from training.length_grouping import length_grouped_order, padding_share
 from training.metrics import pr_auc
 from training.progress_log import Heartbeat
 from training.train_matcher import build_model, make_optimizer, pos_weight_for
@@ -300,14 +301,23 @@ def _train_epoch(
     texts, labels = epoch_texts(data, cfg, epoch)
     pos_weight = torch.tensor(pos_weight_for(labels), dtype=torch.float32)
     collator = model.collator
+    start = time.perf_counter()
+    # Once per epoch: attribute dropout and typos give every epoch new texts.
+    encoded = collator.encode(texts)
+    lengths = [len(item) for item in encoded]
+    if cfg.length_grouping:
+        rng = np.random.default_rng(_epoch_seed(cfg.seed, epoch, "order"))
+        order = length_grouped_order(lengths, cfg.batch_size, rng)
+    else:
+        order = np.arange(len(encoded))
     model.train()
     losses: list[float] = []
-    start = time.perf_counter()
-    bar = tqdm(range(0, len(texts), cfg.batch_size), desc=f"default epoch {epoch}/{cfg.epochs}", unit="batch",
+    bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"default epoch {epoch}/{cfg.epochs}", unit="batch",
                disable=not progress, leave=False)  # fmt: skip
     beat = Heartbeat(logger, f"default epoch {epoch}/{cfg.epochs}", len(bar), enabled=not progress)
     for step, i in enumerate(bar):
-        batch = collator(texts[i : i + cfg.batch_size], [float(y) for y in labels[i : i + cfg.batch_size]])
+        chunk = order[i : i + cfg.batch_size]
+        batch = collator.pad([encoded[k] for k in chunk], [float(labels[k]) for k in chunk])
         assert batch.labels is not None
         with autocast(precision, model.device):
             logits = model.batch_forward(batch)
@@ -332,6 +342,8 @@ def _train_epoch(
         "pos_weight": float(pos_weight),
         "train_seconds": seconds,
         "pairs_per_s": len(texts) / max(seconds, 1e-9),
+        "length_grouping": cfg.length_grouping,
+        "padding_share": padding_share(lengths, order, cfg.batch_size),
     }
 
 
