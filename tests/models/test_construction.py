@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 from torch import nn
 
@@ -24,6 +25,7 @@ def _devices(module: nn.Module) -> set[str]:
     return {p.device.type for p in module.parameters()}
 
 
+@pytest.mark.integration
 def test_models_built_during_concurrent_pretrained_loads_have_real_weights():
     stop = threading.Event()
     errors: list[BaseException] = []
