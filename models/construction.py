@@ -5,8 +5,11 @@ transformers' ``from_pretrained`` builds its model under process-wide patches: w
 ``torch.nn.init`` functions do nothing. A module that another thread builds meanwhile gets meta or
 uninitialised weights, and two loads that overlap restore each other's patch, which leaves it
 installed for the rest of the process. The service builds models in more than one thread (the
-retrain worker beside request threads and promotions), so every model factory in ``models/``
-holds this lock while it builds. It is re-entrant: a factory may call another.
+retrain worker beside request threads and promotions), so everything in ``models/`` that
+creates modules (the ``from_pretrained``/``from_config``/``load`` factories, the ``__init__`` of
+modules with their own layers, int8 quantisation) holds this lock while it does. Loaders that
+only combine those take no lock of their own, so file reads stay outside it. It is re-entrant: a
+factory may call another.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ import numpy as np
 from models.artefacts import Manifest
 from models.bi_encoder import BiEncoder
 from models.calibration import Calibrator
-from models.construction import builds_models
 from models.lea import LeaCrossEncoder
 from models.match_head import (
     HEAD_FILE,
@@ -162,7 +161,6 @@ def load_bi_encoder(folder: str | Path, head: MatchHead) -> BiEncoder:
     return BiEncoder.from_pretrained(name, max_length=head.bi_encoder_max_length)
 
 
-@builds_models
 def load_default_matcher(
     folder: str | Path,
     *,

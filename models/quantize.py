@@ -52,7 +52,6 @@ def quantize_linear_int8(module: _M) -> _M:
     return module  # inplace=True: quantize_dynamic swapped the layers inside `module` itself
 
 
-@builds_models
 def quantize_int8(model: BiEncoder) -> BiEncoder:
     """A copy of ``model`` whose ``nn.Linear`` layers are dynamically quantised to int8."""
     quantized = copy.deepcopy(model)

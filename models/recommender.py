@@ -25,7 +25,6 @@ from safetensors.torch import load_file, save_file
 
 from models.artefacts import Manifest, ManifestError, assert_safe_weights, read_manifest, write_manifest
 from models.bi_encoder import BiEncoder
-from models.construction import builds_models
 from models.prime import LabelPrototypeNetwork, PairHead
 from models.vixml import ImageFusionEncoder
 
@@ -210,13 +209,11 @@ class RecommenderModel:
         write_manifest(folder, manifest)
 
     @classmethod
-    @builds_models
     def zero_shot(cls, backbone: str = "minilm", max_length: int = ZERO_SHOT_MAX_LENGTH) -> RecommenderModel:
         encoder = BiEncoder.from_pretrained(backbone, max_length=max_length)
         return cls(encoder, "zero-shot", settings={"name": "minilm-zero-shot", "backbone": backbone})
 
     @classmethod
-    @builds_models
     def load(cls, folder: str | Path) -> RecommenderModel:
         """Load a folder written by :meth:`save`; manifest checked, safetensors only."""
         folder = Path(folder)

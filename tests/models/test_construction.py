@@ -1,9 +1,9 @@
 """Models built in one thread while another loads pretrained weights keep real weights.
 
 transformers' ``from_pretrained`` patches ``nn.Module.register_parameter`` and ``torch.nn.init``
-process-wide while it builds a model. CI once failed 121 tests after a retrain worker thread loaded
-a model beside the tests' own model construction: the patch was left installed and every later
-model came out on the meta device.
+process-wide while it builds a model. CI once failed 121 tests after models were loaded in more
+than one thread of the test process: the patch was left installed and every later model came out
+on the meta device.
 """
 
 from __future__ import annotations
