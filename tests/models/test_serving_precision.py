@@ -78,3 +78,32 @@ def test_int8_in_place_keeps_the_object_a_copy_otherwise() -> None:
     same = serve_bi_encoder(model, "int8", in_place=True)
     assert same is model and model.precision == "fp32"
     assert any("quantized" in type(m).__module__ for m in model.backbone.modules())
+
+
+def test_served_bf16_holds_linear_weights_in_bf16_with_identical_outputs() -> None:
+    """Holding the Linear weights rounded once must give exactly what autocast gives when it
+    rounds them on every call (so vectors tagged ``+bf16`` stay comparable across versions)."""
+    torch.manual_seed(0)
+    encoder = BiEncoder.from_config(LOUD, max_length=32)
+    encoder.precision = "bf16"  # autocast alone, fp32 weights
+    autocast_only = encoder.encode(TEXTS, batch_size=2)
+    serve_bi_encoder(encoder, "bf16")
+    linears = [m for m in encoder.backbone.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert all(m.weight.dtype == torch.float32 for m in encoder.backbone.modules() if isinstance(m, torch.nn.LayerNorm))
+    np.testing.assert_array_equal(encoder.encode(TEXTS, batch_size=2), autocast_only)
+
+    cross = LeaCrossEncoder.from_config(LOUD, lea=True, max_length=32)
+    cross.precision = "bf16"
+    autocast_logits = cross.predict_logits(PAIRS, batch_size=3)
+    serve_cross_encoder(cross, "bf16")
+    assert all(m.weight.dtype == torch.bfloat16 for m in cross.model.modules() if isinstance(m, torch.nn.Linear))
+    assert cross.lex is not None and all(p.dtype == torch.float32 for p in cross.lex.parameters())
+    np.testing.assert_array_equal(cross.predict_logits(PAIRS, batch_size=3), autocast_logits)
+    assert cross.explain(PAIRS[0], top=2) is not None  # explanations read the fp32 bias, no autocast needed
+
+
+def test_in_place_bf16_keeps_fp32_weights() -> None:
+    model = BiEncoder.from_config(TINY_CONFIG, max_length=32)
+    assert serve_bi_encoder(model, "bf16", in_place=True) is model and model.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
