@@ -15,12 +15,16 @@ from typing import Any
 
 import faiss
 import numpy as np
+import torch
 
 from app.search.params import MIN_POINTS_PER_CENTROID, IndexParams
 
 logger = logging.getLogger(__name__)
 
 _MIN_REFINE_CANDIDATES = 64
+# Up to this many queries a flat search is one matrix product over the stored vectors (below).
+_MATMUL_MAX_QUERIES = 8
+_EMPTY_SCORE = np.float32(-np.finfo(np.float32).max)  # what FAISS reports for a missing result
 
 
 def exact_rescore(exact_index: faiss.Index, queries: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +39,24 @@ def exact_rescore(exact_index: faiss.Index, queries: np.ndarray, keys: np.ndarra
     scores[~found] = -np.inf
     order = np.lexsort((np.where(found, keys, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=-1)
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(keys, order, axis=1)
+
+
+def top_k_rows(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` best ``(scores, ids)``, by score desc then id asc; FAISS's padding
+    (-FLT_MAX, -1) where a row has fewer than ``k`` entries."""
+    nq, n = scores.shape
+    out_scores = np.full((nq, k), _EMPTY_SCORE, dtype=np.float32)
+    out_ids = np.full((nq, k), -1, dtype=np.int64)
+    take = min(k, n)
+    for row in range(nq):
+        part = np.argpartition(-scores[row], take - 1)[:take] if take < n else np.arange(n)
+        # Everything tied with the k-th score is a candidate, so the id tie-break is exact.
+        cut = scores[row, part].min()
+        part = np.flatnonzero(scores[row] >= cut)
+        order = np.lexsort((ids[part], -scores[row, part].astype(np.float64)))[:take]
+        out_scores[row, :take] = scores[row, part[order]]
+        out_ids[row, :take] = ids[part[order]]
+    return out_scores, out_ids
 
 
 class Backend:
@@ -122,6 +144,28 @@ class FlatBackend(Backend):
     def delete(self, keys: np.ndarray) -> None:
         if len(keys):
             self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(keys, dtype=np.int64)))
+
+    def search(
+        self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None, widen: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k by inner product, ties to the lower product id.
+
+        For a few queries FAISS scans the vectors one at a time on one core (a 100k-product
+        single-offer search: 16-18 ms on the 2-core Xeon); one torch matrix-vector product over
+        the same stored array, on the thread pool the encoders use, takes 7 ms. numpy's BLAS is
+        not used: its own spinning threads fight torch's over the same cores. Filtered searches
+        and larger batches stay with FAISS.
+        """
+        if sel is not None or len(queries) > _MATMUL_MAX_QUERIES or self.ntotal == 0:
+            return super().search(queries, k, sel, widen)
+        n, dim = self.ntotal, self.dim
+        flat = faiss.downcast_index(self.index.index)
+        # Views into the index's own arrays: valid while the caller's lock keeps writers out.
+        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+        ids = faiss.rev_swig_ptr(self.index.id_map.data(), n)
+        query = np.ascontiguousarray(queries, dtype=np.float32)
+        scores = (torch.from_numpy(vectors) @ torch.from_numpy(query).T).numpy().T  # (nq, n)
+        return top_k_rows(scores, ids, k)
 
     def nbytes(self) -> int:
         # vectors + id_map (8 B) + rev_map hash node (~40 B)
