@@ -107,10 +107,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    from app.core.config import Settings
     from app.pipeline.encoder import Encoder
     from models.product_text import embed_text
 
-    encoder = Encoder.load("minilm", precision=args.precision)
+    batch_size = int(Settings.model_fields["encoder_batch_size"].default)  # the service's ENCODER_BATCH_SIZE
+    encoder = Encoder.load("minilm", precision=args.precision, batch_size=batch_size)
     info = machine()
     runs = [ingest(int(n), encoder, args.seed) for n in args.sizes.split(",")]
     texts = [embed_text(p) for p in catalogue(args.embed_texts, args.seed + 1)]
@@ -124,7 +126,7 @@ def main() -> None:
                 "encoder": "all-MiniLM-L6-v2",
                 "precision": encoder.precision,
                 "max_length": 64,
-                "batch_size": 64,
+                "batch_size": batch_size,
                 "chunk_rows": 1000,
                 "database": "sqlite",
                 "index": "flat",

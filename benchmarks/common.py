@@ -43,6 +43,10 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "loadavg_at_start": os.getloadavg(),
+        # PASSIVE puts OpenMP's threads to sleep between operators: fine beside background
+        # training, but it slowed a single offer's bf16 encode from 11 to 21 ms (session 16), so
+        # latency figures taken under it are not the service's.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 
