@@ -46,8 +46,7 @@ class Settings(BaseSettings):
     # Models and index.
     encoder: str = "minilm"
     encoder_max_length: int = 64
-    # 128: bulk embedding (ingestion, re-embeds) ran 8 % faster than at 64 in bf16 on AMX (session 16).
-    encoder_batch_size: int = Field(default=128, ge=1, le=4096)
+    encoder_batch_size: int = Field(default=64, ge=1, le=4096)
     torch_threads: int | None = None
     # Where the encoder and the matcher run: auto = the first CUDA GPU torch sees, else the CPU.
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
