@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,20 +44,19 @@ def _fields(row: ProductRow) -> dict:
     return data
 
 
-@dataclass
-class PreparedBatch:
-    """A batch read and embedded, ready to write: what :func:`write_prepared` needs."""
+def upsert_batch(
+    factory: sessionmaker[Session],
+    encoder: Encoder,
+    rows: Sequence[ProductRow],
+    in_transaction: Callable[[Session, BatchStats], None] | None = None,
+) -> tuple[list[WriteOutcome], BatchStats]:
+    """Upsert products by external id; only rows whose embedded text changed are re-embedded.
 
-    ids: list[str]
-    before: dict[str, Any]
-    prepared: dict[str, dict]
-    vector_by_ext: dict[str, np.ndarray]
-
-
-def prepare_batch(factory: sessionmaker[Session], encoder: Encoder, rows: Sequence[ProductRow]) -> PreparedBatch:
-    """Dedupe by external id (the last occurrence wins), read the stored states and embed the
-    rows whose embedded text changed. Writes nothing, so it can run while an earlier batch of
-    the same job is being written (ingestion overlaps the two)."""
+    The embedding happens before the transaction opens, so the write lock is held only for
+    the inserts. `in_transaction` runs inside the same transaction (ingestion uses it to
+    commit its checkpoint atomically with the rows, which makes a replayed chunk a no-op).
+    """
+    # The last occurrence of an external id wins within one batch.
     latest: dict[str, ProductRow] = {}
     for row in rows:
         latest[row.external_id] = row
@@ -82,20 +80,9 @@ def prepare_batch(factory: sessionmaker[Session], encoder: Encoder, rows: Sequen
             to_embed.append(ext)
 
     vectors = encoder.encode([prepared[e]["text"] for e in to_embed]) if to_embed else np.zeros((0, 0))
-    return PreparedBatch(ids, before, prepared, {ext: vectors[i] for i, ext in enumerate(to_embed)})
+    vector_by_ext = {ext: vectors[i] for i, ext in enumerate(to_embed)}
 
-
-def write_prepared(
-    factory: sessionmaker[Session],
-    encoder: Encoder,
-    batch: PreparedBatch,
-    in_transaction: Callable[[Session, BatchStats], None] | None = None,
-) -> tuple[list[WriteOutcome], BatchStats]:
-    """Store a prepared batch in one transaction. The states are read again under the write
-    lock, so a batch prepared before another writer's change is still written correctly."""
-    ids, before, prepared = batch.ids, batch.before, batch.prepared
-    vector_by_ext = dict(batch.vector_by_ext)
-    stats = BatchStats(unchanged=len(ids) - len(prepared), embedded=len(vector_by_ext))
+    stats = BatchStats(unchanged=len(ids) - len(prepared), embedded=len(to_embed))
     outcomes: list[WriteOutcome] = []
     with factory() as session, session.begin():
         serialise_writers(session)
@@ -141,18 +128,3 @@ def write_prepared(
         if ext not in prepared:
             outcomes.append(WriteOutcome(ext, before[ext].id, False, False, False))
     return outcomes, stats
-
-
-def upsert_batch(
-    factory: sessionmaker[Session],
-    encoder: Encoder,
-    rows: Sequence[ProductRow],
-    in_transaction: Callable[[Session, BatchStats], None] | None = None,
-) -> tuple[list[WriteOutcome], BatchStats]:
-    """Upsert products by external id; only rows whose embedded text changed are re-embedded.
-
-    The embedding happens before the transaction opens, so the write lock is held only for
-    the inserts. `in_transaction` runs inside the same transaction (ingestion uses it to
-    commit its checkpoint atomically with the rows, which makes a replayed chunk a no-op).
-    """
-    return write_prepared(factory, encoder, prepare_batch(factory, encoder, rows), in_transaction)
