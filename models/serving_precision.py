@@ -1,9 +1,11 @@
 """The precision a model serves in: ``auto`` / ``bf16`` / ``fp32`` / ``int8``, resolved and applied.
 
 ``bf16`` and ``fp32`` select the autocast of the models' inference (:mod:`models.precision`):
-only the matmuls and attention run in bf16. A served bf16 transformer holds its Linear weights in
+only the matmuls and attention run in bf16. A served bf16 bi-encoder holds its Linear weights in
 bf16 (:func:`hold_linear_weights_bf16`): autocast would otherwise cast every fp32 weight again on
-every forward, which is half the time of one offer's encode, and the outputs are bit-identical. ``int8`` is dynamic
+every forward, which is half the time of one offer's encode, and its vectors stay bit-identical
+to those stored earlier under the same ``+bf16`` tag. A served bf16 cross-encoder is bf16
+throughout (its logits are never stored), which is faster again. ``int8`` is dynamic
 quantisation of the transformer body's Linear layers (:mod:`models.quantize`), CPU only.
 ``auto`` is bf16 where the device multiplies bf16 natively (AMX/AVX512-BF16, a bf16 GPU), else
 fp32. The resolved name is what callers record next to anything the model produced, because
@@ -50,8 +52,8 @@ def hold_linear_weights_bf16(module: nn.Module) -> int:
 
     bf16 autocast rounds a Linear's fp32 weight and bias to bf16 on every call, so holding them
     rounded gives the same products without the copies. The module must then run only under bf16
-    autocast (a Linear without it would meet fp32 inputs), which is how the serving encoders and
-    cross-encoders run; the LEA bias, LayerNorms and embeddings keep fp32.
+    autocast (a Linear without it would meet fp32 inputs), which is how the serving bi-encoder
+    runs; LayerNorms and embeddings keep fp32.
     """
     linears = [sub for sub in module.modules() if isinstance(sub, nn.Linear)]
     for sub in linears:
@@ -87,7 +89,10 @@ def serve_cross_encoder(model: LeaCrossEncoder, precision: str) -> LeaCrossEncod
         return quantize_cross_encoder_int8(model)
     model.precision = precision
     if precision == "bf16":
-        hold_linear_weights_bf16(model.model)  # the transformer and its head; the LEA bias stays fp32
+        # The whole transformer in bf16 (LayerNorms, residual stream and embeddings too), not
+        # only its Linear weights: 12 % faster again, and logits are never stored, so nothing
+        # computed earlier needs to match them. The LEA bias tables stay fp32.
+        model.model.to(torch.bfloat16)
     return model
 
 
