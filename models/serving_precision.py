@@ -47,18 +47,17 @@ def _check_resolved(precision: str) -> None:
         raise ValueError(f"a resolved precision is one of {RESOLVED_PRECISIONS}, got {precision!r}")
 
 
-def hold_linear_weights_bf16(module: nn.Module) -> int:
-    """Cast the weight and bias of every ``nn.Linear`` in ``module`` to bf16, once; their count.
+def hold_linear_weights_bf16(module: nn.Module) -> None:
+    """Cast the weight and bias of every ``nn.Linear`` in ``module`` to bf16, once.
 
     bf16 autocast rounds a Linear's fp32 weight and bias to bf16 on every call, so holding them
     rounded gives the same products without the copies. The module must then run only under bf16
     autocast (a Linear without it would meet fp32 inputs), which is how the serving bi-encoder
     runs; LayerNorms and embeddings keep fp32.
     """
-    linears = [sub for sub in module.modules() if isinstance(sub, nn.Linear)]
-    for sub in linears:
-        sub.to(torch.bfloat16)
-    return len(linears)
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            sub.to(torch.bfloat16)
 
 
 def serve_bi_encoder(model: BiEncoder, precision: str, in_place: bool = False) -> BiEncoder:

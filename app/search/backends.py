@@ -48,13 +48,12 @@ def top_k_rows(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray,
     out_scores = np.full((nq, k), _EMPTY_SCORE, dtype=np.float32)
     out_ids = np.full((nq, k), -1, dtype=np.int64)
     take = min(k, n)
-    for row in range(nq):
-        part = np.argpartition(-scores[row], take - 1)[:take] if take < n else np.arange(n)
-        # Everything tied with the k-th score is a candidate, so the id tie-break is exact.
-        cut = scores[row, part].min()
-        part = np.flatnonzero(scores[row] >= cut)
-        order = np.lexsort((ids[part], -scores[row, part].astype(np.float64)))[:take]
-        out_scores[row, :take] = scores[row, part[order]]
+    for row, row_scores in enumerate(scores):
+        # Everything tied with the k-th best score is a candidate, so the id tie-break is exact.
+        cut = np.partition(row_scores, n - take)[n - take]
+        part = np.flatnonzero(row_scores >= cut)
+        order = np.lexsort((ids[part], -row_scores[part].astype(np.float64)))[:take]
+        out_scores[row, :take] = row_scores[part[order]]
         out_ids[row, :take] = ids[part[order]]
     return out_scores, out_ids
 
