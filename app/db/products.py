@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, defer
 
 from app.db.base import serialise_writers
@@ -99,11 +99,16 @@ def catalogue_rows(session: Session) -> list[tuple[int, str, str, str | None, st
     return [(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
 
-def add_product(session: Session, product: Product) -> int:
-    """Insert a product now (flushed) and return its id."""
-    session.add(product)
-    session.flush()
-    return int(product.id)
+def add_products(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Insert new products in one statement; returns external id -> new product id.
+
+    One multi-row INSERT ... RETURNING instead of a flushed ORM object per row: ingestion
+    spent a fifth of its non-embedding time in the unit of work.
+    """
+    if not rows:
+        return {}
+    stmt = insert(Product).returning(Product.external_id, Product.id, sort_by_parameter_order=True)
+    return {ext: int(pid) for ext, pid in session.execute(stmt, list(rows))}
 
 
 def update_product(session: Session, product_id: int, values: dict[str, Any]) -> None:
@@ -145,14 +150,17 @@ def store_vectors(
     )
     if text_changed:
         session.execute(delete(ProductEmbedding).where(ProductEmbedding.product_id.in_(sorted(text_changed))))
-    session.add_all(
-        ProductEmbedding(
-            product_id=pid,
-            model_id=model_id,
-            text_hash=thash,
-            vector=np.asarray(vec, dtype=np.float32).tobytes(),
-        )
-        for pid, thash, vec in items
+    session.execute(
+        insert(ProductEmbedding),
+        [
+            {
+                "product_id": pid,
+                "model_id": model_id,
+                "text_hash": thash,
+                "vector": np.asarray(vec, dtype=np.float32).tobytes(),
+            }
+            for pid, thash, vec in items
+        ],
     )
 
 
@@ -171,7 +179,9 @@ def list_products(
 
 
 def log_changes(session: Session, product_ids: Iterable[int], op: str) -> None:
-    session.add_all(IndexChange(product_id=int(pid), op=op) for pid in product_ids)
+    rows = [{"product_id": int(pid), "op": op} for pid in product_ids]
+    if rows:
+        session.execute(insert(IndexChange), rows)
 
 
 def delete_product(session: Session, external_id: str) -> int | None:

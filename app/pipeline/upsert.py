@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import products as repo
 from app.db.base import serialise_writers, utcnow
-from app.db.tables import Product
 from app.pipeline.encoder import Encoder
 from app.schemas.product import ProductRow
 from models.pair_signals import model_numbers
@@ -91,6 +90,8 @@ def upsert_batch(
         changed_ids: list[int] = []
         new_vectors: list[tuple[int, str, np.ndarray]] = []
         text_changed: set[int] = set()
+        created_rows: list[dict] = []
+        ordered: list[tuple[str, int | None]] = []  # (external id, id of an existing product)
         for ext, prepared_data in prepared.items():
             data = dict(prepared_data)
             data.pop("text")
@@ -107,17 +108,21 @@ def upsert_batch(
                 vector_by_ext[ext] = encoder.encode([prepared[ext]["text"]])[0]
             if state is None:
                 # One clock reading for both: a new product is never created after its update.
-                product = Product(external_id=ext, created_at=values["updated_at"], **values)
-                pid, created = repo.add_product(session, product), True
-                stats.created += 1
+                created_rows.append({"external_id": ext, "created_at": values["updated_at"], **values})
+                ordered.append((ext, None))
             else:
                 repo.update_product(session, state.id, values)
-                pid, created = state.id, False
-                stats.updated += 1
+                ordered.append((ext, state.id))
                 if state.text_hash != data["text_hash"]:
-                    text_changed.add(pid)
+                    text_changed.add(state.id)
+        new_ids = repo.add_products(session, created_rows)
+        stats.created += len(new_ids)
+        stats.updated += len(ordered) - len(new_ids)
+        for ext, existing_id in ordered:
+            created = existing_id is None
+            pid = new_ids[ext] if existing_id is None else existing_id
             if ext in vector_by_ext:
-                new_vectors.append((pid, data["text_hash"], vector_by_ext[ext]))
+                new_vectors.append((pid, prepared[ext]["text_hash"], vector_by_ext[ext]))
             changed_ids.append(pid)
             outcomes.append(WriteOutcome(ext, pid, created, True, ext in vector_by_ext))
         repo.store_vectors(session, encoder.model_id, new_vectors, text_changed)
