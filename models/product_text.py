@@ -56,7 +56,8 @@ TITLE_FIELDS: tuple[str, ...] = ("title", "name")
 def clean_text(value: str) -> str:
     """NFKC-normalise, drop control characters and collapse whitespace."""
     value = unicodedata.normalize("NFKC", value)
-    value = "".join(ch if ch.isprintable() else " " for ch in value)
+    if not value.isprintable():  # the per-character pass only where a control character is
+        value = "".join(ch if ch.isprintable() else " " for ch in value)
     return _SPACES.sub(" ", value).strip()
 
 
