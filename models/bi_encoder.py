@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
 from models.construction import builds_models
+from models.eval_mode import enter_eval
 from models.pooling import mean_pool
 from models.precision import autocast
 
@@ -107,8 +108,7 @@ class BiEncoder(nn.Module):
         """
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        was_training = self.training
-        self.eval()
+        was_training = enter_eval(self)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         device = self.device

@@ -39,6 +39,7 @@ from transformers import (
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
 from models.construction import builds_models
+from models.eval_mode import enter_eval
 from models.lea_attention import LeaContext, LeaOptions, LexicalBias, install_lea_attention
 from models.lexical import DEFAULT_MAX_LENGTH, EncodedPair, LeaCollator, LexicalBatch
 from models.precision import autocast
@@ -328,8 +329,7 @@ class LeaCrossEncoder(nn.Module):
         """
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
-        was_training = self.training
-        self.eval()
+        was_training = enter_eval(self)
         order = np.argsort([len(it) for it in items], kind="stable")
         out = np.empty(len(items), dtype=np.float32)
         try:
@@ -374,8 +374,7 @@ class LeaCrossEncoder(nn.Module):
         """
         if self.lex is None or self._ctx is None:
             raise ValueError("a vanilla (lea=False) model has no lexical bias")
-        was_training = self.training
-        self.eval()
+        was_training = enter_eval(self)
         batch = batch.to(self.device)
         ratios: dict[int, float] = {}
         idx, token_mask = self._prepare(batch.input_ids, batch.attention_mask, batch.lex_idx, batch.lex_cross)

@@ -29,6 +29,7 @@ from torch import nn
 
 from models.bi_encoder import BiEncoder
 from models.construction import builds_models
+from models.eval_mode import enter_eval
 from models.pooling import mean_pool
 from models.precision import autocast
 
@@ -172,8 +173,7 @@ class ImageFusionEncoder(nn.Module):
         Texts are sorted by length so each batch pads to about its own length, as
         :meth:`BiEncoder.encode` does.
         """
-        was_training = self.training
-        self.eval()
+        was_training = enter_eval(self)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         with autocast(self.encoder.precision, self.encoder.device):
