@@ -89,6 +89,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def service_settings_env() -> dict[str, str]:
+    """The service settings this run's environment sets (PRECISION, MATCHER_QUANTIZE, ...), which
+    every server it starts inherits: a result file says which configuration it measured."""
+    from app.core.config import Settings
+
+    names = {name.upper() for name in Settings.model_fields} - set(NON_DEFAULT_ENV) - {"ADMIN_TOKEN"}
+    return {k: v for k, v in sorted(os.environ.items()) if k in names}
+
+
 def service_env(data_dir: Path, admin_token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in NON_DEFAULT_ENV}
     env.update(extra or {})
@@ -681,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = {
         "machine": host,
         "settings": settings,
+        "service_env": service_settings_env(),
         "dataset": {
             "name": bench.name,
             "products": len(bench.products),

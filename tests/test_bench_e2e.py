@@ -288,3 +288,12 @@ def test_scorer_plans_name_each_scorer_by_its_settings(tmp_path: Path) -> None:
     ]
     args = bench_e2e.parse_args(["--data", "x", "--default-matcher", str(shipped), "--no-default", "--no-zero-shot"])
     assert bench_e2e.scorer_plans(args) == []
+
+
+def test_the_result_names_the_service_settings_the_environment_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MATCHER_QUANTIZE", "int8")
+    monkeypatch.setenv("ADMIN_TOKEN", "secret")  # a credential, never written to a result file
+    monkeypatch.setenv("SOMETHING_ELSE", "x")
+    env = bench_e2e.service_settings_env()
+    assert env["MATCHER_QUANTIZE"] == "int8"
+    assert "ADMIN_TOKEN" not in env and "SOMETHING_ELSE" not in env
