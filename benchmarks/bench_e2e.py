@@ -286,7 +286,8 @@ def match_offers(client: httpx.Client, offers: Sequence[Offer], top_k: int, batc
         for offer, answer in zip(chunk, answers, strict=True):
             ids = tuple(c["external_id"] for c in answer["candidates"])
             scores = tuple(float(c["score"]) for c in answer["candidates"])
-            run.results[offer.key] = OfferResult(answer["decision"], ids, scores[0] if scores else None, scores)
+            ranks = tuple(int(c["retrieval_rank"]) for c in answer["candidates"])
+            run.results[offer.key] = OfferResult(answer["decision"], ids, scores[0] if scores else None, scores, ranks)
         run.thresholds, run.model_versions = answers[-1]["thresholds"], answers[-1]["model_versions"]
     return run
 
@@ -510,10 +511,14 @@ def run_scorer(plan: ScorerPlan, bench: Benchmark, args: argparse.Namespace) -> 
 
 
 def answers_of(results: dict[str, OfferResult]) -> dict[str, Any]:
-    """Each offer's decision and ranked candidates with their scores (written beside the result
-    file by :func:`write_answers`): what a study of other cuts, blends or rankings needs later."""
+    """Each offer's decision and ranked candidates as ``[id, score, place in the blocking list]``
+    (written beside the result file by :func:`write_answers`): what a study of other cuts, blends,
+    rankings or rerank depths needs later."""
     return {
-        key: [r.decision, [[c, round(s, 6)] for c, s in zip(r.candidates, r.scores, strict=False)]]
+        key: [
+            r.decision,
+            [[c, round(s, 6), k] for c, s, k in zip(r.candidates, r.scores, r.retrieval_ranks, strict=False)],
+        ]
         for key, r in sorted(results.items())
     }
 

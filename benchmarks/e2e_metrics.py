@@ -68,6 +68,7 @@ class OfferResult:
     candidates: tuple[str, ...] = ()
     top_score: float | None = None
     scores: tuple[float, ...] = ()  # every candidate's score, as ``candidates``
+    retrieval_ranks: tuple[int, ...] = ()  # every candidate's place in the blocking list (1 = first)
 
     @property
     def top(self) -> str | None:

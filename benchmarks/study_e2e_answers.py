@@ -3,6 +3,8 @@
 * **oracle cut**: the best pairwise F1 any single match cut reaches on a run's saved ranking,
   i.e. what the scorer could do if the cut were chosen on the test labels (an upper bound for
   every calibration; the ranking does not depend on the cut).
+* **rerank depth**: what the scorer would have decided had it scored only the blocking's first
+  N candidates (a cheaper rerank), from the saved scores and blocking ranks.
 * **audit study**: would an audit sample of automatic matches help the per-catalogue refit?
   A reviewer labels the review items in queue order plus a deterministic share of the ``match``
   decisions (hash of the offer), the thresholds are refitted on those labels, either as the
@@ -49,16 +51,18 @@ logger = logging.getLogger("study_e2e_answers")
 
 
 def load_answers(path: Path) -> dict[str, dict[str, OfferResult]]:
-    """Per scorer, per offer key: the saved decision and ranked candidates with their scores."""
+    """Per scorer, per offer key: the saved decision and ranked candidates with their scores (and,
+    in files written since session 17, each candidate's place in the blocking list)."""
     raw = json.loads(path.read_text(encoding="utf-8"))
     out: dict[str, dict[str, OfferResult]] = {}
     for scorer, answers in raw.items():
         out[scorer] = {
             key: OfferResult(
                 decision,
-                tuple(str(c) for c, _ in ranked),
+                tuple(str(entry[0]) for entry in ranked),
                 float(ranked[0][1]) if ranked else None,
-                tuple(float(s) for _, s in ranked),
+                tuple(float(entry[1]) for entry in ranked),
+                tuple(int(entry[2]) for entry in ranked) if ranked and len(ranked[0]) > 2 else (),
             )
             for key, (decision, ranked) in answers.items()
         }
@@ -144,6 +148,57 @@ def audit_study(
     return rows
 
 
+def at_rerank_depth(
+    results: Mapping[str, OfferResult], depth: int, cuts: tuple[float, float]
+) -> dict[str, OfferResult]:
+    """The answers had the scorer seen only the first ``depth`` candidates of the blocking list.
+
+    Exact for a scorer whose score of a pair does not depend on the offer's other candidates (the
+    zero-shot scorer, a matcher, a default-matcher head without the margin feature): the others'
+    scores are the ones saved, so only the choice among them changes, decided at the same cuts.
+    """
+    from app.pipeline.scoring import Decider
+
+    decider = Decider(*cuts)
+    out: dict[str, OfferResult] = {}
+    for key, r in results.items():
+        if len(r.retrieval_ranks) != len(r.candidates):
+            raise ValueError("these answers carry no blocking ranks (saved before session 17): rerun bench_e2e.py")
+        kept = sorted(
+            (s, -k, c) for c, s, k in zip(r.candidates, r.scores, r.retrieval_ranks, strict=True) if k <= depth
+        )[::-1]
+        top = kept[0][0] if kept else None
+        out[key] = OfferResult(
+            decider.decide(top),
+            tuple(c for _, _, c in kept),
+            top,
+            tuple(s for s, _, _ in kept),
+            tuple(-k for _, k, _ in kept),
+        )
+    return out
+
+
+def rerank_depth_study(
+    results: Mapping[str, OfferResult], bench: Benchmark, cuts: tuple[float, float], depths: Sequence[int]
+) -> list[dict[str, Any]]:
+    """F1, automatic share, automatic-match precision and coverage at each rerank depth."""
+    rows = []
+    for depth in depths:
+        m = evaluate(at_rerank_depth(results, depth, cuts), bench.pairs, bench.known)
+        rows.append(
+            {
+                "depth": depth,
+                "f1": m["pairwise"]["f1"],
+                "precision": m["pairwise"]["precision"],
+                "recall": m["pairwise"]["recall"],
+                "auto_share": m["auto_share"],
+                "auto_match_precision": m["auto_match_precision"],
+                "coverage": m["coverage"],
+            }
+        )
+    return rows
+
+
 def own_cuts(answers: Path) -> dict[str, tuple[float, float]]:
     """Each scorer's (match, review) cuts, from the result file beside the answers file."""
     result = json.loads((answers.parent.parent / answers.name).read_text(encoding="utf-8"))
@@ -159,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shares", default="0,0.1,0.2,0.3")
     p.add_argument("--steps", default="25,50,100")
     p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--rerank-depths", default="", help="e.g. 3,5,7,10: score only the blocking's first N")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.data.is_dir():
@@ -181,6 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.info("%s audit %.1f, %d labels, %s: F1 %.3f -> %.3f (cut %.3f)", scorer,
                             row["audit_share"], row["labels"], row["refit"], row["f1_before"], row["f1_after"],
                             row["match_cut"])  # fmt: skip
+        if args.rerank_depths:
+            depths = [int(d) for d in args.rerank_depths.split(",")]
+            entry["rerank_depth"] = rerank_depth_study(results, bench, cuts[scorer], depths)
+            for row in entry["rerank_depth"]:
+                logger.info("%s rerank depth %d: F1 %.3f, auto %.3f, auto-match precision %s, coverage %s", scorer,
+                            row["depth"], row["f1"], row["auto_share"], row["auto_match_precision"],
+                            row["coverage"])  # fmt: skip
         out["scorers"][scorer] = entry
     target = args.out or RESULTS / "e2e_answer_studies" / args.answers.name
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -236,9 +236,10 @@ def test_whole_run_through_the_service(
     assert len(answers) == 12  # an offer that could not be sent counts as no_match here too
     decisions = [decision for decision, _ in answers.values()]
     assert {d: decisions.count(d) for d in set(decisions)} == {k: v for k, v in m["decisions"].items() if v}
-    for _, ranked in answers.values():
-        scores = [score for _, score in ranked]
-        assert scores == sorted(scores, reverse=True) and all(isinstance(c, str) for c, _ in ranked)
+    for _, ranked in answers.values():  # [id, score, place in the blocking list]
+        scores = [score for _, score, _ in ranked]
+        assert scores == sorted(scores, reverse=True) and all(isinstance(c, str) for c, _, _ in ranked)
+        assert sorted(place for _, _, place in ranked) == list(range(1, len(ranked) + 1))
 
 
 @pytest.mark.slow

@@ -45,3 +45,28 @@ def test_audit_study_labels_review_items_then_refits() -> None:
     best = next(r for r in rows if r["refit"] == "weighted best-F1 cut")
     assert best["match_cut"] == pytest.approx(0.5)  # the labelled match's score
     assert best["f1_before"] == pytest.approx(best["f1_after"])  # c and d are decided alike at 0.7 and 0.5
+
+
+def test_rerank_depth_keeps_only_the_blocking_s_first_candidates() -> None:
+    from benchmarks.study_e2e_answers import at_rerank_depth, rerank_depth_study
+
+    results = {
+        # the right product p1 came third from blocking; the scorer put it first
+        "a": OfferResult("match", ("p1", "x1", "x2"), 0.9, (0.9, 0.6, 0.2), (3, 1, 2)),
+        "c": OfferResult("match", ("p3", "x3"), 0.8, (0.8, 0.1), (1, 2)),
+    }
+    cuts = (0.7, 0.4)
+    at_two = at_rerank_depth(results, 2, cuts)
+    assert at_two["a"].candidates == ("x1", "x2") and at_two["a"].decision == "review"  # 0.6: between the cuts
+    assert at_two["c"] == results["c"]  # nothing beyond depth 2 to lose
+    assert at_rerank_depth(results, 3, cuts) == results
+    rows = rerank_depth_study(results, _bench(), cuts, [2, 3])
+    assert [r["depth"] for r in rows] == [2, 3]
+    assert rows[0]["recall"] == pytest.approx(0.5) and rows[1]["recall"] == pytest.approx(1.0)
+
+
+def test_rerank_depth_needs_answers_with_blocking_ranks() -> None:
+    from benchmarks.study_e2e_answers import at_rerank_depth
+
+    with pytest.raises(ValueError, match="blocking ranks"):
+        at_rerank_depth({"a": OfferResult("match", ("p1",), 0.9, (0.9,))}, 5, (0.7, 0.4))

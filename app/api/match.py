@@ -41,6 +41,7 @@ def _response(result: MatchResult, thresholds: dict[str, float]) -> MatchRespons
             currency=c.currency,
             score=c.score,
             retrieval_score=c.retrieval_score,
+            retrieval_rank=c.retrieval_rank,
             lexical_score=c.lexical_score,
             explanation=c.explanation,  # type: ignore[arg-type]  # dicts, which pydantic validates into WordPairOut
         )

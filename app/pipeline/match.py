@@ -35,6 +35,7 @@ class Candidate:
     price: float | None
     currency: str | None
     retrieval_score: float
+    retrieval_rank: int  # 1-based place in the blocking stage's list, before the scorer reorders it
     score: float
     lexical_score: float | None = None
     explanation: list[dict[str, Any]] | None = None
@@ -125,6 +126,7 @@ class MatchPipeline:
         rerank_s = 0.0
         for query, (ids, cosines) in zip(queries, hits):
             present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in rows]
+            rank = {pid: place for place, (pid, _) in enumerate(present, start=1)}
             started = time.perf_counter()
             scored = self.scorer.score(
                 query.offer,
@@ -143,6 +145,7 @@ class MatchPipeline:
                     price=rows[pid].price,
                     currency=rows[pid].currency,
                     retrieval_score=round(float(cos), 6),
+                    retrieval_rank=rank[pid],
                     score=s.score,
                     lexical_score=s.lexical,
                     explanation=s.explanation,

@@ -60,6 +60,9 @@ class CandidateOut(BaseModel):
     currency: str | None = None
     score: float = Field(description="the scorer's score; the decision compares it with the thresholds")
     retrieval_score: float = Field(description="cosine similarity from the blocking stage")
+    retrieval_rank: int = Field(
+        description="1-based place in the blocking stage's candidate list, before the scorer reordered it"
+    )
     lexical_score: float | None = None
     explanation: list[WordPairOut] | None = None
 

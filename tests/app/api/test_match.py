@@ -138,3 +138,11 @@ def test_catalogue_model_numbers_decide_between_products_with_one_title(client):
         first, second = res.json()["candidates"]
         # Same title, same embedding: only the identifier agreement tells them apart.
         assert first["external_id"] == expected and first["score"] > second["score"], res.json()
+
+
+def test_candidates_carry_their_place_in_the_blocking_list(client):
+    _load(client)
+    res = client.post("/v1/match", json={"offer": {"title": product(4)["title"]}, "top_k": 6})
+    assert res.status_code == 200, res.text
+    ranks = [c["retrieval_rank"] for c in res.json()["candidates"]]
+    assert sorted(ranks) == list(range(1, 7))  # every place once, whatever order the scorer chose
