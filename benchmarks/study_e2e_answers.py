@@ -164,16 +164,15 @@ def at_rerank_depth(
     for key, r in results.items():
         if len(r.retrieval_ranks) != len(r.candidates):
             raise ValueError("these answers carry no blocking ranks (saved before session 17): rerun bench_e2e.py")
-        kept = sorted(
-            (s, -k, c) for c, s, k in zip(r.candidates, r.scores, r.retrieval_ranks, strict=True) if k <= depth
-        )[::-1]
-        top = kept[0][0] if kept else None
+        # The saved order is the service's (score, then cosine, then id): filtering keeps its ties.
+        kept = [(c, sc, k) for c, sc, k in zip(r.candidates, r.scores, r.retrieval_ranks, strict=True) if k <= depth]
+        top = kept[0][1] if kept else None
         out[key] = OfferResult(
             decider.decide(top),
-            tuple(c for _, _, c in kept),
+            tuple(c for c, _, _ in kept),
             top,
-            tuple(s for s, _, _ in kept),
-            tuple(-k for _, k, _ in kept),
+            tuple(sc for _, sc, _ in kept),
+            tuple(k for _, _, k in kept),
         )
     return out
 
