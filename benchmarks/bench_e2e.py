@@ -642,7 +642,10 @@ def _steps(text: str) -> list[int]:
     return steps
 
 
-def promap_benchmark(path: Path) -> Benchmark:
+def read_benchmark(path: Path) -> Benchmark:
+    """A DeepMatcher-format folder, or a ProMap pair CSV (its right records are the catalogue)."""
+    if path.is_dir():
+        return load_benchmark(path)
     # Imported here: the ProMap reader brings torch and the training package along, which a
     # DeepMatcher run (an HTTP client only) does not need to load.
     from benchmarks.bench_promap import e2e_benchmark
@@ -679,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     args = parse_args(argv)
     host = machine()  # before the run: its load average is the one the run started under
-    bench = load_benchmark(args.data) if args.data.is_dir() else promap_benchmark(args.data)
+    bench = read_benchmark(args.data)
     logger.info(
         "%s: %d products, %d offers, %d test pairs",
         bench.name,

@@ -27,8 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_e2e import read_benchmark  # noqa: E402
 from benchmarks.common import RESULTS, write_result  # noqa: E402
-from benchmarks.e2e_metrics import MATCH, REVIEW, Benchmark, OfferResult, evaluate, load_benchmark  # noqa: E402
+from benchmarks.e2e_metrics import MATCH, REVIEW, Benchmark, OfferResult, evaluate  # noqa: E402
 from benchmarks.study_e2e_answers import load_answers  # noqa: E402
 from models.pair_signals import CONFLICT, PairSignals, pair_signals  # noqa: E402
 
@@ -40,14 +41,6 @@ RULES: dict[str, Callable[[PairSignals], bool]] = {
     "colour": lambda s: s.colour == CONFLICT,
     "any": lambda s: CONFLICT in (s.identifier, s.quantity, s.colour),
 }
-
-
-def read_benchmark(path: Path) -> Benchmark:
-    if path.suffix == ".csv":
-        from benchmarks.bench_e2e import promap_benchmark
-
-        return promap_benchmark(path)
-    return load_benchmark(path)
 
 
 def study(bench: Benchmark, answers: Mapping[str, OfferResult]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.bench_e2e import read_benchmark  # noqa: E402
 from benchmarks.common import RESULTS, git_rev  # noqa: E402
 from benchmarks.e2e_metrics import (  # noqa: E402
     MATCH,
@@ -40,7 +41,6 @@ from benchmarks.e2e_metrics import (  # noqa: E402
     Benchmark,
     OfferResult,
     evaluate,
-    load_benchmark,
     redecide,
     restrict,
     reviewer_label,
@@ -216,12 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rerank-depths", default="", help="e.g. 3,5,7,10: score only the blocking's first N")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.data.is_dir():
-        bench = load_benchmark(args.data)
-    else:
-        from benchmarks.bench_promap import e2e_benchmark
-
-        bench = e2e_benchmark(args.data)
+    bench = read_benchmark(args.data)
     out: dict[str, Any] = {"git": git_rev(), "settings": {k: str(v) for k, v in vars(args).items()}, "scorers": {}}
     cuts = own_cuts(args.answers)
     for scorer, results in load_answers(args.answers).items():

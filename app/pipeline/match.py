@@ -126,7 +126,6 @@ class MatchPipeline:
         rerank_s = 0.0
         for query, (ids, cosines) in zip(queries, hits):
             present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in rows]
-            rank = {pid: place for place, (pid, _) in enumerate(present, start=1)}
             started = time.perf_counter()
             scored = self.scorer.score(
                 query.offer,
@@ -145,12 +144,13 @@ class MatchPipeline:
                     price=rows[pid].price,
                     currency=rows[pid].currency,
                     retrieval_score=round(float(cos), 6),
-                    retrieval_rank=rank[pid],
+                    retrieval_rank=place,
                     score=s.score,
                     lexical_score=s.lexical,
                     explanation=s.explanation,
                 )
-                for (pid, cos), s in zip(present, scored)
+                # place: in the blocking's order, before the sort below
+                for place, ((pid, cos), s) in enumerate(zip(present, scored), start=1)
             ]
             candidates.sort(key=lambda c: (-c.score, -c.retrieval_score, c.product_id))
             decision = self.decider.decide(candidates[0].score if candidates else None)
