@@ -74,7 +74,13 @@ IN_DOMAIN_TESTS: dict[str, InDomainTest] = {
 #: Ablations of the recipe, as config overrides: the head with the candidate margin (off by
 #: default: the benchmarks' candidate lists are their labelled pairs, 1-5 per offer, not the
 #: service's top 10) and the head without the pair signals.
-VARIANTS: dict[str, dict[str, Any]] = {"": {}, "margin": {"margin": True}, "no-signals": {"signals": "none"}}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "": {},
+    "margin": {"margin": True},
+    "no-signals": {"signals": "none"},
+    # The same recipe on batches of similar token length: a speed change, judged on transfer.
+    "length-grouping": {"length_grouping": True},
+}
 
 
 @dataclass(frozen=True)

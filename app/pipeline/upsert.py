@@ -120,7 +120,7 @@ def upsert_batch(
         stats.updated += len(ordered) - len(new_ids)
         for ext, existing_id in ordered:
             created = existing_id is None
-            pid = new_ids[ext] if created else existing_id
+            pid = new_ids[ext] if existing_id is None else existing_id
             if ext in vector_by_ext:
                 new_vectors.append((pid, prepared[ext]["text_hash"], vector_by_ext[ext]))
             changed_ids.append(pid)
