@@ -154,7 +154,7 @@ class Services:
         rescorer = self._rescorer()
         if rescorer is not None:
             rescorer.lexicon.open()  # built before /readyz says ready, not in a request
-        pipeline = MatchPipeline(encoder, index, self.factory, scorer, decider, rescorer)
+        pipeline = MatchPipeline(encoder, index, self.factory, scorer, decider, rescorer, self.settings.rerank_depth)
         return Runtime(encoder, index, pipeline)
 
     def _rescorer(self) -> LexicalRescorer | None:
@@ -217,7 +217,7 @@ class Services:
         if wanted == pipeline.decider:
             return False
         logger.info("decider of %s: %s", pipeline.scorer.name, wanted)
-        fresh = MatchPipeline(current.encoder, current.index, self.factory, pipeline.scorer, wanted, pipeline.rescorer)
+        fresh = pipeline.with_decider(wanted)
         self.runtime = Runtime(current.encoder, current.index, fresh)  # one assignment, as for a promotion
         return True
 

@@ -285,7 +285,7 @@ def match_offers(client: httpx.Client, offers: Sequence[Offer], top_k: int, batc
         answers = _ok(res, "match batch")["results"]
         for offer, answer in zip(chunk, answers, strict=True):
             ids = tuple(c["external_id"] for c in answer["candidates"])
-            scores = tuple(float(c["score"]) for c in answer["candidates"])
+            scores = tuple(None if c["score"] is None else float(c["score"]) for c in answer["candidates"])
             ranks = tuple(int(c["retrieval_rank"]) for c in answer["candidates"])
             run.results[offer.key] = OfferResult(answer["decision"], ids, scores[0] if scores else None, scores, ranks)
         run.thresholds, run.model_versions = answers[-1]["thresholds"], answers[-1]["model_versions"]
@@ -517,7 +517,10 @@ def answers_of(results: dict[str, OfferResult]) -> dict[str, Any]:
     return {
         key: [
             r.decision,
-            [[c, round(s, 6), k] for c, s, k in zip(r.candidates, r.scores, r.retrieval_ranks, strict=False)],
+            [
+                [c, None if s is None else round(s, 6), k]
+                for c, s, k in zip(r.candidates, r.scores, r.retrieval_ranks, strict=False)
+            ],
         ]
         for key, r in sorted(results.items())
     }

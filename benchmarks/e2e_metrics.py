@@ -67,7 +67,8 @@ class OfferResult:
     decision: str
     candidates: tuple[str, ...] = ()
     top_score: float | None = None
-    scores: tuple[float, ...] = ()  # every candidate's score, as ``candidates``
+    # every candidate's score, as ``candidates``; None beyond the service's RERANK_DEPTH (unscored)
+    scores: tuple[float | None, ...] = ()
     retrieval_ranks: tuple[int, ...] = ()  # every candidate's place in the blocking list (1 = first)
 
     @property

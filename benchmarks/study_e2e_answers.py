@@ -50,6 +50,10 @@ from benchmarks.e2e_metrics import (  # noqa: E402
 logger = logging.getLogger("study_e2e_answers")
 
 
+def _score(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def load_answers(path: Path) -> dict[str, dict[str, OfferResult]]:
     """Per scorer, per offer key: the saved decision and ranked candidates with their scores (and,
     in files written since session 17, each candidate's place in the blocking list)."""
@@ -60,8 +64,8 @@ def load_answers(path: Path) -> dict[str, dict[str, OfferResult]]:
             key: OfferResult(
                 decision,
                 tuple(str(entry[0]) for entry in ranked),
-                float(ranked[0][1]) if ranked else None,
-                tuple(float(entry[1]) for entry in ranked),
+                _score(ranked[0][1]) if ranked else None,
+                tuple(_score(entry[1]) for entry in ranked),
                 tuple(int(entry[2]) for entry in ranked) if ranked and len(ranked[0]) > 2 else (),
             )
             for key, (decision, ranked) in answers.items()
@@ -166,6 +170,8 @@ def at_rerank_depth(
             raise ValueError("these answers carry no blocking ranks (saved before session 17): rerun bench_e2e.py")
         # The saved order is the service's (score, then cosine, then id): filtering keeps its ties.
         kept = [(c, sc, k) for c, sc, k in zip(r.candidates, r.scores, r.retrieval_ranks, strict=True) if k <= depth]
+        if any(sc is None for _, sc, _ in kept):
+            raise ValueError(f"depth {depth} is deeper than the RERANK_DEPTH these answers were served with")
         top = kept[0][1] if kept else None
         out[key] = OfferResult(
             decider.decide(top),

@@ -242,6 +242,19 @@ def test_whole_run_through_the_service(
         assert sorted(place for _, _, place in ranked) == list(range(1, len(ranked) + 1))
 
 
+@pytest.mark.integration
+def test_a_shallow_rerank_depth_comes_back_unscored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RERANK_DEPTH", "2")
+    out = tmp_path / "e2e.json"
+    data = _write_dozen(tmp_path / "dozen")
+    assert bench_e2e.main(["--data", str(data), "--out", str(out), "--no-default", "--top-k", "4"]) == 0
+    assert json.loads(out.read_text())["service_env"]["RERANK_DEPTH"] == "2"
+    answers = json.loads((tmp_path / "e2e_answers" / "e2e.json").read_text())["zero-shot"]
+    for _, ranked in answers.values():
+        assert [place for _, _, place in ranked[2:]] == [3, 4] and [s for _, s, _ in ranked[2:]] == [None, None]
+        assert None not in [s for _, s, _ in ranked[:2]]
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_trained_matcher_is_registered_promoted_and_compared(tmp_path: Path) -> None:

@@ -70,3 +70,13 @@ def test_rerank_depth_needs_answers_with_blocking_ranks() -> None:
 
     with pytest.raises(ValueError, match="blocking ranks"):
         at_rerank_depth({"a": OfferResult("match", ("p1",), 0.9, (0.9,))}, 5, (0.7, 0.4))
+
+
+def test_rerank_depth_cannot_replay_deeper_than_the_service_scored() -> None:
+    from benchmarks.study_e2e_answers import at_rerank_depth
+
+    # Served with RERANK_DEPTH=1: the second candidate came back unscored.
+    served = {"a": OfferResult("match", ("p1", "x1"), 0.9, (0.9, None), (1, 2))}
+    assert at_rerank_depth(served, 1, (0.7, 0.4)) == {"a": OfferResult("match", ("p1",), 0.9, (0.9,), (1,))}
+    with pytest.raises(ValueError, match="deeper than the RERANK_DEPTH"):
+        at_rerank_depth(served, 2, (0.7, 0.4))

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     scorer: Literal["default", "zero-shot"] = "default"
     default_matcher: Path | None = SHIPPED_DEFAULT_MATCHER
 
+    # The scorer reads only blocking's first RERANK_DEPTH candidates (0: all top_k of them); the
+    # others are returned after them in blocking order with a null score. Replayed on saved answers
+    # (docs/benchmarks.md, "How deep must the reranker look?"), depth 5 of 10 cost at most 0.5 F1.
+    rerank_depth: int = Field(default=0, ge=0, le=100)
+
     # Zero-shot scorer: cosine blended with a rapidfuzz lexical score.
     lexical_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     match_threshold: float = Field(default=0.85, ge=0.0, le=1.0)

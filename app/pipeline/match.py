@@ -6,6 +6,7 @@ without touching retrieval or the decision rule.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ class Candidate:
     currency: str | None
     retrieval_score: float
     retrieval_rank: int  # 1-based place in the blocking stage's list, before the scorer reorders it
-    score: float
+    score: float | None  # None: beyond the rerank depth, the scorer never read it
     lexical_score: float | None = None
     explanation: list[dict[str, Any]] | None = None
 
@@ -72,7 +73,10 @@ class MatchPipeline:
         scorer: Scorer,
         decider: Decider,
         rescorer: LexicalRescorer | None = None,
+        rerank_depth: int = 0,
     ) -> None:
+        if rerank_depth < 0:
+            raise ValueError(f"rerank_depth must be >= 0 (0 scores every candidate), got {rerank_depth}")
         self.encoder = encoder
         self.index = index
         self.factory = factory
@@ -80,6 +84,16 @@ class MatchPipeline:
         self.decider = decider
         # Hybrid blocking: BM25 re-scores a deeper dense pool before the cut to k (None = dense only).
         self.rescorer = rescorer
+        # Only blocking's first rerank_depth candidates are scored (0: all of them); the rest follow
+        # in blocking order, unscored. The scorer is the request's largest cost, and the right
+        # product is rarely deep in the list (docs/benchmarks.md, "How deep must the reranker look?").
+        self.rerank_depth = rerank_depth
+
+    def with_decider(self, decider: Decider) -> MatchPipeline:
+        """The same pipeline deciding with other thresholds."""
+        return type(self)(
+            self.encoder, self.index, self.factory, self.scorer, decider, self.rescorer, self.rerank_depth
+        )
 
     def model_versions(self) -> dict[str, str]:
         versions = {"encoder": self.encoder.model_id, "scorer": self.scorer.name}
@@ -126,33 +140,26 @@ class MatchPipeline:
         rerank_s = 0.0
         for query, (ids, cosines) in zip(queries, hits):
             present = [(pid, cos) for pid, cos in zip(ids, cosines) if pid in rows]
+            depth = self.rerank_depth or len(present)
+            head, tail = present[:depth], present[depth:]
             started = time.perf_counter()
             scored = self.scorer.score(
                 query.offer,
-                [product_mapping(rows[pid]) for pid, _ in present],
-                [c for _, c in present],
+                [product_mapping(rows[pid]) for pid, _ in head],
+                [c for _, c in head],
                 query.explain,
             )
             rerank_s += time.perf_counter() - started
+            # place: in the blocking's order, before the sort below
             candidates = [
-                Candidate(
-                    product_id=pid,
-                    external_id=rows[pid].external_id,
-                    title=rows[pid].title,
-                    brand=rows[pid].brand,
-                    category=rows[pid].category,
-                    price=rows[pid].price,
-                    currency=rows[pid].currency,
-                    retrieval_score=round(float(cos), 6),
-                    retrieval_rank=place,
-                    score=s.score,
-                    lexical_score=s.lexical,
-                    explanation=s.explanation,
-                )
-                # place: in the blocking's order, before the sort below
-                for place, ((pid, cos), s) in enumerate(zip(present, scored), start=1)
+                _candidate(rows[pid], cos, place, s.score, s.lexical, s.explanation)
+                for place, ((pid, cos), s) in enumerate(zip(head, scored), start=1)
             ]
-            candidates.sort(key=lambda c: (-c.score, -c.retrieval_score, c.product_id))
+            candidates.sort(key=_score_order)
+            candidates += [
+                _candidate(rows[pid], cos, place, None, None, None)
+                for place, (pid, cos) in enumerate(tail, start=len(head) + 1)
+            ]
             decision = self.decider.decide(candidates[0].score if candidates else None)
             results.append(MatchResult(decision, candidates, version, self.model_versions()))
         t4 = time.perf_counter()
@@ -173,6 +180,34 @@ class MatchPipeline:
             return {}
         with self.factory() as session:
             return repo.products_by_ids(session, ids)
+
+
+def _score_order(c: Candidate) -> tuple[float, float, int]:
+    return (-c.score if c.score is not None else math.inf, -c.retrieval_score, c.product_id)
+
+
+def _candidate(
+    row: Product,
+    cosine: float,
+    place: int,
+    score: float | None,
+    lexical: float | None,
+    explanation: list[dict[str, Any]] | None,
+) -> Candidate:
+    return Candidate(
+        product_id=row.id,
+        external_id=row.external_id,
+        title=row.title,
+        brand=row.brand,
+        category=row.category,
+        price=row.price,
+        currency=row.currency,
+        retrieval_score=round(float(cosine), 6),
+        retrieval_rank=place,
+        score=score,
+        lexical_score=lexical,
+        explanation=explanation,
+    )
 
 
 def queue_reviews(

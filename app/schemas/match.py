@@ -58,7 +58,12 @@ class CandidateOut(BaseModel):
     category: str | None = None
     price: float | None = None
     currency: str | None = None
-    score: float = Field(description="the scorer's score; the decision compares it with the thresholds")
+    score: float | None = Field(
+        description=(
+            "the scorer's score; the decision compares the first candidate's with the thresholds. "
+            "null for a candidate beyond RERANK_DEPTH, which the scorer did not read"
+        )
+    )
     retrieval_score: float = Field(description="cosine similarity from the blocking stage")
     retrieval_rank: int = Field(
         description="1-based place in the blocking stage's candidate list, before the scorer reordered it"

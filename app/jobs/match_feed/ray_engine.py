@@ -159,7 +159,8 @@ class Searcher:
         scorer, decider = serving_scorer(settings, factory, model_id)
         self.encoder = _Precomputed(model_id)
         # Duck-typed stand-ins for what MatchPipeline reads: the encoder's precomputed vectors, the index.
-        self.pipeline = FeedPipeline(self.encoder, _FrozenIndex(index), factory, scorer, decider)  # type: ignore[arg-type]  # see above
+        stand_ins = (self.encoder, _FrozenIndex(index))
+        self.pipeline = FeedPipeline(*stand_ins, factory, scorer, decider, rerank_depth=settings.rerank_depth)  # type: ignore[arg-type]
         self.k, self.brand, self.category = k, brand, category
 
     def __call__(self, batch: Batch) -> Batch:

@@ -101,7 +101,7 @@ def pipeline_for(ctx: JobContext) -> MatchPipeline:
         else:
             index.catch_up()
     scorer, decider = serving_scorer(settings, ctx.factory, encoder.model_id)
-    return FeedPipeline(encoder, index, ctx.factory, scorer, decider)
+    return FeedPipeline(encoder, index, ctx.factory, scorer, decider, rerank_depth=settings.rerank_depth)
 
 
 # -- the job -------------------------------------------------------------------------------

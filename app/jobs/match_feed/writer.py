@@ -22,7 +22,8 @@ from app.pipeline.scoring import MATCH
 RESULT_COLUMNS = ("row", "offer_id", "decision", "match_id", "top_score", "candidate_ids", "candidate_scores")
 MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
-ResultRow = tuple[int, str, str, str | None, float | None, list[str], list[float]]
+# A candidate's score is None beyond the pipeline's rerank depth.
+ResultRow = tuple[int, str, str, str | None, float | None, list[str], list[float | None]]
 
 
 def result_row(number: int, offer_id: str, result: MatchResult) -> ResultRow:
