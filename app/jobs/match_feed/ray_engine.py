@@ -159,8 +159,14 @@ class Searcher:
         scorer, decider = serving_scorer(settings, factory, model_id)
         self.encoder = _Precomputed(model_id)
         # Duck-typed stand-ins for what MatchPipeline reads: the encoder's precomputed vectors, the index.
-        stand_ins = (self.encoder, _FrozenIndex(index))
-        self.pipeline = FeedPipeline(*stand_ins, factory, scorer, decider, rerank_depth=settings.rerank_depth)  # type: ignore[arg-type]
+        self.pipeline = FeedPipeline(
+            self.encoder,  # type: ignore[arg-type]  # a stand-in, see above
+            _FrozenIndex(index),  # type: ignore[arg-type]  # a stand-in, see above
+            factory,
+            scorer,
+            decider,
+            rerank_depth=settings.rerank_depth,
+        )
         self.k, self.brand, self.category = k, brand, category
 
     def __call__(self, batch: Batch) -> Batch:
