@@ -78,8 +78,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "": {},
     "margin": {"margin": True},
     "no-signals": {"signals": "none"},
-    # The same recipe on batches of similar token length: a speed change, judged on transfer.
+    # Batch composition, named explicitly: grouped by token length (the recipe's default since
+    # session 18; rows before it were random batches) or random.
     "length-grouping": {"length_grouping": True},
+    "random-batches": {"length_grouping": False},
 }
 
 

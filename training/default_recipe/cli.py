@@ -77,7 +77,7 @@ def add_train_default(train_sub: argparse._SubParsersAction) -> argparse.Argumen
         "--length-grouping",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="batches of similar token length (less padding; off by default until measured leave-one-out)",
+        help="batches of similar token length (less padding; on by default, --no-length-grouping for random batches)",
     )
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
