@@ -154,7 +154,9 @@ class Services:
         rescorer = self._rescorer()
         if rescorer is not None:
             rescorer.lexicon.open()  # built before /readyz says ready, not in a request
-        pipeline = MatchPipeline(encoder, index, self.factory, scorer, decider, rescorer, self.settings.rerank_depth)
+        pipeline = MatchPipeline(
+            encoder, index, self.factory, scorer, decider, rescorer, rerank_depth=self.settings.rerank_depth
+        )
         return Runtime(encoder, index, pipeline)
 
     def _rescorer(self) -> LexicalRescorer | None:

@@ -81,7 +81,9 @@ def lea_pipeline(services, folder: Path, quantize: str = "none", hybrid: bool = 
     base = services.pipeline
     scorer = CrossEncoderScorer("lea", str(folder), quantize=quantize)
     rescorer = base.rescorer if hybrid else None
-    return MatchPipeline(base.encoder, base.index, base.factory, scorer, base.decider, rescorer, base.rerank_depth)
+    return MatchPipeline(
+        base.encoder, base.index, base.factory, scorer, base.decider, rescorer, rerank_depth=base.rerank_depth
+    )
 
 
 def plain_pipeline(matcher: Path, vectors: np.ndarray, titles: list[str], max_length: int):  # type: ignore[no-untyped-def]

@@ -73,7 +73,8 @@ class MatchPipeline:
         scorer: Scorer,
         decider: Decider,
         rescorer: LexicalRescorer | None = None,
-        rerank_depth: int = 0,
+        *,
+        rerank_depth: int,  # no default: a pipeline built from settings must not drop RERANK_DEPTH
     ) -> None:
         if rerank_depth < 0:
             raise ValueError(f"rerank_depth must be >= 0 (0 scores every candidate), got {rerank_depth}")
@@ -92,7 +93,7 @@ class MatchPipeline:
     def with_decider(self, decider: Decider) -> MatchPipeline:
         """The same pipeline deciding with other thresholds."""
         return type(self)(
-            self.encoder, self.index, self.factory, self.scorer, decider, self.rescorer, self.rerank_depth
+            self.encoder, self.index, self.factory, self.scorer, decider, self.rescorer, rerank_depth=self.rerank_depth
         )
 
     def model_versions(self) -> dict[str, str]:
