@@ -107,8 +107,10 @@ def save_default_matcher(
     data: RecipeData,
     bi_encoder: BiEncoder | None,
     train_seconds: float,
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the folder; returns the run summary (also the manifest's metrics)."""
+    """Write the folder; returns the run summary (also the manifest's metrics). ``init``: the
+    release the cross-encoder started from (:func:`training.default_recipe.train.start_from_release`)."""
     out.mkdir(parents=True, exist_ok=True)
     _save_bf16(model, out)
     calibration = _calibration(valid_logits, valid_labels, config.fields, data.max_length)
@@ -159,6 +161,7 @@ def save_default_matcher(
         "valid_per_source": {k: int(sum(1 for s in valid_sources if s == k)) for k in sorted(set(valid_sources))},
         "git_commit": git_commit(),
         "config": config.to_dict(),
+        "init": init,
     }
     manifest = Manifest(kind=MATCHER_KIND, backbone=settings["backbone"], training_data_sha256=fingerprint,
                         settings=settings, metrics=metrics)  # fmt: skip

@@ -53,6 +53,14 @@ def add_train_default(train_sub: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--max-length", type=positive_int, default=None, help="default: from the token lengths")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
+        "--init",
+        default=None,
+        metavar="DIR",
+        help="start from this default-matcher folder's cross-encoder (e.g. artefacts/default-matcher) "
+        "instead of the pretrained backbone",
+    )
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-5)")
+    p.add_argument(
         "--signals",
         choices=SIGNAL_SETS,
         default=None,
@@ -148,6 +156,8 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         valid_per_source=args.valid_per_source,
         max_length=args.max_length,
         seed=args.seed,
+        init=args.init,
+        lr=args.lr,
         signals=args.signals,
         margin=args.margin,
         select_epoch=args.select_epoch,

@@ -190,6 +190,9 @@ class RecipeConfig:
     backbone: str = "minilm"
     bi_encoder: str = "minilm"
     tiny_config: dict[str, Any] | None = None
+    # A default-matcher folder (a release) whose cross-encoder starts the training instead of the
+    # pretrained backbone: more epochs on top of a shipped release without repeating its own.
+    init: str | None = None
     batch_size: int = 32
     # Batches of similar token length (training/length_grouping.py): 28 % of the tokens were
     # padding with random batches. Held out Abt-Buy, it transferred as well as random batches
@@ -235,6 +238,8 @@ class RecipeConfig:
             raise ValueError("ranked_offers must be >= 0, ranked_k >= 1 and ranked_absent_share in [0, 1)")
         if self.head_fit != "pairs" and self.ranked_offers == 0:
             raise ValueError(f"head_fit={self.head_fit!r} needs ranked lists (ranked_offers > 0)")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         if "title" not in self.fields:
             raise ValueError("fields must include title")
         known = {s.name for s in self.sources}

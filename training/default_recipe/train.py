@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
+from models.artefacts import MATCHER_KIND, fingerprint, read_manifest
 from models.backbones import backbone_path
 from models.bi_encoder import BiEncoder
 from models.calibration import threshold_for_best_f1
@@ -175,6 +176,30 @@ def _validate(
     }, logits
 
 
+def start_from_release(model: LeaCrossEncoder, folder: str | Path) -> dict[str, Any]:
+    """Copy the cross-encoder of a trained default-matcher folder into ``model``.
+
+    Returns the folder, its manifest's ``created_at`` and the SHA-256 of its weight files, which
+    name the starting point in the checkpoint key and the new manifest (the folder itself may
+    be overwritten by the release trained from it). The folder must hold a matcher of the same architecture (LEA or not,
+    same backbone shapes): ``load_state_dict`` is strict.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest.kind != MATCHER_KIND:
+        raise ValueError(f"--init {folder} holds a {manifest.kind!r} model, not a {MATCHER_KIND!r}")
+    start = LeaCrossEncoder.load(folder)
+    if (start.lex is None) != (model.lex is None):
+        raise ValueError(f"--init {folder}: its cross-encoder and the recipe's arch differ in the LEA bias")
+    model.load_state_dict(start.state_dict(), strict=True)
+    weights = sorted(folder.glob("*.safetensors"))
+    return {
+        "path": str(folder),
+        "created_at": manifest.created_at,
+        "weights_sha256": fingerprint(*(p.read_bytes() for p in weights)),
+    }
+
+
 def _round_to_bf16(model: LeaCrossEncoder) -> None:
     """Round the transformer's weights to bf16 in place (kept fp32): what the folder will hold."""
     with torch.no_grad():
@@ -218,6 +243,9 @@ def train_default(
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.backbone, data.max_length, cfg.tiny_config)
+    init = start_from_release(model, cfg.init) if cfg.init is not None else None
+    if init is not None:
+        logger.info("starting from the cross-encoder of %s (weights %s)", cfg.init, init["weights_sha256"][:12])
     model.precision = precision
     valid_enc = model.collator.encode(_texts(data.valid, cfg.fields))
     steps_per_epoch = math.ceil(data.mixture.pairs_per_epoch / cfg.batch_size)
@@ -231,6 +259,7 @@ def train_default(
         "precision": precision,
         "data": {s.name: s.fingerprint for s in data.sources},
         "mined": data.mined,
+        "init": None if init is None else init["weights_sha256"],
     }
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"f1": -1.0, "epoch": 0, "state": None}
@@ -282,7 +311,7 @@ def train_default(
         kept_epoch = int(best["epoch"])
     _round_to_bf16(model)
     summary = _finish(out, model, encoder, encoder_given, data, cfg, precision, history, kept_epoch,
-                      (signal_name, signal_fn, signal_names), time.perf_counter() - started)  # fmt: skip
+                      (signal_name, signal_fn, signal_names), time.perf_counter() - started, init)  # fmt: skip
     remove_checkpoint(work)
     return summary
 
@@ -422,6 +451,7 @@ def _finish(
     kept_epoch: int,
     signal_set_: tuple[str, SignalFn | None, tuple[str, ...]],
     elapsed: float,
+    init: dict[str, Any] | None,
 ) -> dict[str, Any]:
     model.eval()
     labels = np.asarray([p.label for p in data.valid])
@@ -442,6 +472,7 @@ def _finish(
         data=data,
         bi_encoder=encoder if encoder_given else None,
         train_seconds=elapsed,
+        init=init,
     )
 
 
