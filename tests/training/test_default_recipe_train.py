@@ -4,6 +4,7 @@ loads and scores, weights are bf16, an interrupted run resumes to the same model
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from safetensors import safe_open
 
 from app.cli import build_parser
+from models.artefacts import ManifestError
 from models.bi_encoder import BiEncoder
 from models.default_matcher import MODEL_CARD, load_default_matcher
 from models.match_head import HEAD_FILE
@@ -140,6 +142,45 @@ def test_length_grouping_pads_less_on_the_same_pairs(
     assert load_default_matcher(tmp_path / "random").threshold > 0.0
 
 
+def test_init_starts_from_a_trained_release(trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    root, release, _ = trained
+    # A learning rate far below bf16's resolution: the saved weights are the starting ones.
+    still = tmp_path / "still"
+    _ = train_default(still, tiny_config(epochs=1, lr=1e-12, init=str(release)), data_root=root,
+                      bi_encoder=_encoder(), progress=False)  # fmt: skip
+    fresh = tmp_path / "fresh"
+    _ = train_default(fresh, tiny_config(epochs=1, lr=1e-12), data_root=root, bi_encoder=_encoder(), progress=False)
+    with (
+        safe_open(str(still / "model.safetensors"), "pt") as a,
+        safe_open(str(release / "model.safetensors"), "pt") as b,
+        safe_open(str(fresh / "model.safetensors"), "pt") as c,
+    ):
+        keys = list(a.keys())
+        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in keys)
+        assert not all(torch.equal(c.get_tensor(k), b.get_tensor(k)) for k in keys)
+    init = json.loads((still / "manifest.json").read_text())["settings"]["init"]
+    assert init["path"] == str(release) and len(init["weights_sha256"]) == 64
+    assert json.loads((fresh / "manifest.json").read_text())["settings"]["init"] is None
+
+
+def test_init_refuses_a_folder_that_is_not_a_matcher(
+    trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    root, release, _ = trained
+    with pytest.raises(ManifestError):
+        train_default(tmp_path / "m", tiny_config(epochs=1, init=str(tmp_path)), data_root=root,
+                      bi_encoder=_encoder(), progress=False)  # fmt: skip
+    other = tmp_path / "blocker"
+    shutil.copytree(release, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "kind": "blocker"}))
+    with pytest.raises(ValueError, match="not a 'matcher'"):
+        train_default(tmp_path / "m", tiny_config(epochs=1, init=str(other)), data_root=root,
+                      bi_encoder=_encoder(), progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        tiny_config(lr=0.0)
+
+
 def test_loo_config_and_cli_wiring() -> None:
     cfg = loo_config("wdc-products")
     assert {"wdc-products", "wdc-block-small"} <= cfg.excluded()
@@ -149,6 +190,9 @@ def test_loo_config_and_cli_wiring() -> None:
     assert args.length_grouping is None  # the config's default decides
     grouped = build_parser().parse_args(["train", "default", "--out", "x", "--length-grouping"])
     assert grouped.length_grouping is True
+    warm = build_parser().parse_args(["train", "default", "--out", "x", "--init", "artefacts/default-matcher",
+                                      "--lr", "3e-5"])  # fmt: skip
+    assert warm.init == "artefacts/default-matcher" and warm.lr == 3e-5
 
 
 def test_excluded_source_is_not_trained_on(trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
