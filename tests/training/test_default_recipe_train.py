@@ -160,6 +160,8 @@ def test_init_starts_from_a_trained_release(trained: tuple[Path, Path, dict[str,
         assert not all(torch.equal(c.get_tensor(k), b.get_tensor(k)) for k in keys)
     init = json.loads((still / "manifest.json").read_text())["settings"]["init"]
     assert init["path"] == str(release) and len(init["weights_sha256"]) == 64
+    assert "Started from the cross-encoder of" in (still / MODEL_CARD).read_text()
+    assert "Started from" not in (fresh / MODEL_CARD).read_text()
     assert json.loads((fresh / "manifest.json").read_text())["settings"]["init"] is None
 
 

@@ -63,6 +63,7 @@ def model_card(manifest: Manifest) -> str:
         f"- Head: logistic regression on {s.get('valid_pairs')} pooled validation pairs, sources weighted equally; "
         f"thresholds from {pooled.get('folds')}-fold cross-fitted probabilities.",
         f"- Code: commit `{s.get('git_commit')}`; training took {float(m.get('train_seconds', 0)) / 60:.0f} min.",
+        *_init_line(s.get("init")),
         "",
         "## Validation (pooled, per-source balanced; in-domain, not a transfer estimate)",
         "",
@@ -92,6 +93,16 @@ def model_card(manifest: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _init_line(init: dict[str, Any] | None) -> list[str]:
+    """The release a continued run started from (``--init``): these epochs come on top of its own."""
+    if not init:
+        return []
+    return [
+        f"- Started from the cross-encoder of `{init.get('path')}` (created {init.get('created_at')}, weights "
+        f"SHA-256 `{str(init.get('weights_sha256'))[:16]}…`): the epochs above come on top of that release's own."
+    ]
 
 
 def _top1_section(top1: dict[str, Any] | None) -> list[str]:
