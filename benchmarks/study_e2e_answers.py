@@ -5,6 +5,11 @@
   every calibration; the ranking does not depend on the cut).
 * **rerank depth**: what the scorer would have decided had it scored only the blocking's first
   N candidates (a cheaper rerank), from the saved scores and blocking ranks.
+* **unsupervised cut**: can a catalogue's match cut adapt to it with no labels at all? From the
+  top-1 scores of its own offers alone, the cut with the best *expected* F1, the chance that a
+  top candidate is right taken either as its score (the head's calibration, "plug-in") or as the
+  posterior of the higher of a two-component beta mixture fitted to those scores ("mixture",
+  :class:`training.noise.bmm.BetaMixture`); reported beside the served cut's F1.
 * **audit study**: would an audit sample of automatic matches help the per-catalogue refit?
   A reviewer labels the review items in queue order plus a deterministic share of the ``match``
   decisions (hash of the offer), the thresholds are refitted on those labels, either as the
@@ -204,6 +209,43 @@ def rerank_depth_study(
     return rows
 
 
+def expected_f1_cut(scores: np.ndarray, p_right: np.ndarray) -> float | None:
+    """The cut on ``scores`` with the best F1 if each top candidate is right with ``p_right``."""
+    best: tuple[float, float] | None = None
+    for cut in np.unique(scores):
+        accepted = scores >= cut
+        tp, fp, fn = p_right[accepted].sum(), (1.0 - p_right[accepted]).sum(), p_right[~accepted].sum()
+        f1 = float(2 * tp / (2 * tp + fp + fn)) if tp > 0 else 0.0
+        if best is None or f1 > best[1]:
+            best = (float(cut), f1)
+    return None if best is None else best[0]
+
+
+def unsupervised_cut_study(
+    results: Mapping[str, OfferResult], bench: Benchmark, cuts: tuple[float, float]
+) -> dict[str, Any]:
+    """F1 at the served cut and at the two label-free expected-F1 cuts (review cut kept below)."""
+    from training.noise.bmm import BetaMixture
+
+    scores = np.asarray([r.top_score for r in results.values() if r.top_score is not None], dtype=np.float64)
+    mixture = BetaMixture(iterations=50).fit(scores)
+    right = int(np.argmax(mixture.means()))
+    chosen = {
+        "served": cuts[0],
+        "plug-in": expected_f1_cut(scores, scores),
+        "mixture": expected_f1_cut(scores, mixture.posterior(scores, component=right)),
+    }
+    out: dict[str, Any] = {"beta_mixture": {**mixture.to_dict(), "right_component": right}}
+    for name, cut in chosen.items():
+        if cut is None:
+            out[name] = {"cut": None}
+            continue
+        m = evaluate(redecide(results, cut, min(cut, cuts[1])), bench.pairs, bench.known)
+        out[name] = {"cut": cut, "f1": m["pairwise"]["f1"], "precision": m["pairwise"]["precision"],
+                     "recall": m["pairwise"]["recall"]}  # fmt: skip
+    return out
+
+
 def own_cuts(answers: Path) -> dict[str, tuple[float, float]]:
     """Each scorer's (match, review) cuts, from the result file beside the answers file."""
     result = json.loads((answers.parent.parent / answers.name).read_text(encoding="utf-8"))
@@ -219,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shares", default="0,0.1,0.2,0.3")
     p.add_argument("--steps", default="25,50,100")
     p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--unsupervised-cut", action="store_true", help="label-free per-catalogue cuts too")
     p.add_argument("--rerank-depths", default="", help="e.g. 3,5,7,10: score only the blocking's first N")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -237,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.info("%s audit %.1f, %d labels, %s: F1 %.3f -> %.3f (cut %.3f)", scorer,
                             row["audit_share"], row["labels"], row["refit"], row["f1_before"], row["f1_after"],
                             row["match_cut"])  # fmt: skip
+        if args.unsupervised_cut:
+            entry["unsupervised_cut"] = unsupervised_cut_study(results, bench, cuts[scorer])
+            for name in ("served", "plug-in", "mixture"):
+                row = entry["unsupervised_cut"][name]
+                logger.info("%s %s cut %s: F1 %s", scorer, name, row["cut"], row.get("f1"))
         if args.rerank_depths:
             depths = [int(d) for d in args.rerank_depths.split(",")]
             entry["rerank_depth"] = rerank_depth_study(results, bench, cuts[scorer], depths)

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from benchmarks.e2e_metrics import Benchmark, OfferResult
-from benchmarks.study_e2e_answers import _best_f1_cut, audit_study, oracle_cut
+from benchmarks.study_e2e_answers import (
+    _best_f1_cut,
+    audit_study,
+    expected_f1_cut,
+    oracle_cut,
+    unsupervised_cut_study,
+)
 
 
 def _bench() -> Benchmark:
@@ -30,6 +36,31 @@ def test_best_f1_cut_weighs_the_labels() -> None:
     scores, labels = np.array([0.9, 0.6, 0.3]), np.array([1.0, 0.0, 1.0])
     assert _best_f1_cut(scores, labels, np.ones(3)) == pytest.approx(0.3)
     assert _best_f1_cut(scores, labels, np.array([1.0, 10.0, 1.0])) == pytest.approx(0.9)  # a heavy false match
+
+
+def test_expected_f1_cut_reads_the_chance_each_top_candidate_is_right() -> None:
+    scores = np.array([0.9, 0.8, 0.3, 0.2])
+    # Sure of the two high ones, sure the low ones are wrong: the cut keeps exactly the high ones.
+    assert expected_f1_cut(scores, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(0.8)
+    # When the low ones are as likely right as the high ones, accepting everything is best.
+    assert expected_f1_cut(scores, np.full(4, 0.9)) == pytest.approx(0.2)
+    assert expected_f1_cut(np.zeros(0), np.zeros(0)) is None
+
+
+def test_unsupervised_cut_study_reports_each_label_free_cut_beside_the_served_one() -> None:
+    results = {
+        "a": OfferResult("match", ("p1",), 0.95, (0.95,)),
+        "b": OfferResult("no_match", ("p2",), 0.1, (0.1,)),
+        "c": OfferResult("match", ("p3",), 0.9, (0.9,)),
+        "d": OfferResult("no_match", ("p4",), 0.05, (0.05,)),
+    }
+    study = unsupervised_cut_study(results, _bench(), (0.5, 0.2))
+    assert study["served"]["cut"] == 0.5 and study["served"]["f1"] == pytest.approx(1.0)
+    for name in ("plug-in", "mixture"):
+        assert 0.05 <= study[name]["cut"] <= 0.95 and 0.0 <= study[name]["f1"] <= 1.0
+    assert study["plug-in"]["f1"] == pytest.approx(1.0)  # calibrated scores this far apart cut between them
+    fitted = study["beta_mixture"]
+    assert fitted["means"][fitted["right_component"]] == max(fitted["means"])  # "right" is the upper component
 
 
 def test_audit_study_labels_review_items_then_refits() -> None:
