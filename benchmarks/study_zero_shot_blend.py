@@ -65,11 +65,12 @@ def loo_sets(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray
 
 def promap_sets(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     raw = json.loads(path.read_text(encoding="utf-8"))
-    return {
-        f"promap:{name}": (np.asarray(s["default"]), np.asarray(s["zero_shot"]), np.asarray(s["label"]))
-        for name, sets in raw.items()
-        for s in [sets["specification"]]
-    }
+    out = {}
+    for name, by_serialisation in raw.items():
+        scores = by_serialisation["specification"]
+        out[f"promap:{name}"] = (np.asarray(scores["default"]), np.asarray(scores["zero_shot"]),
+                                 np.asarray(scores["label"]))  # fmt: skip
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from models.artefacts import MATCHER_KIND, fingerprint, read_manifest
+from models.artefacts import fingerprint
 from models.backbones import backbone_path
 from models.bi_encoder import BiEncoder
 from models.calibration import threshold_for_best_f1
@@ -50,6 +50,7 @@ from models.match_head import (
     signal_rows,
     signal_set,
 )
+from models.matcher_io import load_matcher
 from models.precision import autocast, default_threads, resolve_precision
 from models.product_text import embed_text, serialize_product
 from training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
@@ -180,15 +181,13 @@ def start_from_release(model: LeaCrossEncoder, folder: str | Path) -> dict[str, 
     """Copy the cross-encoder of a trained default-matcher folder into ``model``.
 
     Returns the folder, its manifest's ``created_at`` and the SHA-256 of its weight files, which
-    name the starting point in the checkpoint key and the new manifest (the folder itself may
-    be overwritten by the release trained from it). The folder must hold a matcher of the same architecture (LEA or not,
-    same backbone shapes): ``load_state_dict`` is strict.
+    name the starting point in the checkpoint key and the new manifest (the folder itself may be
+    overwritten by the release trained from it). The folder is read as the service reads a
+    matcher (:func:`models.matcher_io.load_matcher`: manifest kind, no pickles) and must hold the
+    same architecture: ``load_state_dict`` is strict.
     """
     folder = Path(folder)
-    manifest = read_manifest(folder)
-    if manifest.kind != MATCHER_KIND:
-        raise ValueError(f"--init {folder} holds a {manifest.kind!r} model, not a {MATCHER_KIND!r}")
-    start = LeaCrossEncoder.load(folder)
+    start, _, _, manifest = load_matcher(folder)
     if (start.lex is None) != (model.lex is None):
         raise ValueError(f"--init {folder}: its cross-encoder and the recipe's arch differ in the LEA bias")
     model.load_state_dict(start.state_dict(), strict=True)
