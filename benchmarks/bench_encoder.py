@@ -11,7 +11,8 @@
    same weights and max length, our encoder (length-bucketed batches) in fp32, in bf16
    (autocast; the ``PRECISION=bf16`` serving path) and in int8 (dynamic per-channel int8 Linear
    layers). Reports products/s, the ratio to sentence-transformers and to our fp32, and the share
-   of the fp32 and the bf16 matmul ceilings reached.
+   of the fp32 and the bf16 matmul ceilings reached. ``--whole-bf16`` adds a candidate that is
+   not served: the whole backbone in bf16 (its vectors differ from the served bf16 ones).
 4. Recall@1/5/20 of the zero-shot blocker on Abt-Buy and Amazon-Google (test queries against
    the whole right table, title-only serving text, max length 64) in fp32, bf16 and int8.
 5. With ``--cross-encoder DIR`` (a folder from ``productmatch train matcher``): the same for the
@@ -75,12 +76,12 @@ def timed(fn, texts: list[str]) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t
 
 
-def speed(texts: list[str], max_length: int, repeats: int, batch_size: int) -> dict[str, Any]:
+def speed(texts: list[str], max_length: int, repeats: int, batch_size: int, whole_bf16: bool = False) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     from models.backbones import minilm_path
 
-    models = bi_encoders(max_length)
+    models = bi_encoders(max_length, whole_bf16)
     fp32 = models["fp32"]
     st = SentenceTransformer(str(minilm_path()), device="cpu")
     st.max_seq_length = max_length
@@ -112,20 +113,31 @@ def speed(texts: list[str], max_length: int, repeats: int, batch_size: int) -> d
     }
 
 
-def bi_encoders(max_length: int) -> dict[str, Any]:
-    """The packaged MiniLM in each serving precision, as the service applies it."""
+def bi_encoders(max_length: int, whole_bf16: bool = False) -> dict[str, Any]:
+    """The packaged MiniLM in each serving precision, as the service applies it; with
+    ``whole_bf16`` also a candidate that is not served: the whole backbone in bf16 (LayerNorms,
+    embeddings and residual stream too), whose vectors differ from the served ``+bf16`` ones, so
+    serving it would need a new vector tag and a re-embed."""
+    from torch import nn
+
     from models.bi_encoder import BiEncoder
     from models.serving_precision import serve_bi_encoder
 
-    return {p: serve_bi_encoder(BiEncoder.from_pretrained("minilm", max_length=max_length), p) for p in PRECISIONS}
+    out = {p: serve_bi_encoder(BiEncoder.from_pretrained("minilm", max_length=max_length), p) for p in PRECISIONS}
+    if whole_bf16:
+        whole = BiEncoder.from_pretrained("minilm", max_length=max_length)
+        whole.precision = "bf16"
+        nn.Module.to(whole.backbone, torch.bfloat16)
+        out["bf16-whole"] = whole
+    return out
 
 
-def recall(max_length: int, datasets: list[str]) -> dict[str, Any]:
+def recall(max_length: int, datasets: list[str], whole_bf16: bool = False) -> dict[str, Any]:
     from training.blocking_tasks import build_blocking_task
     from training.data.readers import data_root, load_dataset
     from training.evaluate import recall_from_embeddings
 
-    models = bi_encoders(max_length)
+    models = bi_encoders(max_length, whole_bf16)
     out: dict[str, Any] = {}
     for name in datasets:
         dataset = load_dataset(data_root() / name, "deepmatcher")
@@ -235,6 +247,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--datasets", default="abt-buy,amazon-google", help="recall check ('' to skip)")
+    p.add_argument(
+        "--whole-bf16", action="store_true", help="also time and recall-check a bi-encoder wholly in bf16 (not served)"
+    )
     p.add_argument("--skip-bi-encoder", action="store_true", help="only the cross-encoder part")
     p.add_argument("--cross-encoder", default=None, metavar="DIR", help="matcher folder: also bench the reranker")
     p.add_argument("--pairs-dataset", default="abt-buy", help="deepmatcher folder whose test pairs it scores")
@@ -253,11 +268,11 @@ def main() -> None:
         "cpu_bf16_flags": list(cpu_bf16_flags()),
     }
     if not args.skip_bi_encoder:
-        result["speed"] = s = speed(texts, args.max_length, args.repeats, args.batch_size)
+        result["speed"] = s = speed(texts, args.max_length, args.repeats, args.batch_size, args.whole_bf16)
         _add_ratios(s, s.pop("_per_text_flops"), peaks, "texts_per_s")
         datasets = [d for d in args.datasets.split(",") if d]
         if datasets:
-            result["recall"] = recall(args.max_length, datasets)
+            result["recall"] = recall(args.max_length, datasets, args.whole_bf16)
     if args.cross_encoder:
         result["cross_encoder"] = c = cross_encoder(
             args.cross_encoder, args.pairs_dataset, args.pairs, args.repeats, args.batch_size
