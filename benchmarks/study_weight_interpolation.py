@@ -44,10 +44,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.bench_default_loo import pct  # noqa: E402
-from benchmarks.bench_promap import read_promap_file  # noqa: E402
+from benchmarks.bench_promap import read_promap  # noqa: E402
 from benchmarks.common import machine, write_result  # noqa: E402
 from models.default_matcher import DefaultMatcher, load_default_matcher  # noqa: E402
-from training.default_recipe.loo import load_target_test  # noqa: E402
+from training.default_recipe.loo import load_target_test, score_default_matcher  # noqa: E402
 from training.default_recipe.sources import ProductPair  # noqa: E402
 from training.metrics import best_f1_threshold, pr_auc  # noqa: E402
 from training.train_matcher import build_model  # noqa: E402
@@ -78,17 +78,15 @@ def interpolated_state(
 
 
 def pair_sets(promap: Path, data_root: Path | None) -> dict[str, list[ProductPair]]:
-    sets = {f"promap:{p.stem.removesuffix('-test_data')}": read_promap_file(p, attributes=True)
-            for p in sorted(promap.glob("*test_data.csv"))}  # fmt: skip
-    if not sets:
-        raise SystemExit(f"no *test_data.csv under {promap}")
+    sets = {f"promap:{stem.removesuffix('-test_data')}": pairs
+            for stem, pairs in read_promap(promap, attributes=True).items()}  # fmt: skip
     for name in IN_DOMAIN:
         sets[f"in-domain:{name}"] = load_target_test(name, data_root)
     return sets
 
 
 def judge(matcher: DefaultMatcher, pairs: list[ProductPair]) -> dict[str, Any]:
-    scores = matcher.score_pairs([p.left for p in pairs], [p.right for p in pairs], groups=[p.left_id for p in pairs])
+    scores = score_default_matcher(matcher, pairs)
     labels = np.asarray([p.label for p in pairs])
     return {
         "pairs": len(pairs),
