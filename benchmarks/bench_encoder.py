@@ -20,6 +20,8 @@
    the folder's HF weights (no LEA bias) and our cross-encoder in fp32, bf16 and int8
    (interleaved), the FLOPs per pair at the real pair lengths, and test F1 / PR-AUC (clean and
    one typo-noised copy) in each precision at the folder's stored threshold and calibration.
+   ``--reference-attention`` adds fp32 and bf16 variants whose LEA layers run the training
+   path's attention (``serving_attention`` off): the served attention's before, in the same run.
 """
 
 from __future__ import annotations
@@ -161,17 +163,31 @@ def _add_ratios(section: dict[str, Any], flops_per_item: float, peaks: dict[str,
         section[f"ratio_to_{key}"] = {k: round(v / rates[base], 3) for k, v in rates.items()}
 
 
-def matcher_quality(folder: str, dataset: Any, precision: str, batch_size: int) -> dict[str, float]:
-    """Test F1 (P / R), PR-AUC and typo-noised (copy 1) F1 of the matcher served in ``precision``,
-    at its stored threshold and calibration, as ``CrossEncoderScorer`` serves it."""
-    from models.matcher_io import load_matcher, score_pairs
+REFERENCE = "-reference-attention"
+
+
+def served_cross_encoder(folder: str, variant: str) -> Any:
+    """The folder's cross-encoder as served in ``variant``: a precision, or a precision with
+    :data:`REFERENCE` appended (its LEA layers on the training path's attention)."""
+    from models.matcher_io import load_matcher
     from models.serving_precision import serve_cross_encoder
+
+    model = serve_cross_encoder(load_matcher(folder)[0], variant.removesuffix(REFERENCE))
+    model.serving_attention = not variant.endswith(REFERENCE)
+    return model
+
+
+def matcher_quality(folder: str, dataset: Any, variant: str, batch_size: int) -> dict[str, float]:
+    """Test F1 (P / R), PR-AUC and typo-noised (copy 1) F1 of the matcher served in ``variant``
+    (:func:`served_cross_encoder`), at its stored threshold and calibration, as
+    ``CrossEncoderScorer`` serves it."""
+    from models.matcher_io import load_matcher, score_pairs
     from training.data.typos import noisy_copy
     from training.metrics import pr_auc, scores_at
     from training.train_matcher import serialize_pairs
 
-    model, calibrator, calibration, _ = load_matcher(folder)
-    serve_cross_encoder(model, precision)
+    _, calibrator, calibration, _ = load_matcher(folder)
+    model = served_cross_encoder(folder, variant)
     rows = serialize_pairs(dataset.split("test"), calibration.get("fields", "title"))
     labels = np.asarray([y for _, _, y in rows], dtype=np.int64)
     left, right = [a for a, _, _ in rows], [b for _, b, _ in rows]
@@ -189,17 +205,21 @@ def matcher_quality(folder: str, dataset: Any, precision: str, batch_size: int) 
     }
 
 
-def cross_encoder(folder: str, dataset_name: str, n_pairs: int, repeats: int, batch_size: int) -> dict[str, Any]:
+def cross_encoder(
+    folder: str, dataset_name: str, n_pairs: int, repeats: int, batch_size: int, reference_attention: bool = False
+) -> dict[str, Any]:
     from sentence_transformers import CrossEncoder
 
     from models.matcher_io import load_matcher
-    from models.serving_precision import serve_cross_encoder
     from training.data.readers import data_root, load_dataset
     from training.train_matcher import serialize_pairs
 
     _, _, calibration, manifest = load_matcher(folder)
+    variants_served = list(PRECISIONS)
+    if reference_attention:
+        variants_served += [f"fp32{REFERENCE}", f"bf16{REFERENCE}"]
     # Each precision set explicitly: load_matcher alone serves the one the manifest was trained in.
-    models = {p: serve_cross_encoder(load_matcher(folder)[0], p) for p in PRECISIONS}
+    models = {v: served_cross_encoder(folder, v) for v in variants_served}
     fp32 = models["fp32"]
     dataset = load_dataset(data_root() / dataset_name, "deepmatcher")
     rows = serialize_pairs(dataset.split("test"), calibration.get("fields", "title"))
@@ -219,7 +239,7 @@ def cross_encoder(folder: str, dataset_name: str, n_pairs: int, repeats: int, ba
             seconds[name].append(timed(fn, pairs))  # type: ignore[arg-type]
     enc = fp32.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True, max_length=fp32.max_length)
     lengths = [len(ids) for ids in enc["input_ids"]]
-    quality = {p: matcher_quality(folder, dataset, p, batch_size) for p in PRECISIONS}
+    quality = {v: matcher_quality(folder, dataset, v, batch_size) for v in variants_served}
     return {
         "folder": folder,
         "arch": manifest.settings.get("arch"),
@@ -254,6 +274,11 @@ def main() -> None:
     p.add_argument("--cross-encoder", default=None, metavar="DIR", help="matcher folder: also bench the reranker")
     p.add_argument("--pairs-dataset", default="abt-buy", help="deepmatcher folder whose test pairs it scores")
     p.add_argument("--pairs", type=int, default=600, help="test pairs per timed pass")
+    p.add_argument(
+        "--reference-attention",
+        action="store_true",
+        help="also time the cross-encoder with its LEA layers on the training path's attention",
+    )
     p.add_argument("--name", default="encoder", help="results file: benchmarks/results/NAME.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -275,7 +300,7 @@ def main() -> None:
             result["recall"] = recall(args.max_length, datasets, args.whole_bf16)
     if args.cross_encoder:
         result["cross_encoder"] = c = cross_encoder(
-            args.cross_encoder, args.pairs_dataset, args.pairs, args.repeats, args.batch_size
+            args.cross_encoder, args.pairs_dataset, args.pairs, args.repeats, args.batch_size, args.reference_attention
         )
         _add_ratios(c, c.pop("_per_pair_flops"), peaks, "pairs_per_s")
     result["matmul_gflops_after"] = round(matmul_flops(args.threads) / 1e9, 2)

@@ -121,6 +121,19 @@ class LeaCrossEncoder(nn.Module):
             self._ctx = None
         self._collator: LeaCollator | None = None
 
+    @property
+    def serving_attention(self) -> bool:
+        """Whether inference runs the LEA layers through the serving attention (the default; see
+        :meth:`models.lea_attention._LeaAttentionMixin._lea_attend_inference`). ``False`` runs
+        the training path's attention instead: the reference that tests and benchmarks compare
+        the serving one with. Training always takes the training path."""
+        return self._ctx is not None and self._ctx.serving_attention
+
+    @serving_attention.setter
+    def serving_attention(self, on: bool) -> None:
+        if self._ctx is not None:
+            self._ctx.serving_attention = bool(on)
+
     # -- constructors ------------------------------------------------------------------------
 
     @classmethod
