@@ -383,7 +383,8 @@ class _LeaAttentionMixin:
         lex = ctx.lex
         layer = self._lea_layer
         if ctx.serving_attention and not self.training and head_mask is None and ctx.ratios is None:
-            return self._lea_attend_inference(q, k, v, head_size, position_bias, want_probs=not use_sdpa)
+            want_probs = not use_sdpa or output_attentions  # what each HF class returns
+            return self._lea_attend_inference(q, k, v, head_size, position_bias, want_probs=want_probs)
         if self.training:
             lex.update_gamma(layer, q, ctx.token_mask)
         bias = lex.bias(layer, ctx.idx)

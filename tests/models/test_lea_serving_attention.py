@@ -72,6 +72,26 @@ def test_long_fp32_pairs_take_the_folded_mask_through_sdpa(attn, monkeypatch):
     torch.testing.assert_close(served, reference, atol=1e-5, rtol=1e-5)
 
 
+def test_sdpa_layers_return_probabilities_only_when_asked():
+    model = biased(tiny(attn="sdpa"))
+    batch = model.collator(UNEVEN)
+    layer = model.model.bert.encoder.layer[0].attention.self
+    hidden = torch.randn(len(UNEVEN), batch.input_ids.shape[1], TINY["hidden_size"])
+    idx = model.lex.mask_index(batch.lex_idx, batch.lex_cross, model.lex.n_bins)
+    model._ctx.set(idx, batch.attention_mask.bool())
+    try:
+        with torch.no_grad():
+            _, none = layer(hidden)
+            _, probs = layer(hidden, output_attentions=True)
+    finally:
+        model._ctx.clear()
+    assert none is None
+    assert probs.shape == (len(UNEVEN), TINY["num_attention_heads"], *batch.lex_idx.shape[1:])
+    torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]))
+    pad = ~batch.attention_mask.bool()[:, None, None, :].expand_as(probs)
+    assert (probs[pad] == 0).all()
+
+
 def test_serving_attention_is_the_path_inference_takes(monkeypatch):
     model = biased(tiny(attn="sdpa"))
     calls = []
