@@ -22,6 +22,9 @@
    one typo-noised copy) in each precision at the folder's stored threshold and calibration.
    ``--reference-attention`` adds fp32 and bf16 variants whose LEA layers run the training
    path's attention (``serving_attention`` off): the served attention's before, in the same run.
+   ``--request-pairs N`` also times request-sized calls: consecutive groups of N pairs (a
+   ``/v1/match`` rerank at ``top_k`` N), each group scored by every variant in a rotating order;
+   p50 / p99 ms per variant.
 """
 
 from __future__ import annotations
@@ -205,8 +208,31 @@ def matcher_quality(folder: str, dataset: Any, variant: str, batch_size: int) ->
     }
 
 
+def request_latency(variants: dict[str, Any], pairs: list[tuple[str, str]], size: int) -> dict[str, Any]:
+    """p50 / p99 ms per variant of scoring consecutive groups of ``size`` pairs, one call each;
+    every group goes through all variants, the order rotating so none always runs first."""
+    names = list(variants)
+    seconds: dict[str, list[float]] = {k: [] for k in names}
+    groups = [pairs[i : i + size] for i in range(0, len(pairs) - size + 1, size)]
+    for g, group in enumerate(groups):
+        for name in names[g % len(names) :] + names[: g % len(names)]:
+            seconds[name].append(timed(variants[name], group))  # type: ignore[arg-type]
+    return {
+        "pairs_per_request": size,
+        "requests": len(groups),
+        "p50": {k: round(1000 * float(np.percentile(v, 50)), 1) for k, v in seconds.items()},
+        "p99": {k: round(1000 * float(np.percentile(v, 99)), 1) for k, v in seconds.items()},
+    }
+
+
 def cross_encoder(
-    folder: str, dataset_name: str, n_pairs: int, repeats: int, batch_size: int, reference_attention: bool = False
+    folder: str,
+    dataset_name: str,
+    n_pairs: int,
+    repeats: int,
+    batch_size: int,
+    reference_attention: bool = False,
+    request_pairs: int = 0,
 ) -> dict[str, Any]:
     from sentence_transformers import CrossEncoder
 
@@ -237,6 +263,7 @@ def cross_encoder(
     for _ in range(repeats):
         for name, fn in variants.items():
             seconds[name].append(timed(fn, pairs))  # type: ignore[arg-type]
+    requests = request_latency(variants, pairs, request_pairs) if request_pairs else None
     enc = fp32.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True, max_length=fp32.max_length)
     lengths = [len(ids) for ids in enc["input_ids"]]
     quality = {v: matcher_quality(folder, dataset, v, batch_size) for v in variants_served}
@@ -253,6 +280,7 @@ def cross_encoder(
         "gflops_per_pair": round(flops_per_text(fp32.model.config, lengths) / 1e9, 4),
         "seconds_median": {k: round(median(v), 3) for k, v in seconds.items()},
         "pairs_per_s": {k: round(len(pairs) / median(v), 1) for k, v in seconds.items()},
+        "request_ms": requests,
         "threshold": float(calibration["threshold"]),
         "quality": quality,
         "_per_pair_flops": flops_per_text(fp32.model.config, lengths),
@@ -279,6 +307,9 @@ def main() -> None:
         action="store_true",
         help="also time the cross-encoder with its LEA layers on the training path's attention",
     )
+    p.add_argument(
+        "--request-pairs", type=int, default=0, help="also time request-sized calls of this many pairs (0: off)"
+    )
     p.add_argument("--name", default="encoder", help="results file: benchmarks/results/NAME.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -300,7 +331,13 @@ def main() -> None:
             result["recall"] = recall(args.max_length, datasets, args.whole_bf16)
     if args.cross_encoder:
         result["cross_encoder"] = c = cross_encoder(
-            args.cross_encoder, args.pairs_dataset, args.pairs, args.repeats, args.batch_size, args.reference_attention
+            args.cross_encoder,
+            args.pairs_dataset,
+            args.pairs,
+            args.repeats,
+            args.batch_size,
+            args.reference_attention,
+            args.request_pairs,
         )
         _add_ratios(c, c.pop("_per_pair_flops"), peaks, "pairs_per_s")
     result["matmul_gflops_after"] = round(matmul_flops(args.threads) / 1e9, 2)
