@@ -169,28 +169,27 @@ def _add_ratios(section: dict[str, Any], flops_per_item: float, peaks: dict[str,
 REFERENCE = "-reference-attention"
 
 
-def served_cross_encoder(folder: str, variant: str) -> Any:
-    """The folder's cross-encoder as served in ``variant``: a precision, or a precision with
+def serve_variant(model: Any, variant: str) -> Any:
+    """A freshly loaded cross-encoder as served in ``variant``: a precision, or a precision with
     :data:`REFERENCE` appended (its LEA layers on the training path's attention)."""
-    from models.matcher_io import load_matcher
     from models.serving_precision import serve_cross_encoder
 
-    model = serve_cross_encoder(load_matcher(folder)[0], variant.removesuffix(REFERENCE))
+    model = serve_cross_encoder(model, variant.removesuffix(REFERENCE))
     model.serving_attention = not variant.endswith(REFERENCE)
     return model
 
 
 def matcher_quality(folder: str, dataset: Any, variant: str, batch_size: int) -> dict[str, float]:
     """Test F1 (P / R), PR-AUC and typo-noised (copy 1) F1 of the matcher served in ``variant``
-    (:func:`served_cross_encoder`), at its stored threshold and calibration, as
+    (:func:`serve_variant`), at its stored threshold and calibration, as
     ``CrossEncoderScorer`` serves it."""
     from models.matcher_io import load_matcher, score_pairs
     from training.data.typos import noisy_copy
     from training.metrics import pr_auc, scores_at
     from training.train_matcher import serialize_pairs
 
-    _, calibrator, calibration, _ = load_matcher(folder)
-    model = served_cross_encoder(folder, variant)
+    model, calibrator, calibration, _ = load_matcher(folder)
+    model = serve_variant(model, variant)
     rows = serialize_pairs(dataset.split("test"), calibration.get("fields", "title"))
     labels = np.asarray([y for _, _, y in rows], dtype=np.int64)
     left, right = [a for a, _, _ in rows], [b for _, b, _ in rows]
@@ -245,7 +244,7 @@ def cross_encoder(
     if reference_attention:
         variants_served += [f"fp32{REFERENCE}", f"bf16{REFERENCE}"]
     # Each precision set explicitly: load_matcher alone serves the one the manifest was trained in.
-    models = {v: served_cross_encoder(folder, v) for v in variants_served}
+    models = {v: serve_variant(load_matcher(folder)[0], v) for v in variants_served}
     fp32 = models["fp32"]
     dataset = load_dataset(data_root() / dataset_name, "deepmatcher")
     rows = serialize_pairs(dataset.split("test"), calibration.get("fields", "title"))

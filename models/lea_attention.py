@@ -384,7 +384,7 @@ class _LeaAttentionMixin:
         layer = self._lea_layer
         if ctx.serving_attention and not self.training and head_mask is None and ctx.ratios is None:
             want_probs = not use_sdpa or output_attentions  # what each HF class returns
-            return self._lea_attend_inference(q, k, v, head_size, position_bias, want_probs=want_probs)
+            return self._lea_attend_inference(q, k, v, position_bias, want_probs=want_probs)
         if self.training:
             lex.update_gamma(layer, q, ctx.token_mask)
         bias = lex.bias(layer, ctx.idx)
@@ -421,7 +421,6 @@ class _LeaAttentionMixin:
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        head_size: int,
         position_bias: torch.Tensor | None,
         want_probs: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -447,7 +446,7 @@ class _LeaAttentionMixin:
             bias.reshape(b * h, n, n),
             q.reshape(b * h, n, d),
             k.reshape(b * h, n, d).transpose(1, 2),
-            alpha=1.0 / math.sqrt(head_size),
+            alpha=1.0 / math.sqrt(d),
         )
         probs = F.softmax(scores, dim=-1)
         out = torch.bmm(probs, v.reshape(b * h, n, d)).view(b, h, n, d)
