@@ -22,6 +22,9 @@
    one typo-noised copy) in each precision at the folder's stored threshold and calibration.
    ``--reference-attention`` adds fp32 and bf16 variants whose LEA layers run the training
    path's attention (``serving_attention`` off): the served attention's before, in the same run.
+   ``--unfused`` adds the bf16 paths served before session 22, in the same run: the bi-encoder
+   under bf16 autocast (not the fused forward) and the cross-encoder with plain ``nn.Linear``
+   layers (not prepacked for oneDNN).
    ``--request-pairs N`` also times request-sized calls: consecutive groups of N pairs (a
    ``/v1/match`` rerank at ``top_k`` N), each group scored by every variant in a rotating order;
    p50 / p99 ms per variant.
@@ -81,12 +84,14 @@ def timed(fn, texts: list[str]) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t
 
 
-def speed(texts: list[str], max_length: int, repeats: int, batch_size: int, whole_bf16: bool = False) -> dict[str, Any]:
+def speed(
+    texts: list[str], max_length: int, repeats: int, batch_size: int, whole_bf16: bool = False, unfused: bool = False
+) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     from models.backbones import minilm_path
 
-    models = bi_encoders(max_length, whole_bf16)
+    models = bi_encoders(max_length, whole_bf16, unfused)
     fp32 = models["fp32"]
     st = SentenceTransformer(str(minilm_path()), device="cpu")
     st.max_seq_length = max_length
@@ -118,11 +123,11 @@ def speed(texts: list[str], max_length: int, repeats: int, batch_size: int, whol
     }
 
 
-def bi_encoders(max_length: int, whole_bf16: bool = False) -> dict[str, Any]:
+def bi_encoders(max_length: int, whole_bf16: bool = False, unfused: bool = False) -> dict[str, Any]:
     """The packaged MiniLM in each serving precision, as the service applies it; with
     ``whole_bf16`` also a candidate that is not served: the whole backbone in bf16 (LayerNorms,
-    embeddings and residual stream too), whose vectors differ from the served ``+bf16`` ones, so
-    serving it would need a new vector tag and a re-embed."""
+    embeddings and residual stream too), whose vectors differ from the served ones; with
+    ``unfused`` also ``bf16-autocast``, the bf16 path served before the fused forward."""
     from torch import nn
 
     from models.bi_encoder import BiEncoder
@@ -134,15 +139,19 @@ def bi_encoders(max_length: int, whole_bf16: bool = False) -> dict[str, Any]:
         whole.precision = "bf16"
         nn.Module.to(whole.backbone, torch.bfloat16)
         out["bf16-whole"] = whole
+    if unfused:
+        out["bf16-autocast"] = serve_bi_encoder(
+            BiEncoder.from_pretrained("minilm", max_length=max_length), "bf16", fuse=False
+        )
     return out
 
 
-def recall(max_length: int, datasets: list[str], whole_bf16: bool = False) -> dict[str, Any]:
+def recall(max_length: int, datasets: list[str], whole_bf16: bool = False, unfused: bool = False) -> dict[str, Any]:
     from training.blocking_tasks import build_blocking_task
     from training.data.readers import data_root, load_dataset
     from training.evaluate import recall_from_embeddings
 
-    models = bi_encoders(max_length, whole_bf16)
+    models = bi_encoders(max_length, whole_bf16, unfused)
     out: dict[str, Any] = {}
     for name in datasets:
         dataset = load_dataset(data_root() / name, "deepmatcher")
@@ -167,14 +176,17 @@ def _add_ratios(section: dict[str, Any], flops_per_item: float, peaks: dict[str,
 
 
 REFERENCE = "-reference-attention"
+UNPACKED = "-unpacked"
 
 
 def serve_variant(model: Any, variant: str) -> Any:
     """A freshly loaded cross-encoder as served in ``variant``: a precision, or a precision with
-    :data:`REFERENCE` appended (its LEA layers on the training path's attention)."""
+    :data:`REFERENCE` appended (its LEA layers on the training path's attention) or
+    :data:`UNPACKED` (its Linear layers not prepacked)."""
     from models.serving_precision import serve_cross_encoder
 
-    model = serve_cross_encoder(model, variant.removesuffix(REFERENCE))
+    precision = variant.removesuffix(REFERENCE).removesuffix(UNPACKED)
+    model = serve_cross_encoder(model, precision, prepack=not variant.endswith(UNPACKED))
     model.serving_attention = not variant.endswith(REFERENCE)
     return model
 
@@ -232,6 +244,7 @@ def cross_encoder(
     batch_size: int,
     reference_attention: bool = False,
     request_pairs: int = 0,
+    unfused: bool = False,
 ) -> dict[str, Any]:
     from sentence_transformers import CrossEncoder
 
@@ -243,6 +256,8 @@ def cross_encoder(
     variants_served = list(PRECISIONS)
     if reference_attention:
         variants_served += [f"fp32{REFERENCE}", f"bf16{REFERENCE}"]
+    if unfused:
+        variants_served.append(f"bf16{UNPACKED}")
     # Each precision set explicitly: load_matcher alone serves the one the manifest was trained in.
     models = {v: serve_variant(load_matcher(folder)[0], v) for v in variants_served}
     fp32 = models["fp32"]
@@ -309,6 +324,11 @@ def main() -> None:
     p.add_argument(
         "--request-pairs", type=int, default=0, help="also time request-sized calls of this many pairs (0: off)"
     )
+    p.add_argument(
+        "--unfused",
+        action="store_true",
+        help="also time the bf16 paths served before: bi-encoder under autocast, cross-encoder unpacked",
+    )
     p.add_argument("--name", default="encoder", help="results file: benchmarks/results/NAME.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -323,11 +343,13 @@ def main() -> None:
         "cpu_bf16_flags": list(cpu_bf16_flags()),
     }
     if not args.skip_bi_encoder:
-        result["speed"] = s = speed(texts, args.max_length, args.repeats, args.batch_size, args.whole_bf16)
+        result["speed"] = s = speed(
+            texts, args.max_length, args.repeats, args.batch_size, args.whole_bf16, args.unfused
+        )
         _add_ratios(s, s.pop("_per_text_flops"), peaks, "texts_per_s")
         datasets = [d for d in args.datasets.split(",") if d]
         if datasets:
-            result["recall"] = recall(args.max_length, datasets, args.whole_bf16)
+            result["recall"] = recall(args.max_length, datasets, args.whole_bf16, args.unfused)
     if args.cross_encoder:
         result["cross_encoder"] = c = cross_encoder(
             args.cross_encoder,
@@ -337,6 +359,7 @@ def main() -> None:
             args.batch_size,
             args.reference_attention,
             args.request_pairs,
+            args.unfused,
         )
         _add_ratios(c, c.pop("_per_pair_flops"), peaks, "pairs_per_s")
     result["matmul_gflops_after"] = round(matmul_flops(args.threads) / 1e9, 2)

@@ -19,6 +19,7 @@ from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
 from models.construction import builds_models
 from models.eval_mode import enter_eval
+from models.fused_bert import FusedBertEncoder
 from models.pooling import mean_pool
 from models.precision import autocast
 
@@ -44,6 +45,9 @@ class BiEncoder(nn.Module):
         self.name = name
         # Inference precision of encode() (models.precision); training autocasts itself.
         self.precision = "fp32"
+        # A fused bf16 inference forward (models.fused_bert), set by serving on a CPU that runs
+        # it; encode() then uses it instead of the autocast backbone.
+        self.fused: FusedBertEncoder | None = None
 
     @classmethod
     @builds_models
@@ -96,6 +100,24 @@ class BiEncoder(nn.Module):
         return nn.functional.normalize(pooled, p=2, dim=-1)
 
     @property
+    def vector_kind(self) -> str:
+        """How encode() computes vectors: ``fp32``, ``bf16`` (autocast) or ``bf16-fused``.
+
+        Each kind's vectors differ slightly from the others', so stored vectors are tagged with it.
+        """
+        if self.fused is not None:
+            return "bf16-fused"
+        return self.precision
+
+    def embed_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Unit vectors (fp32) of one tokenised batch, the way encode() computes them."""
+        if self.fused is not None:
+            hidden = self.fused(input_ids, attention_mask)
+            return nn.functional.normalize(mean_pool(hidden, attention_mask), p=2, dim=-1)
+        with autocast(self.precision, input_ids.device):
+            return self.forward(input_ids, attention_mask).float()
+
+    @property
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
@@ -114,9 +136,9 @@ class BiEncoder(nn.Module):
         device = self.device
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
-            with autocast(self.precision, device):
-                out[idx] = self.forward(**batch).float().cpu().numpy()
+            batch = self.tokenize([texts[i] for i in idx])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            out[idx] = self.embed_batch(ids, mask).cpu().numpy()
         if was_training:
             self.train()
         return out

@@ -17,16 +17,22 @@ from models.serving_precision import RESOLVED_PRECISIONS, resolve_serving_precis
 logger = logging.getLogger(__name__)
 
 
+# How vectors were computed -> the suffix of their model id. bf16-fused is the fused CPU forward
+# (models/fused_bert.py), whose vectors differ from bf16 autocast's in the last bits.
+VECTOR_TAGS = {"fp32": "", "bf16": "+bf16", "bf16-fused": "+bf16f", "int8": "+int8"}
+
+
 def tagged_model_id(base: str, precision: str) -> str:
-    """The id that tags vectors of model ``base`` computed in a resolved ``precision``.
+    """The id that tags vectors of model ``base`` computed in a resolved ``precision`` (or kind).
 
     Vectors of bf16 or int8 differ slightly from fp32 ones, so each precision keeps its own
     id: switching the setting re-embeds the catalogue beside the old vectors instead of mixing
-    them. fp32 keeps the bare id, which is what every stored vector carried before.
+    them. fp32 keeps the bare id, which is what every stored vector carried before. ``precision``
+    may also be a :class:`~models.bi_encoder.BiEncoder`'s ``vector_kind`` (``bf16-fused``).
     """
-    if precision not in RESOLVED_PRECISIONS:
-        raise ValueError(f"a resolved precision is one of {RESOLVED_PRECISIONS}, got {precision!r}")
-    return base if precision == "fp32" else f"{base}+{precision}"
+    if precision not in VECTOR_TAGS:
+        raise ValueError(f"a resolved precision is one of {RESOLVED_PRECISIONS} (or bf16-fused), got {precision!r}")
+    return f"{base}{VECTOR_TAGS[precision]}"
 
 
 def packaged_version(name_or_path: str) -> str:
@@ -36,9 +42,9 @@ def packaged_version(name_or_path: str) -> str:
 
 def untagged(model_id: str) -> str:
     """The version inside a vector model id (:func:`tagged_model_id` undone)."""
-    for precision in RESOLVED_PRECISIONS:
-        if precision != "fp32" and model_id.endswith(f"+{precision}"):
-            return model_id.removesuffix(f"+{precision}")
+    for tag in VECTOR_TAGS.values():
+        if tag and model_id.endswith(tag):
+            return model_id.removesuffix(tag)
     return model_id
 
 
@@ -46,7 +52,8 @@ class Encoder:
     """Embeds offers and products; `model_id` tags every stored vector.
 
     ``version`` is the model's own name (registry version or encoder name); ``model_id`` adds
-    the precision the vectors are computed in (:func:`tagged_model_id`).
+    how the vectors are computed (:func:`tagged_model_id`): the precision, and for bf16 whether
+    through the fused CPU forward.
 
     Calls are serialised: on a small CPU box two concurrent forward passes only fight over
     the same cores, and one at a time keeps latency predictable.
@@ -57,7 +64,8 @@ class Encoder:
         self.version = version
         # None: the precision the model's encode() autocasts to (an fp32 or bf16 BiEncoder).
         self.precision = precision or model.precision
-        self.model_id = tagged_model_id(version, self.precision)
+        fused = self.precision == "bf16" and model.vector_kind == "bf16-fused"
+        self.model_id = tagged_model_id(version, "bf16-fused" if fused else self.precision)
         self.batch_size = batch_size
         self._lock = threading.Lock()
 
@@ -87,7 +95,9 @@ class Encoder:
             precision = "int8"
         target = resolve_device(device)
         resolved = resolve_serving_precision(precision, target)
-        model = serve_bi_encoder(BiEncoder.from_pretrained(name_or_path, max_length=max_length), resolved)
+        model = serve_bi_encoder(
+            BiEncoder.from_pretrained(name_or_path, max_length=max_length), resolved, device=target
+        )
         model.to(target)
         version = model_id or packaged_version(name_or_path)
         encoder = cls(model, version, batch_size, precision=resolved)

@@ -53,7 +53,7 @@ class HeadScorer:
             # precision; bf16 and int8 move them slightly (benchmarks/bench_encoder.py).
             serve_cross_encoder(self.matcher.model, resolved)
             if self.matcher.bi_encoder is not None:
-                self.matcher.bi_encoder = serve_bi_encoder(self.matcher.bi_encoder, resolved)
+                self.matcher.bi_encoder = serve_bi_encoder(self.matcher.bi_encoder, resolved, device=target)
             if resolved != calibrated:
                 logger.info("default matcher %s was fitted in %s and serves in %s", version, calibrated, resolved)
         if self.matcher.bi_encoder is not None:

@@ -26,6 +26,7 @@ from app.db.tables import ModelVersion
 from app.pipeline.encoder import packaged_version, untagged
 from app.pipeline.scoring import Decider, Scorer, ZeroShotScorer
 from app.registry.calibration import decider_for
+from app.search.params import IndexParams
 from models.match_head import HEAD_FILE, MatchHead
 
 logger = logging.getLogger(__name__)
@@ -59,12 +60,13 @@ def pipeline_cosines_fit(settings: Settings, head: MatchHead, encoder_id: str) -
     """Whether the pipeline's retrieval cosines are the head's cosine feature.
 
     True when the serving blocker is the packaged bi-encoder the head was fitted with, at the
-    same maximum length, and the index returns exact inner products (IVF-PQ approximates them).
+    same maximum length, and the index returns exact inner products (the served IVF-PQ re-ranks
+    its hits on the exact vectors; unrefined, it would return approximations).
     """
     return (
         untagged(encoder_id) == packaged_version(head.bi_encoder)
         and head.bi_encoder_max_length == settings.encoder_max_length
-        and settings.index_kind != "ivfpq"
+        and IndexParams(kind=settings.index_kind).exact_scores
     )
 
 

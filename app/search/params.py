@@ -99,6 +99,15 @@ class IndexParams:
         if not 0.0 < self.compact_ratio < 1.0:
             raise ValueError(f"compact_ratio must be in (0, 1), got {self.compact_ratio!r}")
 
+    @property
+    def exact_scores(self) -> bool:
+        """Whether a search returns the exact inner products of the hits it returns.
+
+        Flat scans exactly, HNSW rescores its hits on the stored vectors, and IVF-PQ does so
+        when refined; only unrefined IVF-PQ returns product-quantised approximations.
+        """
+        return self.kind != "ivfpq" or self.ivf_refine
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict, written into index files and manifests."""
         return dataclasses.asdict(self)

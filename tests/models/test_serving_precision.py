@@ -91,6 +91,8 @@ def test_served_bf16_bi_encoder_holds_linear_weights_in_bf16_with_identical_vect
     linears = [m for m in encoder.backbone.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
     assert all(m.weight.dtype == torch.float32 for m in encoder.backbone.modules() if isinstance(m, torch.nn.LayerNorm))
+    encoder.fused = None  # the autocast path (where the fused forward serves, it is the fallback)
+    assert encoder.vector_kind == "bf16"
     np.testing.assert_array_equal(encoder.encode(TEXTS, batch_size=2), autocast_only)
 
 

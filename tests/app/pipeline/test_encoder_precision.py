@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 import models.precision as precision_module
 from app.db import products as repo
 from app.main import create_app
-from app.pipeline.encoder import Encoder, tagged_model_id
+from app.pipeline.encoder import VECTOR_TAGS, Encoder, tagged_model_id
 from app.registry import folders
 from app.registry.encoder_provider import load_version_encoder
 from models.artefacts import Manifest, write_manifest
 from models.bi_encoder import BiEncoder
+from models.packed_linear import onednn_bf16_available
 from tests.conftest import ADMIN_TOKEN, TINY_CONFIG, make_settings
 from tests.helpers import product, wait_job
 
@@ -26,6 +27,8 @@ from tests.helpers import product, wait_job
 # cosine, too close to tell which precision an index holds; 0.2 makes bf16 visibly different.
 LOUD = {**TINY_CONFIG, "initializer_range": 0.2}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# A served bf16 BERT encodes through the fused forward where this CPU's oneDNN runs bf16.
+BF16_TAG = VECTOR_TAGS["bf16-fused" if onednn_bf16_available() else "bf16"]
 
 
 def _save_encoder(folder: Path, seed: int) -> Path:
@@ -45,12 +48,17 @@ def test_the_tag_follows_the_resolved_precision(
     assert tagged_model_id("m", "fp32") == "m"  # what every vector stored before carried
     assert tagged_model_id("m", "bf16") == "m+bf16"
     assert tagged_model_id("m", "int8") == "m+int8"
+    assert tagged_model_id("m", "bf16-fused") == "m+bf16f"
     with pytest.raises(ValueError, match="resolved precision"):
         tagged_model_id("m", "auto")
 
     path = str(loud_encoder_dir)
     loaded = {p: Encoder.load(path, max_length=32, precision=p) for p in ("fp32", "bf16", "int8")}
-    assert {p: e.model_id for p, e in loaded.items()} == {"fp32": path, "bf16": f"{path}+bf16", "int8": f"{path}+int8"}
+    assert {p: e.model_id for p, e in loaded.items()} == {
+        "fp32": path,
+        "bf16": f"{path}{BF16_TAG}",
+        "int8": f"{path}+int8",
+    }
     assert {e.version for e in loaded.values()} == {path}
     assert loaded["bf16"].model.precision == "bf16" and loaded["fp32"].model.precision == "fp32"
     assert Encoder.load(path, max_length=32, quantize="int8").model_id == f"{path}+int8"  # the older spelling
@@ -60,7 +68,7 @@ def test_the_tag_follows_the_resolved_precision(
     monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ())
     assert Encoder.load(path, max_length=32, precision="auto").model_id == path
     monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ("avx512_bf16",))
-    assert Encoder.load(path, max_length=32, precision="auto").model_id == f"{path}+bf16"
+    assert Encoder.load(path, max_length=32, precision="auto").model_id == f"{path}{BF16_TAG}"
 
     monkeypatch.delenv("PRECISION")  # the suite's fp32 pin would contradict the older knob
     settings = make_settings(tmp_path / "var", "sqlite://", encoder_quantize="int8")
@@ -101,7 +109,7 @@ def _assert_index_holds(client: TestClient, vectors: dict[int, np.ndarray]) -> N
 def test_a_precision_change_re_embeds_beside_and_never_mixes(
     tmp_path: Path, db_url: str, loud_encoder_dir: Path
 ) -> None:
-    fp32_id, bf16_id = str(loud_encoder_dir), f"{loud_encoder_dir}+bf16"
+    fp32_id, bf16_id = str(loud_encoder_dir), f"{loud_encoder_dir}{BF16_TAG}"
     with _app(tmp_path, db_url, loud_encoder_dir, "fp32") as client:
         _put(client, range(1, 13))
         res = client.post("/v1/match", json={"offer": {"title": product(3)["title"]}, "top_k": 3})
@@ -146,7 +154,7 @@ def test_a_promoted_version_is_prepared_and_served_under_its_tagged_id(
         row = folders.register(services.factory, artefact, services.settings.model_dir)
         res = client.post(f"/v1/admin/models/{row.version}/promote", headers=ADMIN)
         assert wait_job(client, res.json()["job_id"])["state"] == "completed"
-        tagged = f"{row.version}+bf16"
+        tagged = f"{row.version}{BF16_TAG}"
         # The promote job embedded and indexed under the id serving uses, not the bare version.
         assert len(_stored(client, tagged)) == 10 and not _stored(client, row.version)
         assert any(p.name.startswith(f"{row.version}_bf16") for p in (tmp_path / "var" / "index").glob("*.pmindex"))

@@ -77,3 +77,33 @@ def test_filtered_recall_on_the_ann_path(data: tuple, queries: np.ndarray, kind:
 def test_intersection_measure_helper() -> None:
     truth = np.array([[1, 2, 3], [4, 5, 6]])
     assert knn_intersection_measure([[3, 2, 1], [4, 9, 8]], truth) == pytest.approx(4 / 6)
+
+
+def test_kinds_claiming_exact_scores_return_exact_inner_products(
+    built: VectorIndex, data: tuple, queries: np.ndarray
+) -> None:
+    """A default matcher reuses the blocker's scores as its cosine feature only where
+    ``IndexParams.exact_scores`` holds (app/registry/scorers.py): the score of every hit must be
+    the inner product of the query and that product's stored vector."""
+    ids, vectors, _, _ = data
+    assert built.params.exact_scores  # every served kind: ivfpq is refined by default
+    row_of = {int(pid): i for i, pid in enumerate(ids)}
+    found = built.search(queries, 10)
+    for q, hit_ids, scores in zip(queries, found.ids, found.scores):
+        exact = [float(vectors[row_of[int(pid)]] @ q) for pid in hit_ids]
+        np.testing.assert_allclose(scores, exact, rtol=0, atol=1e-5)
+
+
+def test_unrefined_ivfpq_returns_approximate_scores(data: tuple, queries: np.ndarray) -> None:
+    ids, vectors, _, _ = data
+    index = VectorIndex(DIM, IndexParams(kind="ivfpq", ivf_refine=False))
+    index.rebuild(*data, version=1)
+    assert not index.params.exact_scores
+    row_of = {int(pid): i for i, pid in enumerate(ids)}
+    found = index.search(queries[:20], 10)
+    gaps = [
+        abs(s - float(vectors[row_of[int(p)]] @ q))
+        for q, r, sc in zip(queries, found.ids, found.scores)
+        for p, s in zip(r, sc)
+    ]
+    assert max(gaps) > 1e-3  # product-quantised distances: not the cosine feature a head was fitted on
