@@ -47,6 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.pipeline.encoder import VECTOR_TAGS  # noqa: E402
 from benchmarks.bench_match_1m import pad_catalogue  # noqa: E402
 from benchmarks.bench_match_load import serve  # noqa: E402
 from benchmarks.catalogue_gen import catalogue, offer_for  # noqa: E402
@@ -83,8 +84,10 @@ def catalogue_precision(data_dir: Path) -> str:
         model_id = con.execute(
             "SELECT model_id FROM product_embeddings GROUP BY model_id ORDER BY COUNT(*) DESC LIMIT 1"
         ).fetchone()[0]
-    tag = model_id.rpartition("+")[2] if "+" in model_id else ""
-    return tag if tag in ("bf16", "int8") else "fp32"
+    for kind, tag in VECTOR_TAGS.items():
+        if tag and model_id.endswith(tag):
+            return "bf16" if kind == "bf16-fused" else kind
+    return "fp32"
 
 
 # A leaf frame naming one of these is a thread blocked, not at work (py-spy cannot always tell);

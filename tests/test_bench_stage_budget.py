@@ -3,9 +3,12 @@ arithmetic, and the Server-Timing header read back."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-from benchmarks.bench_stage_budget import budget, profile_summary, server_timing, stage_of
+import pytest
+
+from benchmarks.bench_stage_budget import budget, catalogue_precision, profile_summary, server_timing, stage_of
 
 WORKER = "Thread._bootstrap (threading.py);WorkerThread.run (anyio/_backends/_asyncio.py)"
 PIPELINE = f"{WORKER};MatchPipeline.match (/srv/app/pipeline/match.py)"
@@ -55,3 +58,21 @@ def test_budget_shares_and_server_timing() -> None:
     assert out["encode"]["mean_ms"] == 6.0 and out["encode"]["share_of_mean_latency"] == 0.3
     assert out["client_latency"]["share_of_mean_latency"] == 1.0
     assert out["encode"]["p50_ms"] <= out["encode"]["p99_ms"] <= 8.0
+
+
+@pytest.mark.parametrize(
+    ("model_id", "precision"),
+    [
+        ("minilm-l6-v2-zero-shot", "fp32"),
+        ("minilm-l6-v2-zero-shot+bf16", "bf16"),
+        ("minilm-l6-v2-zero-shot+bf16f", "bf16"),  # the fused CPU forward's vectors: served as PRECISION=bf16
+        ("minilm-l6-v2-zero-shot+int8", "int8"),
+    ],
+)
+def test_the_server_runs_at_the_precision_of_the_catalogues_vectors(
+    tmp_path: Path, model_id: str, precision: str
+) -> None:
+    with sqlite3.connect(tmp_path / "productmatch.db") as con:
+        con.execute("CREATE TABLE product_embeddings (product_id INTEGER, model_id TEXT)")
+        con.executemany("INSERT INTO product_embeddings VALUES (?, ?)", [(1, model_id), (2, model_id), (3, "other")])
+    assert catalogue_precision(tmp_path) == precision
