@@ -6,9 +6,11 @@ time, and is the model Block-SCL training fine-tunes.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,6 +95,36 @@ class BiEncoder(nn.Module):
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
 
+    def tokenize_ids(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` exactly as :meth:`tokenize` gives them, faster.
+
+        A fast tokenizer's Rust backend is called directly, set once for this encoder's truncation
+        and padding: the transformers wrapper around it cost 60 % of the tokenising time of a
+        batch of titles (26 of 44 ms per 1,000). Slow tokenizers take :meth:`tokenize`.
+        """
+        backend = self._backend_tokenizer()
+        if backend is None:
+            batch = self.tokenize(texts)
+            return batch["input_ids"], batch["attention_mask"]
+        encodings = backend.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+        return ids, mask
+
+    def _backend_tokenizer(self) -> Any | None:
+        key = (id(self.tokenizer), self.max_length)
+        cached = self.__dict__.get("_backend")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        tok = self.tokenizer
+        backend = None
+        if getattr(tok, "is_fast", False) and tok.padding_side == "right" and tok.truncation_side == "right":
+            backend = copy.deepcopy(tok.backend_tokenizer)  # the wrapper re-sets the shared one per call
+            backend.enable_truncation(max_length=self.max_length)
+            backend.enable_padding(pad_id=tok.pad_token_id, pad_token=tok.pad_token, pad_type_id=tok.pad_token_type_id)
+        self.__dict__["_backend"] = (key, backend)
+        return backend
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         kwargs.pop("token_type_ids", None)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
@@ -136,9 +168,8 @@ class BiEncoder(nn.Module):
         device = self.device
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.tokenize([texts[i] for i in idx])
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            out[idx] = self.embed_batch(ids, mask).cpu().numpy()
+            ids, mask = self.tokenize_ids([texts[i] for i in idx])
+            out[idx] = self.embed_batch(ids.to(device), mask.to(device)).cpu().numpy()
         if was_training:
             self.train()
         return out

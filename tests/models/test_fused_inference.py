@@ -185,7 +185,9 @@ def test_fused_hidden_states_follow_the_hugging_face_forward() -> None:
     ids, mask = batch["input_ids"], batch["attention_mask"]
     with torch.inference_mode():
         want = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-        got = FusedBertEncoder(model.backbone)(ids, mask)
+        fused = FusedBertEncoder(model.backbone)
+        got = fused(ids, mask)
+        assert torch.equal(fused.embed(ids), model.backbone.embeddings(input_ids=ids))
     assert got.dtype == torch.float32
     pooled = nn.functional.cosine_similarity(mean_pool(got, mask), mean_pool(want, mask))
     assert pooled.min() > 0.995
@@ -226,3 +228,16 @@ def test_a_served_bf16_cross_encoder_is_prepacked_and_keeps_its_logits() -> None
     got = cross.predict_logits(pairs)
     np.testing.assert_allclose(got, want, atol=0.1)
     assert np.array_equal(copy.deepcopy(cross).predict_logits(pairs), got)
+
+
+@pytest.mark.parametrize("max_length", [8, 64])
+def test_inference_tokenising_equals_the_tokenizer_call(max_length: int) -> None:
+    model = BiEncoder.from_config(TINY_CONFIG, max_length=max_length)
+    texts = [*TEXTS, "", " ", "Ünïcödé 😀 title", "x " * 200, "a b"]
+    ids, mask = model.tokenize_ids(texts)
+    want = model.tokenize(texts)
+    assert torch.equal(ids, want["input_ids"]) and torch.equal(mask, want["attention_mask"])
+    assert ids.dtype == mask.dtype == torch.long
+    model.max_length = 16  # the cached backend follows a changed length
+    assert torch.equal(model.tokenize_ids(texts)[0], model.tokenize(texts)["input_ids"])
+    assert torch.equal(pickle.loads(pickle.dumps(model)).tokenize_ids(texts)[0], model.tokenize_ids(texts)[0])
