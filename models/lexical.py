@@ -501,12 +501,22 @@ class LeaCollator:
             for k in range(len(pairs))
         ]
 
-    def pad(self, items: Sequence[EncodedPair], labels: Sequence[float] | None = None) -> LexicalBatch:
-        """Right-pad encoded pairs to the longest one in the batch and build the L x L matrices."""
+    def pad(
+        self, items: Sequence[EncodedPair], labels: Sequence[float] | None = None, multiple_of: int = 1
+    ) -> LexicalBatch:
+        """Right-pad encoded pairs to the longest one in the batch and build the L x L matrices.
+
+        ``multiple_of`` rounds that length up (never past ``max_length`` unless an item is longer):
+        inference pads to a multiple of 8 so the matmul shapes repeat and oneDNN's compiled kernels
+        are reused instead of built for each new length.
+        """
         if not items:
             raise ValueError("cannot pad an empty batch")
+        if multiple_of < 1:
+            raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
         t0 = time.perf_counter()
-        n, seq_len = len(items), max(len(it) for it in items)
+        n, longest = len(items), max(len(it) for it in items)
+        seq_len = max(longest, min(-(-longest // multiple_of) * multiple_of, self.max_length))
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = np.full((n, seq_len), pad_id, dtype=np.int64)
         attention = np.zeros((n, seq_len), dtype=np.int64)

@@ -241,3 +241,24 @@ def test_inference_tokenising_equals_the_tokenizer_call(max_length: int) -> None
     model.max_length = 16  # the cached backend follows a changed length
     assert torch.equal(model.tokenize_ids(texts)[0], model.tokenize(texts)["input_ids"])
     assert torch.equal(pickle.loads(pickle.dumps(model)).tokenize_ids(texts)[0], model.tokenize_ids(texts)[0])
+
+
+def test_inference_tokenising_pads_to_a_multiple_when_asked() -> None:
+    model = BiEncoder.from_config(TINY_CONFIG, max_length=64)
+    ids, mask = model.tokenize_ids(TEXTS, multiple_of=8)
+    want = model.tokenize(TEXTS)
+    n = want["input_ids"].shape[1]
+    assert ids.shape[1] % 8 == 0 and n <= ids.shape[1] < n + 8
+    assert torch.equal(ids[:, :n], want["input_ids"]) and torch.equal(mask[:, :n], want["attention_mask"])
+    assert not mask[:, n:].any() and (ids[:, n:] == model.tokenizer.pad_token_id).all()
+
+
+@needs_kernels
+def test_fused_vectors_do_not_depend_on_extra_padding() -> None:
+    torch.manual_seed(0)
+    model = serve_bi_encoder(BiEncoder.from_config(LOUD, max_length=64), "bf16")
+    ids, mask = model.tokenize_ids(TEXTS)
+    wide_ids, wide_mask = model.tokenize_ids(TEXTS, multiple_of=32)
+    with torch.inference_mode():
+        narrow, wide = model.embed_batch(ids, mask), model.embed_batch(wide_ids, wide_mask)
+    np.testing.assert_allclose(wide.numpy(), narrow.numpy(), atol=2e-2)

@@ -417,3 +417,32 @@ def test_last_layer_bias_cannot_reach_the_cls_head():
         model.lex.proj.normal_(0.0, 1.0)
     batch = model.collator(PAIRS)
     assert torch.equal(logits(model, batch), unbiased_same_instance(model, batch))
+
+
+@pytest.mark.parametrize("lea", [True, False])
+def test_inference_pads_to_a_multiple_of_eight_without_changing_logits(
+    lea: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.lea as lea_module
+
+    model = tiny(lea=lea).eval()
+    items = model.collator.encode(PAIRS)
+    longest = max(len(it) for it in items)
+    batch = model.collator.pad(items, multiple_of=8)
+    assert batch.input_ids.shape[1] == -(-longest // 8) * 8
+    assert batch.lex_idx.shape[1:] == (batch.input_ids.shape[1],) * 2
+    assert model.collator.pad(items).input_ids.shape[1] == longest
+    with pytest.raises(ValueError, match="multiple_of"):
+        model.collator.pad(items, multiple_of=0)
+    padded = model.predict_logits(PAIRS)
+    monkeypatch.setattr(lea_module, "INFERENCE_PAD_MULTIPLE", 1)
+    torch.testing.assert_close(
+        torch.from_numpy(padded), torch.from_numpy(model.predict_logits(PAIRS)), atol=1e-5, rtol=0
+    )
+
+
+def test_padding_to_a_multiple_stops_at_the_maximum_length() -> None:
+    model = tiny(max_length=20)
+    items = model.collator.encode([("a " * 50, "b " * 50)])
+    assert max(len(it) for it in items) == 20
+    assert model.collator.pad(items, multiple_of=8).input_ids.shape[1] == 20
