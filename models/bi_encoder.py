@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
+from models.batch_shapes import pad_multiple
 from models.construction import builds_models
 from models.eval_mode import enter_eval
 from models.fused_bert import FusedBertEncoder
@@ -175,9 +176,10 @@ class BiEncoder(nn.Module):
         device = self.device
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            # The fused forward pads to a multiple of 8 tokens: its matmul shapes then repeat, so
-            # oneDNN reuses compiled kernels (its vectors are their own kind; autocast's stay as stored).
-            ids, mask = self.tokenize_ids([texts[i] for i in idx], multiple_of=8 if self.fused is not None else 1)
+            # Only the fused forward pads request-sized batches further (models.batch_shapes): its
+            # vectors are their own kind, while autocast's must stay as stored.
+            multiple = pad_multiple(len(idx)) if self.fused is not None else 1
+            ids, mask = self.tokenize_ids([texts[i] for i in idx], multiple_of=multiple)
             out[idx] = self.embed_batch(ids.to(device), mask.to(device)).cpu().numpy()
         if was_training:
             self.train()

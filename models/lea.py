@@ -38,6 +38,7 @@ from transformers import (
 
 from models.artefacts import assert_safe_weights
 from models.backbones import backbone_path
+from models.batch_shapes import pad_multiple
 from models.construction import builds_models
 from models.eval_mode import enter_eval
 from models.lea_attention import LeaContext, LeaOptions, LexicalBias, install_lea_attention
@@ -49,10 +50,6 @@ logger = logging.getLogger(__name__)
 LEA_CONFIG = "lea_config.json"
 LEA_WEIGHTS = "lea.safetensors"
 LEA_FORMAT = 1
-# Inference pads each batch to a multiple of this many tokens: a rerank's matmul shapes then
-# repeat across requests, so oneDNN reuses its compiled kernels (a first-seen shape pays for one,
-# which set the p99 of a served 5-pair rerank: 41 ms against 31 once every shape had been seen).
-INFERENCE_PAD_MULTIPLE = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,7 +350,7 @@ class LeaCrossEncoder(nn.Module):
             with autocast(self.precision, self.device):
                 for start in range(0, len(items), batch_size):
                     chunk = order[start : start + batch_size]
-                    batch = self.collator.pad([items[i] for i in chunk], multiple_of=INFERENCE_PAD_MULTIPLE)
+                    batch = self.collator.pad([items[i] for i in chunk], multiple_of=pad_multiple(len(chunk)))
                     out[chunk] = self.batch_forward(batch).float().cpu().numpy()
         finally:
             if was_training:

@@ -434,8 +434,8 @@ def test_inference_pads_to_a_multiple_of_eight_without_changing_logits(
     assert model.collator.pad(items).input_ids.shape[1] == longest
     with pytest.raises(ValueError, match="multiple_of"):
         model.collator.pad(items, multiple_of=0)
-    padded = model.predict_logits(PAIRS)
-    monkeypatch.setattr(lea_module, "INFERENCE_PAD_MULTIPLE", 1)
+    padded = model.predict_logits(PAIRS)  # a request-sized batch: padded to a multiple of 8
+    monkeypatch.setattr(lea_module, "pad_multiple", lambda n: 1)
     torch.testing.assert_close(
         torch.from_numpy(padded), torch.from_numpy(model.predict_logits(PAIRS)), atol=1e-5, rtol=0
     )
