@@ -20,6 +20,8 @@ Inference only: the weights are frozen copies, and training keeps the Hugging Fa
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ from models.packed_linear import PackedLinear, is_exact_gelu
 SUPPORTED_MODEL_TYPES = ("bert",)
 
 
-def fused_bert_unsupported(backbone: nn.Module) -> str | None:
+def fused_bert_unsupported(backbone: Any) -> str | None:
     """Why ``backbone`` cannot run :class:`FusedBertEncoder` (None when it can)."""
     config = getattr(backbone, "config", None)
     if config is None or getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
@@ -46,7 +48,7 @@ def fused_bert_unsupported(backbone: nn.Module) -> str | None:
 
 
 class _FusedLayer(nn.Module):
-    def __init__(self, layer: nn.Module, heads: int) -> None:
+    def __init__(self, layer: Any, heads: int) -> None:  # a transformers BertLayer
         super().__init__()
         attn = layer.attention
         q, k, v = attn.self.query, attn.self.key, attn.self.value
@@ -79,7 +81,7 @@ class FusedBertEncoder(nn.Module):
     bi-encoder feeds single texts.
     """
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: Any) -> None:  # a transformers BertModel
         super().__init__()
         reason = fused_bert_unsupported(backbone)
         if reason is not None:

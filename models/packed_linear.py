@@ -100,7 +100,7 @@ class PackedLinear(nn.Module):
         algorithm = "none" if self.activation == "gelu" else ""  # "none": the exact (erf) GELU
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight(), bias, self.activation, [], algorithm)
 
-    def _apply(self, fn: Any, recurse: bool = True) -> PackedLinear:  # type: ignore[override]
+    def _apply(self, fn: Any, recurse: bool = True) -> PackedLinear:
         # .to() / .float() replace the buffers; the packed copy would be stale.
         self._packed = None
         return super()._apply(fn, recurse)
