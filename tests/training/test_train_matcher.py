@@ -101,9 +101,9 @@ def _train_with_spies(folder: Path, arch: str, augment: str | None) -> Trained:
         seen["logits"] = np.array(logits, copy=True)
         return original_fit(cls, logits, labels, method, bias)
 
-    def spy_pad(self, items, labels=None):
+    def spy_pad(self, items, labels=None, multiple_of=1):
         seen["train" if labels is not None else "eval"].extend(it.texts for it in items)
-        return original_pad(self, items, labels)
+        return original_pad(self, items, labels, multiple_of=multiple_of)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Calibrator, "fit", classmethod(spy_fit))
