@@ -51,6 +51,8 @@ class BiEncoder(nn.Module):
         # A fused bf16 inference forward (models.fused_bert), set by serving on a CPU that runs
         # it; encode() then uses it instead of the autocast backbone.
         self.fused: FusedBertEncoder | None = None
+        # The Rust tokenizer set up for inference (tokenize_ids), with the max length it was set for.
+        self._backend: tuple[int, Any] | None = None
 
     @classmethod
     @builds_models
@@ -120,18 +122,16 @@ class BiEncoder(nn.Module):
         return ids, mask
 
     def _backend_tokenizer(self) -> Any | None:
-        key = (id(self.tokenizer), self.max_length)
-        cached = self.__dict__.get("_backend")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        tok = self.tokenizer
-        backend = None
-        if getattr(tok, "is_fast", False) and tok.padding_side == "right" and tok.truncation_side == "right":
-            backend = copy.deepcopy(tok.backend_tokenizer)  # the wrapper re-sets the shared one per call
-            backend.enable_truncation(max_length=self.max_length)
-            backend.enable_padding(pad_id=tok.pad_token_id, pad_token=tok.pad_token, pad_type_id=tok.pad_token_type_id)
-        self.__dict__["_backend"] = (key, backend)
-        return backend
+        if self._backend is None or self._backend[0] != self.max_length:
+            tok, backend = self.tokenizer, None
+            if getattr(tok, "is_fast", False) and tok.padding_side == "right" and tok.truncation_side == "right":
+                backend = copy.deepcopy(tok.backend_tokenizer)  # the wrapper re-sets the shared one per call
+                backend.enable_truncation(max_length=self.max_length)
+                backend.enable_padding(
+                    pad_id=tok.pad_token_id, pad_token=tok.pad_token, pad_type_id=tok.pad_token_type_id
+                )
+            self._backend = (self.max_length, backend)
+        return self._backend[1]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         kwargs.pop("token_type_ids", None)

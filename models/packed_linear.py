@@ -74,6 +74,7 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16).contiguous())
         self.activation = activation
         self._packed: torch.Tensor | None = None
+        self.packed_weight()  # at load, not in the first request
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, activation: str = "none") -> PackedLinear:
@@ -104,6 +105,11 @@ class PackedLinear(nn.Module):
         # .to() / .float() replace the buffers; the packed copy would be stale.
         self._packed = None
         return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # Loading copies into the buffers in place; the packed copy would be stale.
+        super()._load_from_state_dict(*args, **kwargs)
+        self._packed = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
